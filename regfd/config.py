@@ -1,0 +1,273 @@
+"""Configuration: one TOML file, read and validated once at start.
+
+Everything downstream receives frozen dataclasses, so a typo or a bad value
+fails at start with one line naming the key, never later inside a callback.
+Unknown keys are refused for the same reason: a misspelt `failure_action`
+must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LEXICON_DIR = REPO_ROOT / "lexicons"
+DEFAULT_POLICY_FILE = REPO_ROOT / "config" / "policy.toml"
+
+MODES = ("enforce", "monitor")
+FAILURE_ACTIONS = ("tempfail", "accept", "reject")
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    socket: str = "inet:8899@127.0.0.1"
+    failure_action: str = "tempfail"
+    # Seconds allowed for one message's decision (lookups + scan); past it
+    # the failure action applies.
+    decision_timeout: float = 10.0
+    reject_text: str = (
+        "Message refused under the Regulation FD communications policy; "
+        "contact the Corporate Secretary"
+    )
+    tempfail_text: str = "Regulation FD policy check temporarily unavailable, try again later"
+    subject_prefix: str = ""  # e.g. "[RegFD] "; empty leaves the subject unchanged
+    journal_bcc: str = ""  # address that receives a copy of every tagged message
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    relay: str = "127.0.0.1:25"
+    sender: str = "regfd@localhost"
+    timeout: float = 30.0
+
+    @property
+    def host(self) -> str:
+        return self.relay.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.relay.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class PostfixConfig:
+    config_directory: str = ""
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Bounds that keep hostile mail from costing unbounded time or memory.
+
+    Anything over a limit is not skipped silently: it becomes an
+    `unscannable` finding, which the default policy treats as material.
+    """
+
+    max_message_bytes: int = 25 * 1024 * 1024  # raw message bytes read
+    max_text_bytes: int = 10 * 1024 * 1024  # extracted text scanned per message
+    max_depth: int = 8  # MIME / attached-message nesting
+    max_parts: int = 500
+    max_attachment_bytes: int = 20 * 1024 * 1024  # one decoded attachment
+    max_decompressed_bytes: int = 50 * 1024 * 1024  # zip/docx/pdf streams
+    max_compression_ratio: int = 100
+    time_budget: float = 5.0  # seconds per message
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    notify_sender_on_hold: bool = True
+    retry_initial: float = 5.0  # seconds before the first retry
+    retry_max: float = 600.0
+    hold_reminder_after: float = 4 * 3600.0  # seconds a message may wait in hold
+    disclosure_reminder_before: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    internal_domains: tuple[str, ...] = ()
+    corporate_secretary: tuple[str, ...] = ()
+    redis_url: str = ""
+    redis_prefix: str = "regfd:"
+    state_dir: Path = Path("var")
+    mode: str = "enforce"
+    timezone: str = "America/New_York"
+    authorized_roles: tuple[str, ...] = ("CEO", "CFO")
+    lexicon_dir: Path = DEFAULT_LEXICON_DIR
+    policy_file: Path = DEFAULT_POLICY_FILE
+    records_retention_days: int = 2555  # seven years
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    postfix: PostfixConfig = field(default_factory=PostfixConfig)
+    limits: ScanLimits = field(default_factory=ScanLimits)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    source: str = "<defaults>"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def effective_redis_url(self) -> str:
+        return os.environ.get("REGFD_REDIS_URL", "") or self.redis_url
+
+
+_SECTIONS: dict[str, type] = {
+    "milter": MilterConfig,
+    "smtp": SmtpConfig,
+    "postfix": PostfixConfig,
+    "limits": ScanLimits,
+    "notify": NotifyConfig,
+}
+
+
+def _fail(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"config: {key}: {problem}")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check a value against the type of its default."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise _fail(key, f"must be true or false (got {value!r})")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(key, f"must be an integer (got {value!r})")
+        if value < 0:
+            raise _fail(key, f"must not be negative (got {value})")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(key, f"must be a number (got {value!r})")
+        if value <= 0:
+            raise _fail(key, f"must be positive (got {value})")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise _fail(key, f"must be a string (got {value!r})")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _fail(key, f"must be a list of strings (got {value!r})")
+        return tuple(value)
+    if isinstance(default, Path):
+        if not isinstance(value, str) or not value:
+            raise _fail(key, f"must be a non-empty path (got {value!r})")
+        return Path(value)
+    raise _fail(key, "unsupported")  # pragma: no cover - defaults are fixed
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "source" or key not in cls.__dataclass_fields__:
+            raise _fail(f"{prefix}{key}", "unknown key")
+        kwargs[key] = _coerce(f"{prefix}{key}", value, getattr(defaults, key))
+    return cls(**kwargs)
+
+
+def _validate_domains(key: str, domains: tuple[str, ...]) -> tuple[str, ...]:
+    from .address import normalize_domain
+
+    out = []
+    for d in domains:
+        try:
+            out.append(normalize_domain(d))
+        except ValueError as exc:
+            raise _fail(key, f"{d!r} is not a valid domain ({exc})") from None
+    return tuple(out)
+
+
+def _validate_addresses(key: str, addresses: tuple[str, ...]) -> tuple[str, ...]:
+    from .address import normalize_address
+
+    out = []
+    for a in addresses:
+        try:
+            out.append(normalize_address(a))
+        except ValueError as exc:
+            raise _fail(key, f"{a!r} is not a valid address ({exc})") from None
+    return tuple(out)
+
+
+def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | None = None) -> Config:
+    """Validate a parsed TOML document into a Config.
+
+    Relative `lexicon_dir` and `policy_file` are resolved against `base`
+    (the config file's directory); `state_dir` stays relative to the working
+    directory, as daemons conventionally treat it.
+    """
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise _fail(name, "must be a table")
+        sections[name] = _build(cls, table, f"{name}.")
+    top = _build(Config, {k: v for k, v in data.items() if k not in _SECTIONS}, "")
+    cfg = dataclasses.replace(top, **sections, source=source)
+    if cfg.mode not in MODES:
+        raise _fail("mode", f"must be one of {', '.join(MODES)} (got {cfg.mode!r})")
+    if cfg.milter.failure_action not in FAILURE_ACTIONS:
+        raise _fail(
+            "milter.failure_action",
+            f"must be one of {', '.join(FAILURE_ACTIONS)} (got {cfg.milter.failure_action!r})",
+        )
+    try:
+        ZoneInfo(cfg.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _fail("timezone", f"unknown time zone {cfg.timezone!r}") from None
+    relay = cfg.smtp.relay
+    host, _, port = relay.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _fail("smtp.relay", f"must be HOST:PORT (got {relay!r})")
+    _validate_addresses("smtp.sender", (cfg.smtp.sender,))
+    sock = cfg.milter.socket
+    if not (sock.startswith("unix:") or sock.startswith("local:") or sock.startswith("inet:") or sock.startswith("inet6:")):
+        raise _fail("milter.socket", f"must be inet:PORT@HOST or unix:PATH (got {sock!r})")
+    if cfg.milter.journal_bcc:
+        _validate_addresses("milter.journal_bcc", (cfg.milter.journal_bcc,))
+    if not cfg.authorized_roles:
+        raise _fail("authorized_roles", "must name at least one role")
+    updates: dict[str, Any] = {
+        "internal_domains": _validate_domains("internal_domains", cfg.internal_domains),
+        "corporate_secretary": _validate_addresses("corporate_secretary", cfg.corporate_secretary),
+        "authorized_roles": tuple(r.upper() for r in cfg.authorized_roles),
+        "smtp": SmtpConfig(relay=cfg.smtp.relay, sender=_validate_addresses("smtp.sender", (cfg.smtp.sender,))[0], timeout=cfg.smtp.timeout),
+    }
+    if base is not None:
+        if "lexicon_dir" in data:
+            updates["lexicon_dir"] = (base / cfg.lexicon_dir).resolve()
+        if "policy_file" in data:
+            updates["policy_file"] = (base / cfg.policy_file).resolve()
+    cfg = dataclasses.replace(cfg, **updates)
+    if not cfg.lexicon_dir.is_dir():
+        raise _fail("lexicon_dir", f"{cfg.lexicon_dir} is not a directory")
+    if not cfg.policy_file.is_file():
+        raise _fail("policy_file", f"{cfg.policy_file} does not exist")
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load from `path`, else $REGFD_CONFIG, else built-in defaults."""
+    if path is None:
+        path = os.environ.get("REGFD_CONFIG") or None
+    if path is None:
+        return parse_config({}, "<defaults>")
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config: {p}: invalid TOML: {exc}") from None
+    return parse_config(data, str(p), base=p.resolve().parent)
