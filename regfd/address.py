@@ -52,6 +52,7 @@ def normalize_address(address: str) -> str:
     a = address.strip()
     if a.startswith("<") and a.endswith(">"):
         a = a[1:-1].strip()
+    a = a.rstrip(".")  # a trailing dot on the domain is the same domain
     if "@" not in a:
         raise ValueError(f"{address!r} is not an email address")
     try:
