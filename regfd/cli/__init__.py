@@ -1,0 +1,110 @@
+"""The `regfd` command line: a thin adapter over the core and the store.
+
+Each command group lives in its own module with a `register(subparsers)`
+function. Errors become one line on stderr and a non-zero exit, never a
+traceback: 1 refused input or failed action, 2 usage, 3 store unreachable,
+70 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, NoReturn
+
+from ..config import Config, load_config
+from ..errors import InvalidInput, RegfdError, StoreUnavailable
+from ..store import RedisStore, StoreHandle, open_store
+
+EXIT_ERROR, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 70
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@dataclass
+class Context:
+    """What every command may need, opened lazily and closed once."""
+
+    config_path: str | None
+    _config: Config | None = None
+    _handle: StoreHandle | None = None
+    out: Any = field(default_factory=lambda: sys.stdout)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def store(self) -> RedisStore:
+        if self._handle is None:
+            self._handle = open_store(self.config)
+            self._handle.store.ping()
+        return self._handle.store
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def actor(explicit: str | None = None) -> str:
+    """Who is making a change, for the audit trail: --by, $REGFD_ACTOR, or the OS user."""
+    if explicit:
+        return explicit
+    if os.environ.get("REGFD_ACTOR"):
+        return os.environ["REGFD_ACTOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+Handler = Callable[[Context, argparse.Namespace], int | None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import check, directory, milter, compliance
+
+    parser = Parser(prog="regfd", description="Regulation FD gateway for outgoing email")
+    parser.add_argument("--config", help="TOML configuration file (default: $REGFD_CONFIG or built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in (milter, check, directory, compliance):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    ctx = Context(args.config)
+    try:
+        return int(args.func(ctx, args) or 0)
+    except StoreUnavailable as exc:
+        print(f"regfd: error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except (RegfdError, InvalidInput) as exc:
+        print(f"regfd: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: still one line, never a traceback
+        print(f"regfd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("REGFD_DEBUG"):
+            raise
+        return EXIT_INTERNAL
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

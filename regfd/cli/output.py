@@ -1,0 +1,28 @@
+"""How listings are printed: JSON for scripts, aligned columns for people."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+
+def print_json(out: Any, obj: Any) -> None:
+    out.write(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def print_table(out: Any, rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str) -> None:
+    if not rows:
+        out.write(empty + "\n")
+        return
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+
+
+def listing(out: Any, rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str], empty: str) -> None:
+    if as_json:
+        print_json(out, list(rows))
+    else:
+        print_table(out, rows, columns, empty)

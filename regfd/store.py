@@ -1,0 +1,332 @@
+"""The directory kept in Redis, and its audit trail.
+
+Key layout (prefix `regfd:` by default), chosen so that classifying every
+recipient of a message is ONE round trip whatever the registry's size:
+
+    registry      hash  pattern -> JSON RegistryEntry   (pattern: address or domain)
+    exempt        hash  pattern -> JSON Exemption
+    officers      hash  address -> JSON Officer
+    delegates     hash  address -> JSON Authorization
+    quiet         hash  id      -> JSON QuietPeriod
+    quiet:seq     counter for quiet period ids
+    audit         stream of directory and release changes
+
+A lookup computes every candidate key of every recipient (the address and
+each parent domain) and sends HMGETs for them with the sender's HGETs in one
+MULTI/EXEC pipeline: O(candidates), independent of the registry's size, and a
+consistent snapshot. Every write goes in the same transaction as its audit
+entry, so there is no change without its record.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
+
+import redis
+from redis.sentinel import Sentinel
+
+from .address import candidates
+from .clock import now, to_iso
+from .directory import (
+    Authorization,
+    DirectorySnapshot,
+    Exemption,
+    Officer,
+    QuietPeriod,
+    RegistryEntry,
+)
+from .errors import InvalidInput, StoreUnavailable
+from .redisserver import PrivateRedis
+
+if TYPE_CHECKING:
+    from .config import Config
+
+REDIS_ERRORS = (redis.RedisError, OSError)
+
+
+class DirectoryReader(Protocol):
+    """The port the policy core's callers use; tests may pass any implementation."""
+
+    def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot: ...
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: str
+    at: str
+    who: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "who": self.who, "action": self.action,
+                "target": self.target, "detail": self.detail}
+
+
+def client_from_url(url: str, *, timeout: float = 5.0) -> redis.Redis:
+    """redis://, rediss://, unix:// via redis-py; Sentinel as
+    `redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme in ("redis+sentinel", "sentinel"):
+        hosts = []
+        netloc = parsed.netloc.rpartition("@")[2]
+        for hp in netloc.split(","):
+            host, _, port = hp.rpartition(":")
+            hosts.append((host or hp, int(port) if port.isdigit() else 26379))
+        parts = [p for p in parsed.path.split("/") if p]
+        if not parts:
+            raise StoreUnavailable(f"sentinel URL {url!r} names no service (…/SERVICE)")
+        service = parts[0]
+        db = int(parts[1]) if len(parts) > 1 else 0
+        sentinel = Sentinel(hosts, socket_timeout=timeout, password=parsed.password)
+        return sentinel.master_for(service, socket_timeout=timeout, db=db, password=parsed.password)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise StoreUnavailable(f"unsupported Redis URL scheme in {url!r}")
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                health_check_interval=30)
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    return json.dumps(d, separators=(",", ":"), sort_keys=True)
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, prefix: str = "regfd:") -> None:
+        self.r = client
+        self.p = prefix
+        self.round_trips = 0  # counted per network exchange, for the benchmark
+
+    # ----- keys
+    def k(self, name: str) -> str:
+        return self.p + name
+
+    # ----- the hot path
+    def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot:
+        """One round trip: everything the policy needs to know about this envelope."""
+        keys: list[str] = []
+        seen: set[str] = set()
+        for rcpt in recipients:
+            for key in candidates(rcpt):
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hget(self.k("officers"), sender)
+        pipe.hget(self.k("delegates"), sender)
+        pipe.hvals(self.k("quiet"))
+        if keys:
+            pipe.hmget(self.k("registry"), keys)
+            pipe.hmget(self.k("exempt"), keys)
+        try:
+            self.round_trips += 1
+            res = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"directory lookup failed: {exc}") from exc
+        officer_raw, delegate_raw, quiet_raw = res[0], res[1], res[2]
+        registry: dict[str, RegistryEntry] = {}
+        exemptions: dict[str, Exemption] = {}
+        if keys:
+            for key, raw in zip(keys, res[3]):
+                if raw is not None:
+                    registry[key] = RegistryEntry.from_json(json.loads(raw))
+            for key, raw in zip(keys, res[4]):
+                if raw is not None:
+                    exemptions[key] = Exemption.from_json(json.loads(raw))
+        return DirectorySnapshot(
+            officer=Officer.from_json(json.loads(officer_raw)) if officer_raw else None,
+            authorization=Authorization.from_json(json.loads(delegate_raw)) if delegate_raw else None,
+            registry=registry,
+            exemptions=exemptions,
+            quiet_periods=tuple(QuietPeriod.from_json(json.loads(q)) for q in quiet_raw),
+        )
+
+    def ping(self) -> None:
+        try:
+            self.r.ping()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    # ----- writes (each with its audit entry, atomically)
+    def _audit(self, pipe: Any, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        pipe.xadd(self.k("audit"), {"at": to_iso(now()), "who": who, "action": action,
+                                    "target": target, "detail": _dumps(detail)})
+
+    def _write(self, who: str, action: str, target: str, detail: dict[str, Any],
+               ops: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        for method, args in ops:
+            getattr(pipe, method)(*args)
+        self._audit(pipe, who, action, target, detail)
+        try:
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"write failed, nothing changed: {exc}") from exc
+
+    def _get(self, table: str, key: str) -> dict[str, Any] | None:
+        try:
+            raw = self.r.hget(self.k(table), key)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+    def _all(self, table: str) -> Iterator[dict[str, Any]]:
+        try:
+            for _key, raw in self.r.hscan_iter(self.k(table), count=5000):
+                yield json.loads(raw)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    def _put(self, table: str, key: str, value: dict[str, Any], who: str, action: str) -> None:
+        self._write(who, action, key, value, [("hset", (self.k(table), key, _dumps(value)))])
+
+    def _delete(self, table: str, key: str, who: str, action: str, what: str) -> dict[str, Any]:
+        old = self._get(table, key)
+        if old is None:
+            raise InvalidInput(f"no {what} {key!r}")
+        self._write(who, action, key, old, [("hdel", (self.k(table), key))])
+        return old
+
+    # registry
+    def registry_add(self, entry: RegistryEntry, who: str) -> None:
+        self._put("registry", entry.pattern, entry.to_json(), who, "registry.add")
+
+    def registry_remove(self, pattern: str, who: str) -> None:
+        self._delete("registry", pattern, who, "registry.remove", "registry entry")
+
+    def registry_list(self) -> list[RegistryEntry]:
+        return sorted((RegistryEntry.from_json(d) for d in self._all("registry")), key=lambda e: e.pattern)
+
+    def registry_import(self, entries: list[RegistryEntry], replace: bool, who: str, source: str) -> None:
+        """All rows or none: one MULTI/EXEC (with `replace`, the old registry goes in the same step)."""
+        ops: list[tuple[str, tuple[Any, ...]]] = []
+        if replace:
+            ops.append(("delete", (self.k("registry"),)))
+        chunk = 5000
+        for i in range(0, len(entries), chunk):
+            mapping = {e.pattern: _dumps(e.to_json()) for e in entries[i:i + chunk]}
+            ops.append(("hset", (self.k("registry"), None, None, mapping)))
+        self._write(who, "registry.import", source, {"rows": len(entries), "replace": replace}, ops)
+
+    def registry_count(self) -> int:
+        return int(self.r.hlen(self.k("registry")))
+
+    # officers
+    def officer_add(self, officer: Officer, who: str) -> None:
+        self._put("officers", officer.address, officer.to_json(), who, "officer.add")
+
+    def officer_get(self, address: str) -> Officer | None:
+        d = self._get("officers", address)
+        return Officer.from_json(d) if d else None
+
+    def officer_remove(self, address: str, who: str) -> None:
+        self._delete("officers", address, who, "officer.remove", "officer")
+
+    def officer_list(self) -> list[Officer]:
+        return sorted((Officer.from_json(d) for d in self._all("officers")), key=lambda o: o.address)
+
+    # delegates
+    def delegate_add(self, auth: Authorization, who: str) -> None:
+        self._put("delegates", auth.address, auth.to_json(), who, "delegate.add")
+
+    def delegate_get(self, address: str) -> Authorization | None:
+        d = self._get("delegates", address)
+        return Authorization.from_json(d) if d else None
+
+    def delegate_revoke(self, address: str, who: str, at: datetime) -> Authorization:
+        auth = self.delegate_get(address)
+        if auth is None:
+            raise InvalidInput(f"no delegate {address!r}")
+        if auth.revoked_at is not None:
+            raise InvalidInput(f"delegate {address!r} was already revoked at {to_iso(auth.revoked_at)}")
+        revoked = Authorization(auth.address, auth.by, auth.to, auth.until, auth.scope, at, who, auth.added_at)
+        self._put("delegates", address, revoked.to_json(), who, "delegate.revoke")
+        return revoked
+
+    def delegate_list(self) -> list[Authorization]:
+        return sorted((Authorization.from_json(d) for d in self._all("delegates")), key=lambda a: a.address)
+
+    # exemptions
+    def exempt_add(self, exemption: Exemption, who: str) -> None:
+        self._put("exempt", exemption.pattern, exemption.to_json(), who, "exempt.add")
+
+    def exempt_remove(self, pattern: str, who: str) -> None:
+        self._delete("exempt", pattern, who, "exempt.remove", "exemption")
+
+    def exempt_list(self) -> list[Exemption]:
+        return sorted((Exemption.from_json(d) for d in self._all("exempt")), key=lambda e: e.pattern)
+
+    # quiet periods
+    def quiet_add(self, start: datetime, end: datetime, label: str, who: str) -> QuietPeriod:
+        try:
+            qid = str(self.r.incr(self.k("quiet:seq")))
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        period = QuietPeriod(qid, start, end, label)
+        self._put("quiet", qid, period.to_json(), who, "quiet.add")
+        return period
+
+    def quiet_remove(self, qid: str, who: str) -> None:
+        self._delete("quiet", qid, who, "quiet.remove", "quiet period")
+
+    def quiet_list(self) -> list[QuietPeriod]:
+        return sorted((QuietPeriod.from_json(d) for d in self._all("quiet")), key=lambda q: q.start)
+
+    # audit
+    def audit(self, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        """An audit entry on its own (releases, rejects, disclosure closes)."""
+        self._write(who, action, target, detail, [])
+
+    def audit_list(self, since: datetime | None = None) -> list[AuditEvent]:
+        start = f"{int(since.timestamp() * 1000)}-0" if since else "-"
+        try:
+            rows = self.r.xrange(self.k("audit"), min=start, max="+")
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        out = []
+        for sid, f in rows:
+            dec = {k.decode(): v.decode() for k, v in f.items()}
+            out.append(AuditEvent(sid.decode(), dec["at"], dec["who"], dec["action"], dec["target"],
+                                  json.loads(dec.get("detail") or "{}")))
+        return out
+
+
+class StoreHandle:
+    """An open store plus the private redis-server it may have started.
+
+    Use as a context manager: the private server is stopped on exit only if
+    this handle started it.
+    """
+
+    def __init__(self, store: RedisStore, private: "PrivateRedis | None") -> None:
+        self.store = store
+        self.private = private
+
+    def __enter__(self) -> RedisStore:
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.r.close()
+        if self.private is not None:
+            self.private.stop()
+
+
+def open_store(config: "Config", *, timeout: float = 5.0) -> StoreHandle:
+    """Connect to the configured Redis, or start the private one under state_dir."""
+    url = config.effective_redis_url
+    private = None
+    if not url:
+        private = PrivateRedis(config.state_dir)
+        started = private.ensure_running()
+        url = private.url
+        if not started:
+            private = None
+    store = RedisStore(client_from_url(url, timeout=timeout), config.redis_prefix)
+    return StoreHandle(store, private)

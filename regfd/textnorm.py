@@ -1,0 +1,285 @@
+"""Text normalization that defeats simple evasion while remembering offsets.
+
+The lexicons are matched against a *normalized* form of the text (NFKC,
+case-folded, accents, zero-width characters and soft hyphens removed,
+look-alike letters mapped to Latin, spaced-out letters and words hyphenated
+across line breaks joined), but a reviewer must see what the sender actually
+wrote. So every transformation records a piece map from normalized offsets
+back to original offsets.
+
+Speed (FIELD-NOTES section 6): a per-character Python loop caps throughput at
+about 14 MB/s, so the common ASCII text is handled by C-level `str.lower()`
+and regex searches; Python only loops over runs of non-ASCII characters and
+over the few spans that a join rule rewrites.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_right
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .patternset import PatternSet
+
+# Characters that are invisible or only formatting: removed outright.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e\u200f"
+    "\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068"
+    "\u2069\u206a\u206b\u206c\u206d\u206e\u206f\u3164\ufeff\uffa0"
+)
+
+# Look-alike letters mapped to the Latin letter they imitate. Applied after
+# NFKC (which already folds fullwidth and mathematical letters) and before
+# case folding, because case matters for some shapes (Greek capital Eta looks
+# like "H", small eta like "n").
+_CONFUSABLES = {
+    # Cyrillic capitals
+    "А": "a", "В": "b", "С": "c", "Е": "e", "Н": "h", "І": "i", "Ј": "j", "К": "k",
+    "М": "m", "О": "o", "Р": "p", "Ѕ": "s", "Т": "t", "Х": "x", "У": "y", "Ү": "y",
+    "Ԁ": "d", "Ԛ": "q", "Ԝ": "w", "Ӏ": "l", "Ѵ": "v", "Ꙅ": "s",
+    # Cyrillic small
+    "а": "a", "в": "b", "с": "c", "е": "e", "ё": "e", "һ": "h", "н": "h", "і": "i",
+    "ї": "i", "ј": "j", "к": "k", "м": "m", "о": "o", "р": "p", "ѕ": "s", "т": "t",
+    "х": "x", "у": "y", "ү": "y", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ӏ": "l", "ѵ": "v",
+    "ь": "b", "п": "n", "г": "r", "ц": "u", "и": "u", "л": "n",
+    # Greek capitals
+    "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m",
+    "Ν": "n", "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x",
+    # Greek small
+    "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v",
+    "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ς": "c", "σ": "o",
+    # Latin oddities and Armenian/Cherokee shapes commonly used in spoofing
+    "ı": "i", "ȷ": "j", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ʏ": "y", "ᴀ": "a", "ᴄ": "c",
+    "ᴅ": "d", "ᴇ": "e", "ᴋ": "k", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r",
+    "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ᴢ": "z", "օ": "o", "ս": "u", "ց": "g",
+    # Punctuation people paste from word processors
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+    "\u2015": "-", "\u2212": "-",
+}
+_TRANSLATE = str.maketrans({**_CONFUSABLES, **{c: None for c in _INVISIBLE}})
+
+
+@lru_cache(maxsize=8192)
+def fold_char(c: str) -> str:
+    """Normalized form of one non-ASCII character ('' when it should vanish)."""
+    decomposed = unicodedata.normalize("NFKD", c)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return unicodedata.normalize("NFKC", stripped).translate(_TRANSLATE).casefold().translate(_TRANSLATE)
+
+
+def fold(s: str) -> str:
+    """Normalize a short string the way `normalize` does (for lexicon patterns)."""
+    if s.isascii():
+        return s.lower()
+    return "".join(c.lower() if c.isascii() else fold_char(c) for c in s)
+
+
+@dataclass(frozen=True)
+class PieceMap:
+    """Maps offsets of a derived string back to its source string.
+
+    Piece i covers derived[dst[i]:dst[i+1]] and source[src[i]:src[i]+srclen[i]];
+    a piece is `linear` when both sides have the same length, so offsets inside
+    it map one to one; otherwise the whole piece maps to its whole source span.
+    """
+
+    dst: tuple[int, ...]
+    src: tuple[int, ...]
+    srclen: tuple[int, ...]
+    linear: tuple[bool, ...]
+
+    def start(self, n: int) -> int:
+        i = bisect_right(self.dst, n) - 1
+        if i < 0:
+            return 0
+        if self.linear[i]:
+            return self.src[i] + min(n - self.dst[i], self.srclen[i])
+        return self.src[i]
+
+    def end(self, n: int) -> int:
+        if n <= 0:
+            return 0
+        i = bisect_right(self.dst, n - 1) - 1
+        if i < 0:
+            return 0
+        if self.linear[i]:
+            return self.src[i] + min(n - self.dst[i], self.srclen[i])
+        return self.src[i] + self.srclen[i]
+
+
+def _identity(length: int) -> PieceMap:
+    return PieceMap((0,), (0,), (length,), (True,))
+
+
+class _Builder:
+    """Accumulates derived text and its piece map."""
+
+    __slots__ = ("parts", "dst", "src", "srclen", "linear", "pos")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.dst: list[int] = []
+        self.src: list[int] = []
+        self.srclen: list[int] = []
+        self.linear: list[bool] = []
+        self.pos = 0
+
+    def add(self, text: str, src: int, srclen: int) -> None:
+        self.parts.append(text)
+        self.dst.append(self.pos)
+        self.src.append(src)
+        self.srclen.append(srclen)
+        self.linear.append(len(text) == srclen)
+        self.pos += len(text)
+
+    def result(self) -> tuple[str, PieceMap]:
+        if not self.dst:
+            return "", _identity(0)
+        return "".join(self.parts), PieceMap(tuple(self.dst), tuple(self.src), tuple(self.srclen), tuple(self.linear))
+
+
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+
+
+def _fold_run(b: _Builder, run: str, offset: int) -> None:
+    folded = [fold_char(c) for c in run]
+    if all(len(f) == 1 for f in folded):
+        b.add("".join(folded), offset, len(run))
+        return
+    start = 0
+    for i, f in enumerate(folded):
+        if len(f) != 1:
+            if i > start:
+                b.add("".join(folded[start:i]), offset + start, i - start)
+            b.add(f, offset + i, 1)
+            start = i + 1
+    if start < len(run):
+        b.add("".join(folded[start:]), offset + start, len(run) - start)
+
+
+def _char_fold(text: str) -> tuple[str, PieceMap]:
+    """Stage 1: per-character folding (NFKC, casefold, look-alikes, invisibles)."""
+    if text.isascii():
+        return text.lower(), _identity(len(text))
+    b = _Builder()
+    last = 0
+    for m in _NON_ASCII_RUN.finditer(text):
+        s, e = m.span()
+        if s > last:
+            b.add(text[last:s].lower(), last, s - last)
+        _fold_run(b, m.group(), s)
+        last = e
+    if last < len(text):
+        b.add(text[last:].lower(), last, len(text) - last)
+    return b.result()
+
+
+# Stage 2 rules, each a (pattern, replacement) over the folded text.
+# Spaced-out letters: "e b i t d a", "m.e.r.g.e.r", "c-u-t" (three letters or
+# more, single separators, so ordinary prose with "a" and "i" is untouched).
+_SPACED = re.compile(r"(?<![a-z0-9'])[a-z](?:(?:[.\-_*~/+] ?| )[a-z](?![a-z0-9])){2,}\.?")
+# A word hyphenated across a line break: "mer-\n  ger" (also inside "> " quotes).
+_HYPHENATED = re.compile(r"(?<=[a-z])-[ \t]*\r?\n[ \t>]*(?=[a-z])")
+# Reply-quote markers at the start of a line, so a phrase wrapped across two
+# quoted lines still reads as one phrase.
+_QUOTE_MARK = re.compile(r"(?<=\n)[ \t]*>[> \t]*")
+_NOT_LETTER = re.compile(r"[^a-z]")
+
+
+# Hyperscan prefilter for the three rules: on ASCII text it says where a
+# rule may apply, so the Python regexes above only run around those places.
+_JOIN_HINTS = PatternSet(
+    [
+        r"(?:^|[^a-z0-9'])[a-z](?:[.\-_*~/+] ?| )[a-z](?:[.\-_*~/+] ?| )[a-z](?:[^a-z0-9]|$)",
+        r"[a-z]-[ \t]*\r?\n",
+        r"\n[ \t]*>",
+    ],
+    single_match=False,
+)
+_JOIN_RULES = (_SPACED, _HYPHENATED, _QUOTE_MARK)
+_HINT_LIMIT = 20_000
+
+
+def _join_spans(text: str) -> list[tuple[int, int, str]]:
+    """Spans to rewrite, found by the prefilter and confirmed by the regexes."""
+    spans: list[tuple[int, int, str]] = []
+    hints: list[tuple[int, int]] | None = None
+    if text.isascii():
+        hints, truncated = _JOIN_HINTS.matches(text.encode("ascii"), limit=_HINT_LIMIT)
+        if truncated:
+            hints = None
+    if hints is None:  # non-ASCII text (byte offsets differ) or a flood: full regex passes
+        for rule in _JOIN_RULES:
+            for m in rule.finditer(text):
+                spans.append((m.start(), m.end(), _NOT_LETTER.sub("", m.group()) if rule is _SPACED else ""))
+        return spans
+    done = [-1, -1, -1]  # per rule: end of the last span already found
+    for rule_id, end in hints:
+        if end <= done[rule_id]:
+            continue
+        rule = _JOIN_RULES[rule_id]
+        m = rule.search(text, max(0, end - 16))
+        while m is not None and m.end() <= done[rule_id]:
+            m = rule.search(text, m.end())
+        if m is None or m.start() > end:
+            continue
+        done[rule_id] = m.end()
+        spans.append((m.start(), m.end(), _NOT_LETTER.sub("", m.group()) if rule is _SPACED else ""))
+    return spans
+
+
+def _joins(text: str) -> tuple[str, PieceMap]:
+    """Stage 2: join spaced letters and hyphenated words; drop quote markers."""
+    spans = _join_spans(text)
+    if not spans:
+        return text, _identity(len(text))
+    spans.sort()
+    b = _Builder()
+    last = 0
+    for s, e, repl in spans:
+        if s < last:  # overlapping rules: the first one wins
+            continue
+        if s > last:
+            b.add(text[last:s], last, s - last)
+        b.add(repl, s, e - s)
+        last = e
+    if last < len(text):
+        b.add(text[last:], last, len(text) - last)
+    return b.result()
+
+
+@dataclass(frozen=True)
+class NormalizedText:
+    """The original text, its normalized form, and the way back."""
+
+    original: str
+    text: str
+    _fold_map: PieceMap
+    _join_map: PieceMap
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original [start, end) for a normalized [start, end)."""
+        s1 = self._join_map.start(start)
+        e1 = self._join_map.end(end)
+        s0 = self._fold_map.start(s1)
+        e0 = self._fold_map.end(e1)
+        return s0, max(s0, e0)
+
+    def excerpt(self, start: int, end: int, width: int = 80) -> str:
+        """About `width` characters of original text around normalized [start, end)."""
+        s, e = self.span(start, end)
+        pad = max(0, (width - (e - s)) // 2)
+        lo, hi = max(0, s - pad), min(len(self.original), e + pad)
+        snippet = " ".join(self.original[lo:hi].split())
+        return ("…" if lo > 0 else "") + snippet + ("…" if hi < len(self.original) else "")
+
+
+def normalize(text: str) -> NormalizedText:
+    """Normalize `text` for matching, keeping a map back to the original."""
+    folded, fold_map = _char_fold(text)
+    joined, join_map = _joins(folded)
+    return NormalizedText(text, joined, fold_map, join_map)
