@@ -1,0 +1,34 @@
+# The two commands of the README:
+#   make run    install what is needed, then run the milter on the built-in default store
+#   make test   install what is needed, then run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CONFIG ?= config/regfd.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test deps bench clean
+
+run: deps
+	$(BIN)/regfd --config $(CONFIG) milter
+
+test: deps
+	@bash deploy/install-system-deps.sh test
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@bash deploy/install-system-deps.sh run
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[milter,test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+bench: deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
