@@ -1,0 +1,361 @@
+"""Lexicons: reviewable TOML data compiled once into one fast matcher.
+
+A compliance officer edits `lexicons/*.toml`; nothing here encodes policy.
+Each file declares its `kind` and a list of `[[entry]]` tables (see
+lexicons/README.md for the format and the pattern syntax). Every file is
+validated at load: a bad entry stops start-up with one line naming the file
+and entry, never a surprise inside the milter callback.
+
+All patterns of all files go into one Hyperscan database (prefilter, over
+1 GB/s); the `regex` package then confirms the exact span of each reported
+hit and checks proximity (`near`/`within`), per-entry `unless` phrases and
+the exclusion file, which only ever run around the few hits.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from .errors import ConfigError
+from .patternset import PatternSet
+from .textnorm import fold
+
+MATERIAL = "material"
+EMBARGO = "embargo"
+NON_GAAP = "non-gaap"
+GAAP_RECONCILIATION = "gaap-reconciliation"
+EXCLUSION = "exclusion"
+LEXICON_KINDS = (MATERIAL, EMBARGO, NON_GAAP, GAAP_RECONCILIATION, EXCLUSION)
+SEVERITIES = ("high", "medium", "low")
+SCOPES = ("phrase", "sentence", "paragraph")
+
+_ENTRY_KEYS = {"category", "pattern", "patterns", "severity", "near", "within", "unless", "unless_within", "scope", "note"}
+_FILE_KEYS = {"kind", "description", "entry"}
+
+# Between two words of a pattern: any run of whitespace, hyphens or slashes.
+_SEP = r"[\s\-/]+"
+_WORD = r"[a-z0-9&'.$%]+"
+_MAX_WITHIN = 50
+_WINDOW_CHARS = 400  # how far back a reported hit's start is looked for
+_REPORT_LIMIT = 20_000  # Hyperscan reports per text before falling back
+_PER_PATTERN_LIMIT = 25  # occurrences of one pattern examined per text
+
+
+class PatternError(ValueError):
+    """A lexicon pattern does not follow the documented syntax."""
+
+
+def pattern_to_regex(pattern: str) -> str:
+    """Translate the lexicon pattern syntax into a regular expression.
+
+    Syntax (documented for reviewers in lexicons/README.md):
+    words separated by spaces (a space matches any whitespace, hyphen or
+    slash); a hyphen inside a word also matches nothing ("non-gaap" matches
+    "nongaap"); `*` ends a word with any letters ("downgrad*"); `'` is optional
+    ("we're" also matches "were"); `(a|b c)` alternatives, optionally followed
+    by `?` (put the trailing space inside: "we (are )?going"); `~` stands for
+    one arbitrary word and `~3` for up to three; `#` is a number ("$#").
+    """
+    p = fold(" ".join(pattern.split()))
+    if not p:
+        raise PatternError("empty pattern")
+    out: list[str] = []
+    depth = 0
+    i = 0
+    n = len(p)
+    while i < n:
+        c = p[i]
+        if c == " ":
+            out.append(_SEP)
+        elif c == "-":
+            out.append(r"[\s\-/]*")
+        elif c == "*":
+            out.append(r"[a-z0-9']*")
+        elif c == "'":
+            out.append("'?")
+        elif c == "#":
+            out.append(r"[0-9][0-9.,]*")
+        elif c == "(":
+            depth += 1
+            out.append("(?:")
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise PatternError("unbalanced ')'")
+            out.append(")")
+        elif c == "|":
+            if depth == 0:
+                raise PatternError("'|' outside parentheses")
+            out.append("|")
+        elif c == "?":
+            if i == 0 or p[i - 1] != ")":
+                raise PatternError("'?' must follow ')'")
+            out.append("?")
+        elif c == "~":
+            j = i + 1
+            while j < n and p[j].isdigit():
+                j += 1
+            if j > i + 1:
+                count = int(p[i + 1 : j])
+                if not 1 <= count <= 10:
+                    raise PatternError("'~N' needs N between 1 and 10")
+                # up to N words, each followed by a separator (the pattern's own space follows)
+                if j < n and p[j] == " ":
+                    out.append(f"(?:{_WORD}{_SEP}){{0,{count}}}")
+                    j += 1
+                else:
+                    raise PatternError("'~N' must be followed by a word")
+            else:
+                out.append(_WORD)
+            i = j
+            continue
+        elif c.isalnum() or c in "&.$%":
+            out.append(regex.escape(c))
+        else:
+            raise PatternError(f"character {c!r} is not allowed")
+        i += 1
+    if depth != 0:
+        raise PatternError("unbalanced '('")
+    body = "".join(out)
+    first = p.lstrip("(")[:1]
+    last = p.rstrip(")?")[-1:]
+    prefix = r"\b" if first.isalnum() else ""
+    suffix = r"\b" if (last.isalnum() or last in "*'#") else ""
+    return f"{prefix}(?:{body}){suffix}"
+
+
+def _compile(expr: str) -> regex.Pattern[str]:
+    return regex.compile(expr, regex.ASCII | regex.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One compiled lexicon entry."""
+
+    kind: str
+    category: str
+    pattern: str
+    severity: str
+    expression: str
+    rx: regex.Pattern[str]
+    near: regex.Pattern[str] | None
+    within: int
+    unless: tuple[regex.Pattern[str], ...]
+    unless_within: int
+    scope: str
+    origin: str  # "file.toml entry 3", for error messages and reviewers
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A confirmed occurrence of an entry in normalized text."""
+
+    entry: Entry
+    start: int
+    end: int
+
+
+def _fail(origin: str, problem: str) -> ConfigError:
+    return ConfigError(f"lexicon {origin}: {problem}")
+
+
+def _pattern(origin: str, key: str, value: Any) -> tuple[str, regex.Pattern[str]]:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(origin, f"{key} must be a non-empty string (got {value!r})")
+    try:
+        expr = pattern_to_regex(value)
+        return expr, _compile(expr)
+    except (PatternError, regex.error) as exc:
+        raise _fail(origin, f"{key} {value!r}: {exc}") from None
+
+
+def _int(origin: str, key: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_WITHIN:
+        raise _fail(origin, f"{key} must be an integer from 1 to {_MAX_WITHIN} (got {value!r})")
+    return value
+
+
+def _entries(kind: str, table: dict[str, Any], origin: str) -> list[Entry]:
+    unknown = set(table) - _ENTRY_KEYS
+    if unknown:
+        raise _fail(origin, f"unknown key {sorted(unknown)[0]!r}")
+    category = table.get("category", kind if kind != MATERIAL else None)
+    if not isinstance(category, str) or not category.strip():
+        raise _fail(origin, "category is required")
+    severity = table.get("severity", "high")
+    if severity not in SEVERITIES:
+        raise _fail(origin, f"severity must be one of {', '.join(SEVERITIES)} (got {severity!r})")
+    scope = table.get("scope", "phrase")
+    if scope not in SCOPES:
+        raise _fail(origin, f"scope must be one of {', '.join(SCOPES)} (got {scope!r})")
+    if "scope" in table and kind != EXCLUSION:
+        raise _fail(origin, "scope is only valid in an exclusion file")
+    if ("pattern" in table) == ("patterns" in table):
+        raise _fail(origin, "give exactly one of pattern or patterns")
+    raw = table.get("patterns", [table.get("pattern")])
+    if not isinstance(raw, list) or not raw:
+        raise _fail(origin, "patterns must be a non-empty list of strings")
+    near = None
+    if "near" in table:
+        near = _pattern(origin, "near", table["near"])[1]
+    within = _int(origin, "within", table.get("within"), 6)
+    unless_raw = table.get("unless", [])
+    if not isinstance(unless_raw, list):
+        raise _fail(origin, "unless must be a list of strings")
+    unless = tuple(_pattern(origin, "unless", u)[1] for u in unless_raw)
+    unless_within = _int(origin, "unless_within", table.get("unless_within"), 8)
+    out = []
+    for p in raw:
+        expr, rx = _pattern(origin, "pattern", p)
+        out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope, origin))
+    return out
+
+
+def _load_file(path: Path) -> list[Entry]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"lexicon {path}: cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"lexicon {path}: invalid TOML: {exc}") from None
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(f"lexicon {path}: unknown key {sorted(unknown)[0]!r}")
+    kind = data.get("kind")
+    if kind not in LEXICON_KINDS:
+        raise ConfigError(f"lexicon {path}: kind must be one of {', '.join(LEXICON_KINDS)} (got {kind!r})")
+    tables = data.get("entry", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"lexicon {path}: needs at least one [[entry]]")
+    entries: list[Entry] = []
+    for n, table in enumerate(tables, 1):
+        entries.extend(_entries(kind, table, f"{path.name} entry {n}"))
+    return entries
+
+
+def _window_words(text: str, start: int, end: int, words: int) -> str:
+    """The hit plus `words` words either side, as one string."""
+    reach = words * 25 + 20
+    before = text[max(0, start - reach) : start].split()[-words:] if words else []
+    after = text[end : end + reach].split()[:words] if words else []
+    return " ".join([*before, text[start:end], *after])
+
+
+_SENTENCE_END = regex.compile(r"[.!?](?:\s|$)|\n\s*\n")
+
+
+def _bounds(text: str, start: int, end: int, scope: str) -> tuple[int, int]:
+    """The sentence or paragraph around [start, end)."""
+    if scope == "phrase":
+        return start, end
+    if scope == "paragraph":
+        lo = text.rfind("\n\n", 0, start)
+        lo2 = text.rfind("\r\n\r\n", 0, start)
+        hi = text.find("\n\n", end)
+        hi2 = text.find("\r\n\r\n", end)
+        lo = max(lo, lo2)
+        his = [h for h in (hi, hi2) if h >= 0]
+        return (0 if lo < 0 else lo), (min(his) if his else len(text))
+    lo = max(text.rfind(". ", 0, start), text.rfind("\n\n", 0, start), text.rfind("? ", 0, start), text.rfind("! ", 0, start))
+    m = _SENTENCE_END.search(text, end)
+    return (0 if lo < 0 else lo + 1), (m.end() if m else len(text))
+
+
+@dataclass(frozen=True)
+class Lexicons:
+    """All entries, compiled; immutable and safe to share between threads."""
+
+    entries: tuple[Entry, ...]
+    matcher: PatternSet  # every occurrence, for exact spans
+    presence: PatternSet  # one report per pattern, the fallback on floods
+    files: tuple[str, ...]
+
+    def categories(self, kind: str) -> set[str]:
+        return {e.category for e in self.entries if e.kind == kind}
+
+    def _raw_hits(self, text: str) -> list[tuple[Entry, int, int]]:
+        data = text.encode("utf-8", "replace")
+        if len(data) == len(text):
+            reports, truncated = self.matcher.matches(data, limit=_REPORT_LIMIT)
+            if not truncated:
+                return self._confirm_reports(text, reports)
+        ids = self.presence.ids(data)
+        hits = []
+        for pid in sorted(ids):
+            entry = self.entries[pid]
+            for k, m in enumerate(entry.rx.finditer(text)):
+                if k >= _PER_PATTERN_LIMIT:
+                    break
+                hits.append((entry, m.start(), m.end()))
+        return hits
+
+    def _confirm_reports(self, text: str, reports: list[tuple[int, int]]) -> list[tuple[Entry, int, int]]:
+        hits = []
+        seen: dict[int, int] = {}
+        for pid, end in reports:
+            count = seen.get(pid, 0)
+            if count >= _PER_PATTERN_LIMIT:
+                continue
+            entry = self.entries[pid]
+            found = None
+            for m in entry.rx.finditer(text, max(0, end - _WINDOW_CHARS), end, overlapped=False):
+                if m.end() == end:
+                    found = m
+            if found is None:
+                continue
+            seen[pid] = count + 1
+            hits.append((entry, found.start(), end))
+        return hits
+
+    def find(self, text: str) -> list[Hit]:
+        """Confirmed hits of every kind in normalized `text`, exclusions applied.
+
+        Exclusion entries are consumed here: a hit overlapping an excluded
+        phrase, or inside the sentence/paragraph of a sentence/paragraph-scope
+        exclusion, is dropped.
+        """
+        raw = self._raw_hits(text)
+        if not raw:
+            return []
+        excluded = [_bounds(text, s, e, entry.scope) for entry, s, e in raw if entry.kind == EXCLUSION]
+        hits = []
+        for entry, s, e in raw:
+            if entry.kind == EXCLUSION:
+                continue
+            if any(lo < e and s < hi for lo, hi in excluded):
+                continue
+            if entry.near is not None and not entry.near.search(_window_words(text, s, e, entry.within)):
+                continue
+            if entry.unless:
+                window = _window_words(text, s, e, entry.unless_within)
+                if any(u.search(window) for u in entry.unless):
+                    continue
+            hits.append(Hit(entry, s, e))
+        return hits
+
+
+def load_lexicons(directory: Path) -> Lexicons:
+    """Load, validate and compile every `*.toml` lexicon file in `directory`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"lexicon directory {directory}: not a directory")
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise ConfigError(f"lexicon directory {directory}: no *.toml lexicon files")
+    entries: list[Entry] = []
+    for path in files:
+        entries.extend(_load_file(path))
+    try:
+        expressions = [e.expression for e in entries]
+        matcher = PatternSet(expressions, single_match=False)
+        presence = PatternSet(expressions, single_match=True)
+    except Exception as exc:  # Hyperscan names the pattern id; map it back
+        raise ConfigError(f"lexicon {directory}: patterns do not compile together: {exc}") from None
+    return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files))
