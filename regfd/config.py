@@ -45,7 +45,7 @@ class MilterConfig:
 @dataclass(frozen=True)
 class SmtpConfig:
     relay: str = "127.0.0.1:25"
-    sender: str = "regfd@localhost"
+    sender: str = "regfd@localhost.localdomain"
     timeout: float = 30.0
 
     @property
