@@ -1,0 +1,417 @@
+"""The milter adapter: MTA events in, one policy decision out, the action back.
+
+A thin layer over `policy`: it collects the envelope and the message, asks
+the store for ONE directory snapshot per message, lets `classify`/`judge`
+decide, hands every recorded verdict to the `DecisionSink` BEFORE acting,
+and translates the verdict into milter actions. No policy lives here.
+
+Threading: libmilter runs one thread per MTA connection and pymilter builds
+one `RegfdMilter` per connection, so per-message state lives on that object
+only. Everything shared (`MilterApp`: config, policy, lexicons, the Redis
+connection pool, the sink) is immutable or thread-safe. There is no cache
+across messages: every message does its own round trip, so a registry
+change applies at once on every host.
+
+Fail closed: any exception inside a callback, Redis unreachable, or a
+decision slower than `milter.decision_timeout` answers the configured
+failure action (default 451 4.7.1). Nothing is ever accepted by accident.
+
+Round trips (FIELD-NOTES section 1): on an inet socket every event the MTA
+sends must get a reply or the MTA's next write waits for a delayed ACK
+(40 ms). So every stage the MTA sends has a callback that replies, the
+`data()` callback is kept (deciding there also lets us accept mail without
+a Specified Person before its body is transferred), and the macros asked
+for are the few we read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+import Milter
+import structlog
+
+from .clock import now
+from .directory import SYSTEM, DirectorySnapshot
+from .errors import StoreUnavailable
+from .finding import UNSCANNABLE, Finding
+from .message import MessageFacts
+from .policy import ACCEPT, HOLD, REJECT, TAG, Classification, Envelope, Policy, Verdict, classify, judge
+from .store import DirectoryReader
+from .workflow import DecisionSink
+
+log = structlog.get_logger("regfd.milter")
+
+# Actions we may ask the MTA for; nothing else is negotiated.
+WANTED_ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT | Milter.QUARANTINE | Milter.SETSYMLIST
+
+# Macros read per stage (Sendmail and Postfix share these names). `i` is
+# asked for at every stage where an MTA may know it: Postfix knows it after
+# the first valid RCPT (or at MAIL with smtpd_delay_open_until_valid_rcpt=no),
+# Sendmail at MAIL; the value seen at EOM is the fallback.
+MACROS: dict[int, tuple[str, ...]] = {
+    Milter.M_ENVFROM: ("i", "{auth_authen}", "{mail_addr}"),
+    Milter.M_ENVRCPT: ("i", "{rcpt_addr}"),
+    Milter.M_DATA: ("i",),
+    Milter.M_EOM: ("i", "j"),
+}
+
+Scan = Callable[[bytes], Iterable[Finding]]
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What to answer when no decision can be taken (store down, deadline, bug)."""
+
+    action: str  # tempfail | accept | reject
+    tempfail_text: str
+    reject_text: str
+
+
+@dataclass
+class MilterApp:
+    """State shared by every connection: immutable, or thread-safe by construction."""
+
+    policy: Policy
+    store: DirectoryReader
+    sink: DecisionSink
+    scan: Scan
+    failure: FailurePolicy
+    max_message_bytes: int
+    decision_timeout: float
+    reject_text: str
+    subject_prefix: str = ""
+    journal_bcc: str = ""
+    clock: Callable[[], datetime] = now
+    # In-flight messages, so a graceful stop can wait for them.
+    _inflight: int = 0
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+
+    @classmethod
+    def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, scan: Scan,
+                    policy: Policy | None = None) -> "MilterApp":
+        m = config.milter
+        return cls(policy=policy or Policy.from_config(config), store=store, sink=sink, scan=scan,
+                   failure=FailurePolicy(m.failure_action, m.tempfail_text, m.reject_text),
+                   max_message_bytes=config.limits.max_message_bytes, decision_timeout=m.decision_timeout,
+                   reject_text=m.reject_text, subject_prefix=m.subject_prefix, journal_bcc=m.journal_bcc)
+
+    def factory(self) -> "RegfdMilter":
+        return RegfdMilter(self)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._inflight += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            self._lock.notify_all()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no message is in flight; False if some still are after `timeout`."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._inflight <= 0, timeout)
+
+
+def _percent(text: str) -> str:
+    """libmilter silently drops a reply text with a single '%'."""
+    return text.replace("%", "%%")
+
+
+def _addr(value: str) -> str:
+    return value.strip().strip("<>").strip()
+
+
+class _Failed(Exception):
+    """Internal: no decision could be taken; carries the reason for the log."""
+
+
+def _guarded(stage: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Any exception inside a callback becomes the failure action, logged with its traceback."""
+
+    def wrap(fn: Callable[..., int]) -> Callable[..., int]:
+        def inner(self: "RegfdMilter", *args: Any) -> int:
+            try:
+                return fn(self, *args)
+            except Exception as exc:  # fail closed, whatever went wrong
+                return self._fail(stage, exc)
+
+        inner.__name__ = fn.__name__
+        inner.__doc__ = fn.__doc__
+        for attr in ("error_strategy",):
+            if hasattr(fn, attr):
+                setattr(inner, attr, getattr(fn, attr))
+        return inner
+
+    return wrap
+
+
+class RegfdMilter(Milter.Base):
+    """One MTA connection (possibly several messages)."""
+
+    def __init__(self, app: MilterApp) -> None:
+        self.app = app
+        self.client_addr = ""
+        self._in_message = False
+        self._reset()
+
+    # ----- per-message state
+    def _reset(self) -> None:
+        self.sender = ""
+        self.recipients: list[str] = []
+        self.auth = ""
+        self.queue_id = ""
+        self.classification: Classification | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0  # bytes received (headers + body), buffered or not
+        self.buffered = 0
+        self.truncated = False
+        self.subject = ""
+        self.message_id = ""
+        self.decision_s = 0.0  # time spent deciding (lookups, scan), not waiting for the MTA
+        self.t0 = time.monotonic()
+
+    def _begin(self) -> None:
+        if not self._in_message:
+            self._in_message = True
+            self.app._enter()
+
+    def _end(self) -> None:
+        if self._in_message:
+            self._in_message = False
+            self.app._leave()
+
+    def _macro(self, name: str) -> str:
+        try:
+            v = self.getsymval(name)
+        except Exception:  # a missing macro is not an error
+            return ""
+        return v or ""
+
+    def _qid(self) -> None:
+        if not self.queue_id:
+            self.queue_id = self._macro("i")
+
+    # ----- negotiation
+    def negotiate(self, opts: list[int]) -> int:
+        """Ask only for the actions and macros used; keep every stage answered (see module doc)."""
+        try:
+            offered, proto, _f2, _f3 = opts
+            self._actions = offered & WANTED_ACTIONS
+            if self._actions & Milter.SETSYMLIST:
+                for stage, syms in MACROS.items():
+                    self.setsymlist(stage, *syms)
+            opts[0] = self._actions
+            opts[1] = self._protocol = proto & ~self.protocol_mask()
+            opts[2] = 0
+            opts[3] = 0
+            missing = (Milter.ADDHDRS | Milter.QUARANTINE) & ~offered
+            if missing:
+                log.warning("milter.negotiate", problem="MTA does not offer a needed action",
+                            offered=hex(offered), missing=hex(missing))
+        except Exception as exc:
+            log.error("milter.negotiate_failed", error=str(exc), exc_info=True)
+            return Milter.ALL_OPTS
+        return Milter.CONTINUE
+
+    # ----- callbacks (each replies: see module doc)
+    @_guarded("connect")
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        if isinstance(hostaddr, tuple) and hostaddr:
+            self.client_addr = str(hostaddr[0])
+        elif hostaddr:
+            self.client_addr = str(hostaddr)
+        return Milter.CONTINUE
+
+    @_guarded("helo")
+    def hello(self, hostname: str) -> int:
+        return Milter.CONTINUE
+
+    @_guarded("mail")
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._end()
+        self._reset()
+        self._begin()
+        self.sender = _addr(mailfrom) or _addr(self._macro("{mail_addr}"))
+        self.auth = self._macro("{auth_authen}")
+        self._qid()
+        # Inbound and system mail need neither Redis nor the body: decide now
+        # with what the policy says about the sender alone.
+        early = classify(self._envelope(), DirectorySnapshot(), self.app.clock(), self.app.policy)
+        if not early.outbound or early.sender_class == SYSTEM:
+            self._log_decision(ACCEPT, early.reasons, (), stage="mail")
+            self._end()
+            return Milter.ACCEPT
+        return Milter.CONTINUE
+
+    @_guarded("rcpt")
+    def envrcpt(self, rcpt: str, *params: str) -> int:
+        a = _addr(rcpt) or _addr(self._macro("{rcpt_addr}"))
+        if a:
+            self.recipients.append(a)
+        self._qid()
+        return Milter.CONTINUE
+
+    @_guarded("data")
+    def data(self) -> int:
+        """All recipients are known: one snapshot, classify; no Specified Person → accept now."""
+        self._qid()
+        t = time.monotonic()
+        envelope = self._envelope()
+        try:
+            snap = self.app.store.snapshot(envelope.sender, envelope.recipients)
+        except StoreUnavailable as exc:
+            return self._fail("data", exc)
+        c = classify(envelope, snap, self.app.clock(), self.app.policy)
+        self.decision_s += time.monotonic() - t
+        if self.decision_s > self.app.decision_timeout:
+            return self._fail("data", _Failed(f"directory lookup took {self.decision_s:.1f}s"))
+        if not c.needs_content:
+            self._log_decision(ACCEPT, c.reasons, c.specified, stage="data")
+            self._end()
+            return Milter.ACCEPT
+        self.classification = c
+        return Milter.CONTINUE
+
+    def _keep(self, data: bytes) -> None:
+        """Buffer up to one byte past the limit, so the scanner sees the message is over it."""
+        self.size += len(data)
+        room = self.app.max_message_bytes + 1 - self.buffered
+        if room <= 0:
+            self.truncated = True
+            return
+        if len(data) > room:
+            data = data[:room]
+            self.truncated = True
+        self.chunks.append(data)
+        self.buffered += len(data)
+
+    @Milter.decode("bytes")
+    def header(self, name: str, value: bytes) -> int:
+        try:
+            if isinstance(name, bytes):
+                name = name.decode("ascii", "replace")
+            if not self.subject and name.lower() == "subject":
+                self.subject = value.decode("utf-8", "replace")
+            elif not self.message_id and name.lower() == "message-id":
+                self.message_id = value.decode("ascii", "replace").strip()
+            self._keep(name.encode("ascii", "replace") + b": " + value + b"\r\n")
+            return Milter.CONTINUE
+        except Exception as exc:
+            return self._fail("header", exc)
+
+    @_guarded("eoh")
+    def eoh(self) -> int:
+        self._keep(b"\r\n")
+        return Milter.CONTINUE
+
+    @_guarded("body")
+    def body(self, chunk: bytes) -> int:
+        self._keep(chunk)
+        if self.truncated and self._protocol & Milter.P_SKIP:
+            return Milter.SKIP  # over the limit: no need to receive the rest
+        return Milter.CONTINUE
+
+    @_guarded("eom")
+    def eom(self) -> int:
+        """Scan, judge, record (sink) BEFORE acting, then act."""
+        c = self.classification
+        if c is None:  # cannot happen after data() answered CONTINUE; fail closed if it does
+            raise _Failed("end of message without a classification")
+        self.queue_id = self._macro("i") or self.queue_id
+        if self.queue_id and c.envelope.queue_id != self.queue_id:
+            c = dataclasses.replace(c, envelope=dataclasses.replace(c.envelope, queue_id=self.queue_id))
+        t = time.monotonic()
+        raw = b"".join(self.chunks)
+        findings = list(self.app.scan(raw))
+        if self.truncated and not any(f.kind == UNSCANNABLE for f in findings):
+            findings.append(Finding(UNSCANNABLE, "size-limit", "", f"message over {self.app.max_message_bytes} bytes",
+                                    "body"))
+        verdict = judge(c, findings, self.app.policy)
+        self.decision_s += time.monotonic() - t
+        if self.decision_s > self.app.decision_timeout:
+            raise _Failed(f"decision took {self.decision_s:.1f}s (over milter.decision_timeout "
+                          f"{self.app.decision_timeout:g}s)")
+        if verdict.recorded:
+            facts = MessageFacts(received_at=c.at, queue_id=self.queue_id, message_id=self.message_id,
+                                 subject=self.subject, mta_host=self._macro("j"), size=self.size,
+                                 raw=raw if verdict.action == HOLD else b"")
+            self.app.sink.on_decision(verdict, facts)  # raises → failure action: never unrecorded
+        rc = self._act(verdict)
+        self._log_decision(verdict.action, verdict.reasons, verdict.specified, stage="eom",
+                           findings=sorted({f"{f.kind}:{f.category}" for f in verdict.findings}))
+        self._end()
+        return rc
+
+    def _act(self, verdict: Verdict) -> int:
+        if verdict.action == ACCEPT:
+            return Milter.ACCEPT
+        if verdict.action == TAG:
+            self.addheader("X-RegFD-Action", "tag")
+            self.addheader("X-RegFD-Reasons", verdict.header_reasons())
+            if self.app.journal_bcc:
+                self.addrcpt(f"<{self.app.journal_bcc}>")
+            prefix = self.app.subject_prefix
+            if prefix and not self.subject.lstrip().startswith(prefix.strip()):
+                if self.subject:
+                    self.chgheader("Subject", 1, prefix + self.subject.lstrip())
+                else:
+                    self.addheader("Subject", prefix.strip())
+            return Milter.ACCEPT
+        if verdict.action == HOLD:
+            self.quarantine(f"regfd hold: {verdict.header_reasons()}"[:200])
+            return Milter.ACCEPT
+        if verdict.action == REJECT:
+            self.setreply("550", "5.7.1", _percent(self.app.reject_text))
+            return Milter.REJECT
+        raise _Failed(f"unknown verdict action {verdict.action!r}")
+
+    @_guarded("abort")
+    def abort(self) -> int:
+        self._end()
+        self._reset()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        self._end()
+        return Milter.CONTINUE
+
+    # ----- helpers
+    def _envelope(self) -> Envelope:
+        return Envelope.from_raw(self.sender, self.recipients, self.auth, self.queue_id, self.client_addr)
+
+    def _fail(self, stage: str, exc: BaseException) -> int:
+        """The configured failure action; logged with the exception (its traceback when a bug)."""
+        f = self.app.failure
+        bug = not isinstance(exc, (StoreUnavailable, _Failed))
+        log.error("milter.failure", stage=stage, queue_id=self.queue_id, sender=self.sender,
+                  action=f.action, error=f"{type(exc).__name__}: {exc}", exc_info=exc if bug else None)
+        self._end()
+        try:
+            if f.action == "accept":
+                return Milter.ACCEPT
+            if f.action == "reject":
+                self.setreply("550", "5.7.1", _percent(f.reject_text))
+                return Milter.REJECT
+            self.setreply("451", "4.7.1", _percent(f.tempfail_text))
+        except Exception:  # the reply text is a nicety; the code is what matters
+            pass
+        return Milter.REJECT if f.action == "reject" else Milter.TEMPFAIL
+
+    def _log_decision(self, action: str, reasons: Iterable[str], specified: Iterable[Any], stage: str,
+                      findings: Iterable[str] = ()) -> None:
+        log.info("milter.decision", queue_id=self.queue_id, sender=self.sender,
+                 recipients=len(self.recipients), specified=[r.address for r in specified], action=action,
+                 reasons=list(reasons), findings=list(findings), stage=stage, client=self.client_addr,
+                 duration_ms=round(self.decision_s * 1000, 2),
+                 elapsed_ms=round((time.monotonic() - self.t0) * 1000, 2))
