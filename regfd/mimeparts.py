@@ -1,0 +1,232 @@
+"""Every readable piece of text in a message, with where it came from.
+
+Walks the MIME tree (and attached messages and ZIP archives, recursively)
+and yields `TextPart`s to scan and `Problem`s for what should have had text
+but could not be read. Images, audio and unknown binaries are skipped on
+purpose: they are not "unscannable", they simply carry no text to read.
+
+FIELD-NOTES: `compat32` + `get_payload(decode=True)` parses about 9x faster
+than `policy.default`, and is more forgiving of broken mail.
+"""
+
+from __future__ import annotations
+
+import email
+import io
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
+from email.header import decode_header, make_header
+from email.message import Message
+
+from .config import ScanLimits
+from .docformats import (
+    OOXML_KINDS,
+    BudgetExceeded,
+    Unreadable,
+    checked_members,
+    decode_text,
+    html_to_text,
+    ooxml_text,
+    pdf_text,
+    read_member,
+)
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """Text to scan. `body` parts get quoted-text detection."""
+
+    location: str
+    text: str
+    body: bool = False
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that should have had text and could not be read."""
+
+    location: str
+    reason: str
+
+
+_TEXT_EXTENSIONS = {"txt", "text", "csv", "tsv", "md", "rtf", "log", "json", "xml", "ics", "vcf", "eml", "htm", "html"}
+_TEXT_APPLICATION = {"application/json", "application/xml", "application/rtf", "application/x-rtf", "application/csv", "text/rtf"}
+_LEGACY_OFFICE = {"doc", "xls", "ppt", "msg"}
+
+
+def decode_header_text(value: object) -> str:
+    """An RFC 2047 header as text; undecodable pieces are kept as they are."""
+    if value is None:
+        return ""
+    raw = str(value)
+    try:
+        return str(make_header(decode_header(raw)))
+    except Exception:
+        return raw
+
+
+def _extension(name: str) -> str:
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _sniff(data: bytes, ctype: str, name: str) -> str:
+    """What a leaf is: html, text, pdf, docx/xlsx/pptx..., zip, legacy-office, message, or skip."""
+    ext = _extension(name)
+    if data[:1024].lstrip().startswith(b"%PDF") or ext == "pdf" or ctype == "application/pdf":
+        return "pdf"
+    if ext in OOXML_KINDS:
+        return ext
+    if "officedocument" in ctype:
+        return "xlsx" if "spreadsheet" in ctype else "pptx" if "presentation" in ctype else "docx"
+    if data.startswith(b"PK\x03\x04") or ext == "zip" or ctype in ("application/zip", "application/x-zip-compressed"):
+        return "zip"
+    if ext in _LEGACY_OFFICE or ctype in ("application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint"):
+        return "legacy-office"
+    if ctype == "text/html" or ext in ("htm", "html"):
+        return "html"
+    if ext == "eml" or ctype == "message/rfc822":
+        return "message"
+    if ctype.startswith("text/") or ctype in _TEXT_APPLICATION or ext in _TEXT_EXTENSIONS:
+        return "text"
+    return "skip"
+
+
+class _Walk:
+    """State of one extraction: counters and the deadline (never shared)."""
+
+    def __init__(self, limits: ScanLimits, deadline: float) -> None:
+        self.limits = limits
+        self.deadline = deadline
+        self.parts = 0
+        self.text_bytes = 0
+        self.over_parts = False
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise BudgetExceeded()
+
+    def text(self, location: str, text: str, body: bool = False) -> Iterator[TextPart | Problem]:
+        room = self.limits.max_text_bytes - self.text_bytes
+        if len(text) > room:
+            yield Problem(location, "over-size")
+            text = text[: max(room, 0)]
+        self.text_bytes += len(text)
+        if text:
+            yield TextPart(location, text, body)
+
+    def message(self, msg: Message, prefix: str, depth: int) -> Iterator[TextPart | Problem]:
+        subject = decode_header_text(msg.get("Subject"))
+        if subject:
+            yield from self.text(prefix + "subject", subject)
+        yield from self.entity(msg, prefix, depth)
+
+    def entity(self, part: Message, prefix: str, depth: int) -> Iterator[TextPart | Problem]:
+        self.check_time()
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            if not self.over_parts:
+                self.over_parts = True
+                yield Problem(prefix + "body", "max-parts")
+            return
+        if depth > self.limits.max_depth:
+            yield Problem(prefix + "body", "max-depth")
+            return
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            if ctype == "message/rfc822" or ctype.startswith("message/"):
+                name = decode_header_text(part.get_filename()) or "message.eml"
+                for inner in payload:
+                    if isinstance(inner, Message):
+                        yield from self.message(inner, f"{prefix}attachment:{name}/", depth + 1)
+                return
+            for child in payload:
+                if isinstance(child, Message):
+                    yield from self.entity(child, prefix, depth + 1)
+            return
+        yield from self.leaf(part, ctype, prefix, depth)
+
+    def leaf(self, part: Message, ctype: str, prefix: str, depth: int) -> Iterator[TextPart | Problem]:
+        name = decode_header_text(part.get_filename())
+        disposition = part.get_content_disposition()
+        data = part.get_payload(decode=True)
+        if not isinstance(data, bytes):
+            data = str(part.get_payload()).encode("utf-8", "replace")
+        is_body = not name and disposition != "attachment" and ctype.startswith("text/")
+        location = prefix + "body" if is_body else f"{prefix}attachment:{name or 'unnamed'}"
+        if len(data) > self.limits.max_attachment_bytes:
+            yield Problem(location, "over-size")
+            return
+        kind = _sniff(data, ctype, name)
+        yield from self.document(data, kind, part.get_content_charset(), location, prefix, depth, is_body)
+
+    def document(
+        self, data: bytes, kind: str, charset: str | None, location: str, prefix: str, depth: int, is_body: bool
+    ) -> Iterator[TextPart | Problem]:
+        try:
+            if kind == "skip":
+                return
+            if kind == "legacy-office":
+                yield Problem(location, "unsupported-format")
+            elif kind == "text":
+                yield from self.text(location, decode_text(data, charset), is_body)
+            elif kind == "html":
+                yield from self.text(location, html_to_text(decode_text(data, charset)), is_body)
+            elif kind == "pdf":
+                yield from self.text(location, pdf_text(data, self.limits, self.deadline))
+            elif kind in OOXML_KINDS:
+                yield from self.text(location, ooxml_text(data, kind, self.limits, self.deadline))
+            elif kind == "message":
+                inner = email.message_from_bytes(data, policy=policy.compat32)
+                yield from self.message(inner, location + "/", depth + 1)
+            elif kind == "zip":
+                yield from self.archive(data, location, depth)
+        except Unreadable as exc:
+            yield Problem(location, exc.reason)
+
+    def archive(self, data: bytes, location: str, depth: int) -> Iterator[TextPart | Problem]:
+        if depth + 1 > self.limits.max_depth:
+            yield Problem(location, "max-depth")
+            return
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except Exception as exc:
+            raise Unreadable("corrupt-zip") from exc
+        with archive:
+            infos = checked_members(archive, self.limits)
+            budget = [self.limits.max_decompressed_bytes]
+            for info in infos:
+                self.check_time()
+                self.parts += 1
+                if self.parts > self.limits.max_parts:
+                    yield Problem(location, "max-parts")
+                    return
+                try:
+                    member = read_member(archive, info, self.limits, budget)
+                except Unreadable:
+                    raise
+                except Exception as exc:
+                    raise Unreadable("corrupt-zip") from exc
+                kind = _sniff(member, "application/octet-stream", info.filename)
+                inner = f"{location}/attachment:{info.filename}"
+                yield from self.document(member, kind, None, inner, location + "/", depth + 1, False)
+
+
+def iter_parts(raw: bytes, limits: ScanLimits, deadline: float) -> Iterator[TextPart | Problem]:
+    """Text parts and problems of a raw message, in message order.
+
+    Stops with a `Problem("message", "time-budget")` when `deadline`
+    (a `time.monotonic()` value) passes.
+    """
+    walk = _Walk(limits, deadline)
+    if len(raw) > limits.max_message_bytes:
+        yield Problem("message", "over-size")
+        raw = raw[: limits.max_message_bytes]
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.compat32)
+        yield from walk.message(msg, "", 0)
+    except BudgetExceeded:
+        yield Problem("message", "time-budget")

@@ -1,0 +1,138 @@
+"""Content scanner: raw message bytes in, findings out.
+
+Pure: no I/O, no shared mutable state, and it never raises. Anything that
+goes wrong becomes an `unscannable` finding, because the policy presumes
+that what could not be read is material. The scanner only reports; the
+policy decides what a finding means.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .config import ScanLimits
+from .finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANNABLE, Finding
+from .lexicon import EMBARGO as LEX_EMBARGO
+from .lexicon import GAAP_RECONCILIATION, MATERIAL as LEX_MATERIAL, NON_GAAP, Lexicons
+from .mimeparts import Problem, TextPart, iter_parts
+from .quoting import in_spans, quoted_spans
+from .textnorm import normalize
+
+MAX_FINDINGS = 50
+_MAX_TEXT_CHARS = 200
+_KIND = {LEX_MATERIAL: MATERIAL, LEX_EMBARGO: EMBARGO, NON_GAAP: NON_GAAP_UNRECONCILED}
+_REASON_TEXT = {
+    "time-budget": "time budget exceeded",
+    "over-size": "over a size limit",
+    "max-depth": "nested too deeply",
+    "max-parts": "too many parts",
+    "encrypted-pdf": "encrypted PDF",
+    "encrypted-zip": "encrypted ZIP archive",
+    "encrypted-office": "encrypted Office document",
+    "decompression-bomb": "decompresses beyond the limits",
+    "unsupported-format": "document format that cannot be read",
+}
+# Order in which findings survive the cap: what the reviewer must see first.
+_PRIORITY = {UNSCANNABLE: 0, EMBARGO: 1, MATERIAL: 2, NON_GAAP_UNRECONCILED: 3}
+
+
+def _unscannable(location: str, reason: str) -> Finding:
+    return Finding(UNSCANNABLE, reason, _REASON_TEXT.get(reason, reason.replace("-", " ")), "", location)
+
+
+def _quoted_location(location: str) -> str:
+    return location[: -len("body")] + "quoted"
+
+
+_Hit = tuple[str, Finding, int, int]  # lexicon kind, finding, original start, end
+
+
+def _hits(part: TextPart, lexicons: Lexicons) -> list[tuple[str, Finding]]:
+    """(lexicon kind, finding) for every hit in one text part."""
+    norm = normalize(part.text)
+    hits = lexicons.find(norm.text)
+    if not hits:
+        return []
+    quoted = quoted_spans(part.text) if part.body else []
+    out = []
+    for hit in hits:
+        start, end = norm.span(hit.start, hit.end)
+        location = part.location
+        if quoted and in_spans(quoted, start):
+            location = _quoted_location(location)
+        text = part.text[start:end][:_MAX_TEXT_CHARS]
+        kind = _KIND.get(hit.entry.kind, hit.entry.kind)
+        finding = Finding(kind, hit.entry.category, text, norm.excerpt(hit.start, hit.end), location, hit.entry.severity)
+        out.append((hit.entry.kind, finding, start, end))
+    return _drop_nested(out)
+
+
+def _tidy(findings: list[Finding]) -> list[Finding]:
+    """De-duplicate (same kind, category, location and text once) and cap."""
+    seen: set[tuple[str, str, str, str]] = set()
+    out = []
+    for f in sorted(findings, key=lambda f: _PRIORITY.get(f.kind, 9)):
+        key = (f.kind, f.category, f.location, " ".join(f.text.casefold().split()))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(f)
+    return out[:MAX_FINDINGS]
+
+
+def _drop_nested(hits: list[_Hit]) -> list[tuple[str, Finding]]:
+    """Within one category and location, keep only the longest of overlapping
+    hits ("going to miss the quarter", not also "miss the quarter")."""
+    out: list[tuple[str, Finding]] = []
+    last: dict[tuple[str, str, str], _Hit] = {}
+    for hit in sorted(hits, key=lambda h: (h[2], -h[3])):
+        kind, f, start, end = hit
+        key = (kind, f.category, f.location)
+        prev = last.get(key)
+        if prev is not None and start < prev[3]:
+            if end - start > prev[3] - prev[2]:
+                last[key] = hit  # rare: a longer hit starting later replaces it
+            continue
+        if prev is not None:
+            out.append((prev[0], prev[1]))
+        last[key] = hit
+    out.extend((h[0], h[1]) for h in last.values())
+    return out
+
+
+def _collect(parts: list[tuple[str, Finding]]) -> list[Finding]:
+    """Material and embargo findings, plus the message-level non-GAAP rule."""
+    findings = [f for kind, f in parts if kind in (LEX_MATERIAL, LEX_EMBARGO)]
+    reconciled = any(kind == GAAP_RECONCILIATION for kind, _ in parts)
+    if not reconciled:
+        findings += [f for kind, f in parts if kind == NON_GAAP]
+    return findings
+
+
+def scan_text(text: str, lexicons: Lexicons, location: str = "body") -> list[Finding]:
+    """Findings in one plain string (tests, the CLI). Quoted-text detection
+    applies when `location` is "body"."""
+    try:
+        pairs = _hits(TextPart(location, text, body=location.endswith("body")), lexicons)
+        return _tidy(_collect(pairs))
+    except Exception as exc:  # never raise: an unexpected error is a finding
+        return [_unscannable(location, f"scanner-error:{type(exc).__name__}")]
+
+
+def scan_message(raw: bytes, lexicons: Lexicons, limits: ScanLimits) -> list[Finding]:
+    """Every finding in a raw RFC 5322 message, within `limits.time_budget`."""
+    deadline = time.monotonic() + limits.time_budget
+    pairs: list[tuple[str, Finding]] = []
+    problems: list[Finding] = []
+    try:
+        for item in iter_parts(raw, limits, deadline):
+            if isinstance(item, Problem):
+                problems.append(_unscannable(item.location, item.reason))
+                continue
+            pairs.extend(_hits(item, lexicons))
+            if time.monotonic() > deadline:
+                problems.append(_unscannable("message", "time-budget"))
+                break
+    except Exception as exc:  # a parser bug on hostile input must not lose the message
+        problems.append(_unscannable("message", f"scanner-error:{type(exc).__name__}"))
+    return _tidy(problems + _collect(pairs))
