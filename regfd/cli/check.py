@@ -13,6 +13,7 @@ import argparse
 import email
 import email.policy
 import email.utils
+import functools
 import json
 import mailbox
 import sys
@@ -64,16 +65,27 @@ def _messages(path: Path) -> Iterator[tuple[str, bytes]]:
     yield str(path), path.read_bytes()
 
 
+@functools.lru_cache(maxsize=4)
+def _lexicons(directory: Path, stamp: tuple[tuple[str, int], ...]) -> Any:
+    """Compiling the lexicons takes a second or two: once per process per version of the files."""
+    from ..lexicon import load_lexicons
+
+    return load_lexicons(directory)
+
+
+def lexicons_for(directory: Path) -> Any:
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()))
+    return _lexicons(directory, stamp)
+
+
 class Checker:
     """Holds what is loaded once (policy, lexicons) for a run over many messages."""
 
     def __init__(self, ctx: Context, at: datetime) -> None:
-        from ..lexicon import load_lexicons
-
         self.ctx = ctx
         self.at = at
         self.policy = Policy.from_config(ctx.config)
-        self.lexicons = load_lexicons(ctx.config.lexicon_dir)
+        self.lexicons = lexicons_for(ctx.config.lexicon_dir)
 
     def verdict(self, raw: bytes, sender: str, recipients: list[str], auth: str) -> Verdict:
         from ..scanner import scan_message
