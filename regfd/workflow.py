@@ -5,15 +5,137 @@ The milter and `regfd check` decide (policy.decide); the milter then calls
 when the record cannot be written, and the milter then answers with the
 configured failure action: a communication with a Specified Person is never
 delivered unrecorded.
+
+`on_decision` is ONE Redis round trip: the record, the notifications, the
+quarantine entry and the disclosure follow-up go in one MULTI/EXEC, so they
+exist all together or not at all. Ids are generated client-side for that
+reason (nothing needs a value back from Redis before the EXEC).
+
+Background work (`start_background`, which `regfd milter` starts): the
+outbox worker (delivers notifications, runs `Reminders`) and the quarantine
+agent (runs postsuper for release/reject requests).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from .clock import now as utcnow
+from .disclosure import Disclosure, Disclosures, new_id, open_disclosure
+from .errors import StoreUnavailable
 from .message import MessageFacts
-from .policy import Verdict
+from .notify import Outbox, Transport, render_decision, render_disclosure_reminder, render_sender_held
+from .policy import ACCEPT, HOLD, REJECT, TAG, Verdict
+from .postfix import MtaQueue, PostfixQueue
+from .quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry
+from .records import Records, make_record
+from .store import REDIS_ERRORS
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import RedisStore
+
+NOTIFIED_ACTIONS = (TAG, HOLD, REJECT)
+DELIVERED_ACTIONS = (ACCEPT, TAG)
 
 
 class DecisionSink(Protocol):
     def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None: ...
+
+
+class Workflow:
+    """The DecisionSink the milter uses."""
+
+    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow,
+                 transport: Transport | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.records = Records(store, config.records_retention_days)
+        self.outbox = Outbox(store, config, transport, clock)
+        self.quarantine = Quarantine(store, config, clock, self.outbox)
+        self.disclosures = Disclosures(store, config, clock)
+
+    def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None:
+        if not verdict.recorded:
+            return
+        now = self.clock()
+        cfg = self.config
+        action = verdict.action
+        quarantine_id = new_id("q") if action == HOLD else ""
+        disclosure: Disclosure | None = None
+        # Delivered at SMTP time with a material finding: the clock starts now.
+        # (`accept` too, should a company's policy table ever accept material content.)
+        if action in DELIVERED_ACTIONS and verdict.has_material:
+            disclosure = open_disclosure({}, facts.received_at, "delivered", opened_at=now)
+        record = make_record(verdict, facts, quarantine_id=quarantine_id,
+                             disclosure_id=disclosure.id if disclosure else "")
+        pipe = self.store.r.pipeline(transaction=True)
+        self.records.add_ops(pipe, record, now)
+        if action == HOLD:
+            entry = QuarantineEntry(quarantine_id, HELD, facts.received_at, facts.mta_host,
+                                    record["queue_id"], record)
+            self.quarantine.add_ops(pipe, entry, facts.raw)
+        if disclosure is not None:
+            disclosure = Disclosure(disclosure.id, disclosure.delivered_at, disclosure.deadline, disclosure.source,
+                                    record, "", opened_at=now)
+            self.disclosures.add_ops(pipe, disclosure)
+        if action in NOTIFIED_ACTIONS and cfg.corporate_secretary:
+            self.outbox.enqueue_ops(pipe, render_decision(
+                record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id,
+                deadline=disclosure.deadline if disclosure else None,
+                disclosure_id=disclosure.id if disclosure else ""))
+        if action == HOLD and cfg.notify.notify_sender_on_hold and record["sender"]:
+            self.outbox.enqueue_ops(pipe, render_sender_held(
+                record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id))
+        try:
+            self.store.round_trips += 1
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"decision not recorded: {exc}") from exc
+
+
+class Reminders:
+    """Hold reminders and disclosure reminders; the outbox worker loop calls `run_due` every tick."""
+
+    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow,
+                 outbox: Outbox | None = None) -> None:
+        self.config = config
+        self.outbox = outbox or Outbox(store, config, clock=clock)
+        self.quarantine = Quarantine(store, config, clock, self.outbox)
+        self.disclosures = Disclosures(store, config, clock)
+
+    def run_due(self, now: datetime) -> int:
+        cfg = self.config
+
+        def enqueue(pipe: Any, d: Disclosure, stage: str) -> None:
+            if cfg.corporate_secretary:
+                self.outbox.enqueue_ops(pipe, render_disclosure_reminder(
+                    d.record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, disclosure_id=d.id,
+                    deadline=d.deadline, overdue=stage == "overdue"))
+
+        return self.quarantine.remind_due(now) + self.disclosures.remind_due(now, enqueue)
+
+
+def start_background(store: "RedisStore", config: "Config", stop: threading.Event, *, mta_host: str,
+                     mta: MtaQueue | None = None, transport: Transport | None = None,
+                     agent: bool = True, interval: float = 1.0) -> list[threading.Thread]:
+    """Start the outbox worker (with reminders) and the quarantine agent as daemon threads.
+
+    `regfd milter` calls this once after opening the store, with `mta_host`
+    equal to the MessageFacts.mta_host its decisions carry, and sets `stop`
+    at shutdown (then joins the threads, a second or two).
+    """
+    outbox = Outbox(store, config, transport)
+    reminders = Reminders(store, config, outbox=outbox)
+    threads = [threading.Thread(target=outbox.run_forever, args=(stop, interval, [reminders.run_due]),
+                                name="regfd-outbox", daemon=True)]
+    if agent:
+        queue = mta or PostfixQueue(config.postfix.config_directory)
+        threads.append(threading.Thread(target=QuarantineAgent(store, config, queue, mta_host).run_forever,
+                                        args=(stop,), name="regfd-agent", daemon=True))
+    for t in threads:
+        t.start()
+    return threads

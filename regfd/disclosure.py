@@ -1,0 +1,244 @@
+"""The disclosure clock: a material message reached a Specified Person.
+
+THE DEADLINE RULE (pure, `disclosure_deadline`):
+
+    deadline = the LATER of
+      (a) delivery + 24 hours (elapsed time, so DST changes do not shorten it), and
+      (b) 09:30 America/New_York on the first NYSE trading day AFTER the
+          delivery's New York calendar date.
+
+Why: Regulation FD §243.101(d) defines "promptly" as "as soon as reasonably
+practicable (but in no event after the later of 24 hours or the commencement
+of the next day's trading on the New York Stock Exchange)". PRODUCT.md §1/§5
+says the same in plain words: "within 24 hours, or before the next trading
+day's market open when a weekend or holiday intervenes". On an ordinary
+weekday (b) falls before (a) and the deadline is exactly 24 hours; when a
+weekend or exchange holiday follows the delivery, (b) is later and wins
+(Friday 15:00 -> Monday 09:30; the day before Thanksgiving -> Friday 09:30).
+"Next day's trading" is read from the delivery's DATE, not from the instant:
+a delivery on Friday at 08:00 is due on Monday at 09:30, not on Saturday at
+08:00 — otherwise a deadline could fall on a weekend, which the contract's
+"when a weekend intervenes" excludes. Consequences (property-tested): the
+deadline is never earlier than delivery + 24 h, and it always falls on a New
+York trading day.
+
+The rest of the module is the follow-up's bookkeeping in Redis:
+
+    disclosure         hash  id -> JSON Disclosure
+    disclosure:open    zset  id -> deadline (ms)      open follow-ups
+    disclosure:due     zset  id -> next reminder (ms) reminder, then overdue notice
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+import redis
+
+from .clock import from_iso, now as utcnow, to_iso
+from .errors import InvalidInput, StoreUnavailable
+from .tradingcalendar import market_open, new_york_date, next_trading_day
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import RedisStore
+
+REDIS_ERRORS = (redis.RedisError, OSError)
+OPEN, CLOSED = "open", "closed"
+STAGE_REMINDER, STAGE_OVERDUE, STAGE_DONE = "reminder", "overdue", "done"
+
+
+def disclosure_deadline(delivered_at: datetime, extra_closures: frozenset = frozenset()) -> datetime:
+    """When public disclosure is due for a material message delivered at `delivered_at` (aware).
+
+    Returned in UTC. See the module docstring for the rule and why.
+    """
+    if delivered_at.tzinfo is None:
+        raise ValueError("delivered_at must be timezone-aware")
+    plus_24h = delivered_at + timedelta(hours=24)
+    next_open = market_open(next_trading_day(new_york_date(delivered_at), extra_closures))
+    return max(plus_24h, next_open).astimezone(timezone.utc)
+
+
+def to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def new_id(prefix: str) -> str:
+    """Short ids people can type: prefix + 7 base32 characters (35 random bits)."""
+    alphabet = "23456789abcdefghjkmnpqrstuvwxyz"
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(7))
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    id: str
+    delivered_at: datetime
+    deadline: datetime
+    source: str  # "delivered" (tagged/accepted at SMTP time) or "released" (from hold)
+    record: dict[str, Any]  # the communication's record (records.make_record)
+    quarantine_id: str = ""
+    state: str = OPEN
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+    closed_by: str = ""
+    reference: str = ""
+    stage: str = STAGE_REMINDER
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("delivered_at", "deadline", "opened_at", "closed_at"):
+            d[k] = to_iso(getattr(self, k))
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Disclosure":
+        delivered, deadline = from_iso(d["delivered_at"]), from_iso(d["deadline"])
+        assert delivered is not None and deadline is not None
+        return cls(d["id"], delivered, deadline, d.get("source", ""), d.get("record", {}),
+                   d.get("quarantine_id", ""), d.get("state", OPEN), from_iso(d.get("opened_at")),
+                   from_iso(d.get("closed_at")), d.get("closed_by", ""), d.get("reference", ""),
+                   d.get("stage", STAGE_REMINDER))
+
+    def summary(self) -> dict[str, Any]:
+        """A flat row for listings."""
+        r = self.record
+        return {"id": self.id, "state": self.state, "deadline": to_iso(self.deadline),
+                "delivered_at": to_iso(self.delivered_at), "source": self.source,
+                "sender": r.get("sender", ""), "recipients": ", ".join(x["address"] for x in r.get("recipients", [])),
+                "subject": r.get("subject", ""), "queue_id": r.get("queue_id", ""),
+                "quarantine_id": self.quarantine_id, "closed_by": self.closed_by,
+                "closed_at": to_iso(self.closed_at), "reference": self.reference}
+
+
+def open_disclosure(record: dict[str, Any], delivered_at: datetime, source: str, quarantine_id: str = "",
+                    opened_at: datetime | None = None) -> Disclosure:
+    """A new follow-up (pure): the id and the deadline are computed here."""
+    return Disclosure(new_id("d"), delivered_at, disclosure_deadline(delivered_at), source, record,
+                      quarantine_id, OPEN, opened_at or delivered_at)
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    return json.dumps(d, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+class Disclosures:
+    """The follow-ups in Redis. Writes that belong to a decision go into the caller's pipeline."""
+
+    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+
+    def _k(self, name: str) -> str:
+        return self.store.k(name)
+
+    def first_reminder(self, d: Disclosure) -> datetime:
+        return d.deadline - timedelta(seconds=self.config.notify.disclosure_reminder_before)
+
+    def add_ops(self, pipe: Any, d: Disclosure) -> None:
+        pipe.hset(self._k("disclosure"), d.id, _dumps(d.to_json()))
+        pipe.zadd(self._k("disclosure:open"), {d.id: to_ms(d.deadline)})
+        pipe.zadd(self._k("disclosure:due"), {d.id: to_ms(self.first_reminder(d))})
+
+    def get(self, did: str) -> Disclosure | None:
+        try:
+            raw = self.store.r.hget(self._k("disclosure"), did)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        return Disclosure.from_json(json.loads(raw)) if raw else None
+
+    def list(self, open_only: bool = False) -> list[Disclosure]:
+        try:
+            if open_only:
+                ids = self.store.r.zrange(self._k("disclosure:open"), 0, -1)
+                raws = self.store.r.hmget(self._k("disclosure"), ids) if ids else []
+            else:
+                raws = self.store.r.hvals(self._k("disclosure"))
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        out = [Disclosure.from_json(json.loads(x)) for x in raws if x]
+        return sorted(out, key=lambda d: (d.state != OPEN, d.deadline))
+
+    def close(self, did: str, by: str, reference: str) -> Disclosure:
+        """open -> closed, once, with its audit entry in the same transaction."""
+        key = self._k("disclosure")
+        r = self.store.r
+        try:
+            with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        raw = pipe.hget(key, did)
+                        if raw is None:
+                            raise InvalidInput(f"no disclosure follow-up {did!r}")
+                        d = Disclosure.from_json(json.loads(raw))
+                        if d.state != OPEN:
+                            raise InvalidInput(f"disclosure {did} was already closed by {d.closed_by} at "
+                                               f"{to_iso(d.closed_at)} (reference: {d.reference})")
+                        closed = replace(d, state=CLOSED, closed_at=self.clock(), closed_by=by,
+                                         reference=reference, stage=STAGE_DONE)
+                        pipe.multi()
+                        pipe.hset(key, did, _dumps(closed.to_json()))
+                        pipe.zrem(self._k("disclosure:open"), did)
+                        pipe.zrem(self._k("disclosure:due"), did)
+                        late = closed.closed_at is not None and closed.closed_at > d.deadline
+                        self.store._audit(pipe, by, "disclosure.close", did,
+                                          {"reference": reference, "deadline": to_iso(d.deadline),
+                                           "late": late, "queue_id": d.record.get("queue_id", "")})
+                        pipe.execute()
+                        return closed
+                    except redis.WatchError:
+                        continue
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"disclosure close failed, nothing changed: {exc}") from exc
+
+    def remind_due(self, now: datetime, enqueue: Callable[[Any, Disclosure, str], None]) -> int:
+        """Send the reminder (`disclosure_reminder_before` the deadline), then one overdue notice.
+
+        Each stage is claimed with WATCH on its schedule entry, so several
+        workers never send one reminder twice; `enqueue(pipe, d, stage)` adds
+        the notification to the same transaction.
+        """
+        r = self.store.r
+        due_key = self._k("disclosure:due")
+        sent = 0
+        try:
+            ids = r.zrangebyscore(due_key, "-inf", to_ms(now), start=0, num=100)
+            for raw_id in ids:
+                did = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+                with r.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(due_key, self._k("disclosure"))
+                        score = pipe.zscore(due_key, did)
+                        raw = pipe.hget(self._k("disclosure"), did)
+                        if score is None or score > to_ms(now) or raw is None:
+                            pipe.unwatch()
+                            continue
+                        d = Disclosure.from_json(json.loads(raw))
+                        stage = STAGE_OVERDUE if now >= d.deadline else STAGE_REMINDER
+                        if d.state != OPEN or (stage == STAGE_REMINDER and d.stage != STAGE_REMINDER) or \
+                                (stage == STAGE_OVERDUE and d.stage == STAGE_DONE):
+                            pipe.multi()
+                            pipe.zrem(due_key, did)
+                            pipe.execute()
+                            continue
+                        nxt = STAGE_OVERDUE if stage == STAGE_REMINDER else STAGE_DONE
+                        pipe.multi()
+                        pipe.hset(self._k("disclosure"), did, _dumps(replace(d, stage=nxt).to_json()))
+                        if nxt == STAGE_OVERDUE:
+                            pipe.zadd(due_key, {did: to_ms(d.deadline)})
+                        else:
+                            pipe.zrem(due_key, did)
+                        enqueue(pipe, d, stage)
+                        pipe.execute()
+                        sent += 1
+                    except redis.WatchError:
+                        continue
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        return sent

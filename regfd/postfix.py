@@ -1,0 +1,99 @@
+"""The MTA's hold queue, as the quarantine sees it: release or delete one message.
+
+`MtaQueue` is the port (tests substitute a fake); `PostfixQueue` is the
+adapter over postsuper/postqueue (FIELD-NOTES §3):
+
+- release: `postsuper [-c DIR] -H QID hold` moves the message from hold to
+  deferred, then `postqueue [-c DIR] -i QID` schedules it now (otherwise it
+  waits for the next queue run). Released mail is not passed through the
+  milter again.
+- delete: `postsuper [-c DIR] -d QID hold` (restricted to the hold queue, so a
+  message already released can never be deleted by mistake).
+
+postsuper exits 0 even when the id matched nothing; whether it acted is read
+from its summary line ("Released from hold: 1 message", "Deleted: 1 message").
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Protocol
+
+_QUEUE_ID = re.compile(r"^[0-9A-Za-z]{5,32}$")
+_RELEASED = re.compile(r"Released from hold: (\d+) message", re.IGNORECASE)
+_DELETED = re.compile(r"Deleted: (\d+) message", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class MtaResult:
+    ok: bool
+    detail: str  # what the MTA said, one line, for the audit trail and the user
+
+
+class MtaQueue(Protocol):
+    def release(self, queue_id: str) -> MtaResult: ...
+
+    def delete(self, queue_id: str) -> MtaResult: ...
+
+
+def count_from(output: str, pattern: re.Pattern[str]) -> int:
+    """Sum the counts in postsuper's summary lines (0 when it printed none: nothing matched)."""
+    return sum(int(m.group(1)) for m in pattern.finditer(output))
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]
+
+
+class PostfixQueue:
+    def __init__(self, config_directory: str = "", postsuper: str = "postsuper", postqueue: str = "postqueue",
+                 timeout: float = 60.0) -> None:
+        self.config_directory = config_directory
+        self.postsuper = postsuper
+        self.postqueue = postqueue
+        self.timeout = timeout
+
+    def _cmd(self, binary: str, *args: str) -> list[str]:
+        c = ["-c", self.config_directory] if self.config_directory else []
+        return [binary, *c, *args]
+
+    def _run(self, argv: list[str]) -> tuple[int, str]:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
+        except FileNotFoundError:
+            return 127, f"{argv[0]}: not found (is Postfix installed on this host?)"
+        except subprocess.TimeoutExpired:
+            return 124, f"{argv[0]}: no answer within {self.timeout:.0f}s"
+        return p.returncode, (p.stdout or "") + (p.stderr or "")
+
+    @staticmethod
+    def _check(queue_id: str) -> MtaResult | None:
+        if not _QUEUE_ID.match(queue_id):
+            return MtaResult(False, f"invalid Postfix queue id {queue_id!r}")
+        return None
+
+    def release(self, queue_id: str) -> MtaResult:
+        bad = self._check(queue_id)
+        if bad:
+            return bad
+        rc, out = self._run(self._cmd(self.postsuper, "-H", queue_id, "hold"))
+        n = count_from(out, _RELEASED)
+        if rc != 0 or n == 0:
+            why = _one_line(out) or f"exit {rc}"
+            return MtaResult(False, f"postsuper released nothing for {queue_id} (not in the hold queue?): {why}")
+        rc2, out2 = self._run(self._cmd(self.postqueue, "-i", queue_id))
+        flush = "delivery scheduled now" if rc2 == 0 else f"postqueue -i failed ({_one_line(out2)}); it will go at the next queue run"
+        return MtaResult(True, f"released {queue_id} from hold; {flush}")
+
+    def delete(self, queue_id: str) -> MtaResult:
+        bad = self._check(queue_id)
+        if bad:
+            return bad
+        rc, out = self._run(self._cmd(self.postsuper, "-d", queue_id, "hold"))
+        n = count_from(out, _DELETED)
+        if rc != 0 or n == 0:
+            why = _one_line(out) or f"exit {rc}"
+            return MtaResult(False, f"postsuper deleted nothing for {queue_id} (not in the hold queue?): {why}")
+        return MtaResult(True, f"deleted {queue_id} from the hold queue")

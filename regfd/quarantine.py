@@ -1,0 +1,549 @@
+"""Held messages: what compliance reviews, and the one-time release/reject.
+
+The message itself stays in the MTA's hold queue (never lost); Redis keeps
+what a reviewer needs and the state machine:
+
+    quarantine          hash  id -> JSON QuarantineEntry
+    quarantine:raw      hash  id -> the raw message (for `show`)
+    quarantine:qid      hash  "host/queue id" and "queue id" -> id   (lookup by MTA queue id)
+    quarantine:held     zset  id -> held since (ms)       undecided entries
+    quarantine:remind   zset  id -> next reminder (ms)
+    agent:req:HOST      list  requests for the agent on MTA host HOST
+    agent:ans:REQ       list  the agent's answer to one request (expires)
+    agent:alive:HOST    string, expires: an agent for HOST is running
+
+    held --release--> releasing --(MTA ok)--> released
+         --reject---> rejecting --(MTA ok)--> rejected
+    releasing/rejecting --(MTA failed, or no agent took it)--> held (last_error set)
+
+Every transition is a WATCH/MULTI on the entry, so two reviewers racing
+cannot both act: the second is told who acted, when and why. The final
+transition carries its audit entry, the notifications (and, for a release
+with a material finding, the disclosure follow-up) in the same transaction.
+
+WHERE postsuper RUNS. The hold queue lives on the MTA host that received the
+message (`mta_host`), but `regfd quarantine release` may run anywhere that
+reaches Redis. So by default the CLI writes a request for that host and
+waits for its answer; `QuarantineAgent` (a thread of `regfd milter`, or
+`regfd agent`) on the MTA host runs postsuper and answers. If no agent for
+that host is alive (no heartbeat), the CLI says so at once; if one is alive
+but does not take the request within the timeout, the request is withdrawn
+atomically and the entry goes back to `held`. On the MTA host itself,
+`--local` acts directly with the same state machine (explicit rather than
+automatic: guessing "this is the MTA host" wrong would run postsuper against
+the wrong queue).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable
+
+import redis
+
+from .clock import from_iso, now as utcnow, to_iso
+from .disclosure import Disclosures, new_id, open_disclosure, to_ms
+from .errors import InvalidInput, StoreUnavailable
+from .notify import (
+    Outbox,
+    highlight_text,
+    local_time,
+    render_hold_reminder,
+    render_outcome,
+    render_sender_rejected,
+)
+from .postfix import MtaQueue, MtaResult
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import RedisStore
+
+REDIS_ERRORS = (redis.RedisError, OSError)
+HELD, RELEASING, REJECTING, RELEASED, REJECTED = "held", "releasing", "rejecting", "released", "rejected"
+RELEASE, REJECT = "release", "reject"
+UNDECIDED = (HELD, RELEASING, REJECTING)
+STALE_REQUEST = timedelta(minutes=10)  # a request nobody finished may be issued again after this
+HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
+
+
+def host_key(host: str) -> str:
+    return (host or "default").strip().lower()
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    id: str
+    state: str
+    created_at: datetime
+    mta_host: str
+    queue_id: str
+    record: dict[str, Any]
+    request: dict[str, Any] | None = None
+    decided_by: str = ""
+    decided_at: datetime | None = None
+    reason: str = ""
+    detail: str = ""  # what the MTA said
+    last_error: str = ""
+    reminders: int = 0
+    disclosure_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["created_at"] = to_iso(self.created_at)
+        d["decided_at"] = to_iso(self.decided_at)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "QuarantineEntry":
+        created = from_iso(d["created_at"])
+        assert created is not None
+        return cls(d["id"], d["state"], created, d.get("mta_host", ""), d.get("queue_id", ""), d.get("record", {}),
+                   d.get("request"), d.get("decided_by", ""), from_iso(d.get("decided_at")), d.get("reason", ""),
+                   d.get("detail", ""), d.get("last_error", ""), int(d.get("reminders", 0)),
+                   d.get("disclosure_id", ""))
+
+    def summary(self) -> dict[str, Any]:
+        r = self.record
+        return {"id": self.id, "state": self.state, "held_since": to_iso(self.created_at),
+                "queue_id": self.queue_id, "mta_host": self.mta_host, "sender": r.get("sender", ""),
+                "recipients": ", ".join(x["address"] for x in r.get("recipients", [])),
+                "subject": r.get("subject", ""),
+                "findings": ", ".join(sorted({f"{f['kind']}:{f['category']}" for f in r.get("findings", [])})),
+                "decided_by": self.decided_by, "decided_at": to_iso(self.decided_at), "reason": self.reason,
+                "last_error": self.last_error, "disclosure_id": self.disclosure_id}
+
+    @property
+    def has_material(self) -> bool:
+        return any(f.get("kind") == "material" for f in self.record.get("findings", []))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    id: str
+    action: str
+    state: str
+    message: str
+    disclosure_id: str = ""
+    deadline: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CANCEL = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    return json.dumps(d, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+class Quarantine:
+    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow,
+                 outbox: Outbox | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.outbox = outbox or Outbox(store, config, clock=clock)
+        self.disclosures = Disclosures(store, config, clock)
+        self._cancel = store.r.register_script(_CANCEL)
+
+    def _k(self, name: str) -> str:
+        return self.store.k(name)
+
+    # ------------------------------------------------------------ registration (milter hot path)
+    def add_ops(self, pipe: Any, entry: QuarantineEntry, raw: bytes) -> None:
+        pipe.hset(self._k("quarantine"), entry.id, _dumps(entry.to_json()))
+        if raw:
+            pipe.hset(self._k("quarantine:raw"), entry.id, raw)
+        if entry.queue_id:
+            pipe.hset(self._k("quarantine:qid"), mapping={f"{host_key(entry.mta_host)}/{entry.queue_id}": entry.id,
+                                                          entry.queue_id: entry.id})
+        pipe.zadd(self._k("quarantine:held"), {entry.id: to_ms(entry.created_at)})
+        pipe.zadd(self._k("quarantine:remind"),
+                  {entry.id: to_ms(entry.created_at) + int(self.config.notify.hold_reminder_after * 1000)})
+
+    # ------------------------------------------------------------ reading
+    def resolve(self, ref: str) -> str:
+        """A quarantine id, or an MTA queue id ("QID" or "host/QID"), to the quarantine id."""
+        ref = ref.strip()
+        if not ref:
+            raise InvalidInput("empty quarantine id")
+        try:
+            if self.store.r.hexists(self._k("quarantine"), ref):
+                return ref
+            mapped = self.store.r.hget(self._k("quarantine:qid"), ref)
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        if mapped is None:
+            raise InvalidInput(f"no quarantined message {ref!r} (see regfd quarantine list)")
+        return mapped.decode()
+
+    def get(self, ref: str) -> QuarantineEntry:
+        qid = self.resolve(ref)
+        raw = self.store.r.hget(self._k("quarantine"), qid)
+        if raw is None:
+            raise InvalidInput(f"no quarantined message {ref!r}")
+        return QuarantineEntry.from_json(json.loads(raw))
+
+    def raw(self, qid: str) -> bytes:
+        return self.store.r.hget(self._k("quarantine:raw"), qid) or b""
+
+    def list(self, include_decided: bool = False) -> list[QuarantineEntry]:
+        try:
+            if include_decided:
+                raws = self.store.r.hvals(self._k("quarantine"))
+            else:
+                ids = self.store.r.zrange(self._k("quarantine:held"), 0, -1)
+                raws = [x for x in (self.store.r.hmget(self._k("quarantine"), ids) if ids else []) if x]
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        return sorted((QuarantineEntry.from_json(json.loads(x)) for x in raws), key=lambda e: e.created_at)
+
+    # ------------------------------------------------------------ transitions
+    def _update(self, qid: str, fn: Callable[[QuarantineEntry, Any], Any], extra_watch: tuple[str, ...] = ()) -> Any:
+        """WATCH the entry, let `fn(entry, pipe)` check it and queue writes (pipe already in MULTI), EXEC; retry on races.
+
+        `fn` raises InvalidInput to refuse (nothing written).
+        """
+        key = self._k("quarantine")
+        try:
+            with self.store.r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key, *extra_watch)
+                        raw = pipe.hget(key, qid)
+                        if raw is None:
+                            raise InvalidInput(f"no quarantined message {qid!r}")
+                        entry = QuarantineEntry.from_json(json.loads(raw))
+                        pipe.multi()
+                        result = fn(entry, pipe)
+                        pipe.execute()
+                        return result
+                    except redis.WatchError:
+                        continue
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"quarantine update failed, nothing changed: {exc}") from exc
+
+    def begin(self, ref: str, action: str, by: str, reason: str, via: str) -> dict[str, Any]:
+        """held -> releasing/rejecting, once. With via="agent" the request is queued for the MTA host's agent."""
+        if action not in (RELEASE, REJECT):
+            raise InvalidInput(f"unknown action {action!r}")
+        qid = self.resolve(ref)
+        now = self.clock()
+
+        def fn(e: QuarantineEntry, pipe: Any) -> dict[str, Any]:
+            if e.state in (RELEASED, REJECTED):
+                raise InvalidInput(f"quarantine {e.id} was already {e.state} by {e.decided_by} at "
+                                   f"{to_iso(e.decided_at)} (reason: {e.reason}); nothing done")
+            if e.state in (RELEASING, REJECTING) and e.request:
+                started = from_iso(e.request.get("at")) or now
+                if now - started < STALE_REQUEST:
+                    raise InvalidInput(f"quarantine {e.id}: a {e.request.get('action')} requested by "
+                                       f"{e.request.get('by')} at {e.request.get('at')} is in progress; nothing done")
+            req = {"req_id": new_id("r"), "id": e.id, "action": action, "by": by, "reason": reason,
+                   "at": to_iso(now), "via": via, "host": host_key(e.mta_host)}
+            state = RELEASING if action == RELEASE else REJECTING
+            pipe.hset(self._k("quarantine"), e.id, _dumps(replace(e, state=state, request=req).to_json()))
+            if via == "agent":
+                pipe.lpush(self._k(f"agent:req:{req['host']}"), _dumps(req))
+            return req
+
+        return self._update(qid, fn)
+
+    def perform(self, req: dict[str, Any], mta: MtaQueue, worker: str) -> Outcome:
+        """Carry out one request at the MTA (agent or --local) and finish the transition; answer the requester."""
+        qid, action = req["id"], req["action"]
+        now = self.clock()
+
+        def take(e: QuarantineEntry, pipe: Any) -> QuarantineEntry | None:
+            if not e.request or e.request.get("req_id") != req["req_id"] or e.state not in (RELEASING, REJECTING):
+                return None
+            taken = replace(e, request={**e.request, "taken_by": worker, "taken_at": to_iso(now)})
+            pipe.hset(self._k("quarantine"), e.id, _dumps(taken.to_json()))
+            return taken
+
+        entry = self._update(qid, take)
+        if entry is None:
+            out = Outcome(False, qid, action, "", f"request {req['req_id']} for {qid} is no longer current; nothing done")
+            self._answer(req, out)
+            return out
+        result: MtaResult
+        try:
+            result = mta.release(entry.queue_id) if action == RELEASE else mta.delete(entry.queue_id)
+        except Exception as exc:  # an adapter bug must not leave the entry stuck in releasing
+            result = MtaResult(False, f"{type(exc).__name__}: {exc}")
+        return self._finish(entry, req, result, worker)
+
+    def _finish(self, entry: QuarantineEntry, req: dict[str, Any], result: MtaResult, worker: str) -> Outcome:
+        now = self.clock()
+        action, by, reason = req["action"], req["by"], req["reason"]
+        cfg = self.config
+        corpsec = cfg.corporate_secretary
+
+        def fn(e: QuarantineEntry, pipe: Any) -> Outcome:
+            audit = {"queue_id": e.queue_id, "mta_host": e.mta_host, "reason": reason, "via": req.get("via", ""),
+                     "worker": worker, "mta": result.detail, "sender": e.record.get("sender", ""),
+                     "recipients": [r["address"] for r in e.record.get("recipients", [])],
+                     "subject": e.record.get("subject", "")}
+            if not result.ok:
+                back = replace(e, state=HELD, request=None, last_error=result.detail)
+                pipe.hset(self._k("quarantine"), e.id, _dumps(back.to_json()))
+                self.store._audit(pipe, by, f"quarantine.{action}.failed", e.id, audit)
+                return Outcome(False, e.id, action, HELD, f"{action} of {e.id} failed at the MTA: {result.detail}")
+            final = RELEASED if action == RELEASE else REJECTED
+            disclosure = None
+            if action == RELEASE and e.has_material:
+                disclosure = open_disclosure({**e.record, "quarantine_id": e.id}, now, "released", e.id, now)
+                self.disclosures.add_ops(pipe, disclosure)
+                audit["disclosure_id"] = disclosure.id
+                audit["deadline"] = to_iso(disclosure.deadline)
+            done = replace(e, state=final, request=None, decided_by=by, decided_at=now, reason=reason,
+                           detail=result.detail, last_error="", disclosure_id=disclosure.id if disclosure else "")
+            pipe.hset(self._k("quarantine"), e.id, _dumps(done.to_json()))
+            pipe.zrem(self._k("quarantine:held"), e.id)
+            pipe.zrem(self._k("quarantine:remind"), e.id)
+            self.store._audit(pipe, by, f"quarantine.{action}", e.id, audit)
+            if corpsec:
+                self.outbox.enqueue_ops(pipe, render_outcome(
+                    e.record, to=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, outcome=final, by=by,
+                    reason=reason, deadline=disclosure.deadline if disclosure else None,
+                    disclosure_id=disclosure.id if disclosure else ""))
+            if action == REJECT and e.record.get("sender"):
+                self.outbox.enqueue_ops(pipe, render_sender_rejected(
+                    e.record, corpsec=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, by=by, reason=reason))
+            msg = f"{final} {e.id} (queue id {e.queue_id} on {e.mta_host or 'the MTA'}): {result.detail}"
+            if disclosure:
+                msg += (f"; disclosure follow-up {disclosure.id} opened, public disclosure due by "
+                        f"{local_time(disclosure.deadline, cfg.tz)}")
+            return Outcome(True, e.id, action, final, msg, disclosure.id if disclosure else "",
+                           to_iso(disclosure.deadline) if disclosure else "")
+
+        out = self._update(entry.id, fn)
+        self._answer(req, out)
+        return out
+
+    def _answer(self, req: dict[str, Any], out: Outcome) -> None:
+        if req.get("via") != "agent":
+            return
+        key = self._k(f"agent:ans:{req['req_id']}")
+        pipe = self.store.r.pipeline(transaction=True)
+        pipe.rpush(key, _dumps(out.to_json()))
+        pipe.expire(key, 600)
+        pipe.execute()
+
+    # ------------------------------------------------------------ what the CLI calls
+    def act_local(self, ref: str, action: str, by: str, reason: str, mta: MtaQueue) -> Outcome:
+        req = self.begin(ref, action, by, reason, via="local")
+        return self.perform(req, mta, f"local:{socket.gethostname()}:{os.getpid()}")
+
+    def agent_alive(self, host: str) -> bool:
+        return bool(self.store.r.exists(self._k(f"agent:alive:{host_key(host)}")))
+
+    def act_via_agent(self, ref: str, action: str, by: str, reason: str, timeout: float = 30.0) -> Outcome:
+        """Queue the request for the MTA host's agent and wait for its answer."""
+        entry = self.get(ref)
+        host = host_key(entry.mta_host)
+        if entry.state in UNDECIDED and not self.agent_alive(host):
+            raise InvalidInput(f"no agent answered: none is running for MTA host {host!r}; is regfd milter/agent "
+                               f"running on the MTA host? (on that host, --local acts directly)")
+        req = self.begin(entry.id, action, by, reason, via="agent")
+        ans_key = self._k(f"agent:ans:{req['req_id']}")
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                got = self.store.r.blpop([ans_key], timeout=max(1, min(2, int(deadline - time.monotonic()) or 1)))
+                if got:
+                    self.store.r.delete(ans_key)
+                    d = json.loads(got[1])
+                    return Outcome(**d)
+            # nobody answered: withdraw the request if no agent took it, atomically
+            current = self.get(entry.id)
+            restored = replace(current, state=HELD, request=None,
+                               last_error=f"no agent answered a {action} request within {timeout:.0f}s")
+            withdrawn = self._cancel(keys=[self._k(f"agent:req:{host}"), self._k("quarantine")],
+                                     args=[_dumps(req), entry.id, _dumps(restored.to_json())])
+            if withdrawn:
+                raise InvalidInput(f"no agent answered within {timeout:.0f}s; is regfd milter/agent running on the "
+                                   f"MTA host {host!r}? (request withdrawn, {entry.id} is still held; on that host, "
+                                   f"--local acts directly)")
+            got = self.store.r.blpop([ans_key], timeout=2)
+            if got:
+                return Outcome(**json.loads(got[1]))
+            raise InvalidInput(f"the agent on {host!r} took the request but did not answer within {timeout:.0f}s; "
+                               f"see regfd quarantine show {entry.id}")
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    # ------------------------------------------------------------ reminders
+    def remind_due(self, now: datetime) -> int:
+        """Held too long: remind the Corporate Secretary, once per `hold_reminder_after` period, until decided."""
+        r = self.store.r
+        remind_key = self._k("quarantine:remind")
+        period_ms = int(self.config.notify.hold_reminder_after * 1000)
+        sent = 0
+        try:
+            for raw_id in r.zrangebyscore(remind_key, "-inf", to_ms(now), start=0, num=100):
+                qid = raw_id.decode()
+                with r.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(remind_key, self._k("quarantine"))
+                        score = pipe.zscore(remind_key, qid)
+                        raw = pipe.hget(self._k("quarantine"), qid)
+                        if score is None or score > to_ms(now):
+                            pipe.unwatch()
+                            continue
+                        pipe.multi()
+                        if raw is None:
+                            pipe.zrem(remind_key, qid)
+                            pipe.execute()
+                            continue
+                        e = QuarantineEntry.from_json(json.loads(raw))
+                        if e.state not in UNDECIDED:
+                            pipe.zrem(remind_key, qid)
+                            pipe.execute()
+                            continue
+                        nxt = int(score)
+                        while nxt <= to_ms(now):
+                            nxt += period_ms
+                        pipe.zadd(remind_key, {qid: nxt})
+                        pipe.hset(self._k("quarantine"), qid, _dumps(replace(e, reminders=e.reminders + 1).to_json()))
+                        if self.config.corporate_secretary:
+                            self.outbox.enqueue_ops(pipe, render_hold_reminder(
+                                e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
+                                quarantine_id=qid, held_since=e.created_at))
+                        pipe.execute()
+                        sent += 1
+                    except redis.WatchError:
+                        continue
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        return sent
+
+
+# ---------------------------------------------------------------- the agent on the MTA host
+class QuarantineAgent:
+    """Runs postsuper on the MTA host for requests written by `regfd quarantine release|reject` anywhere.
+
+    `host` must be the name the milter puts in MessageFacts.mta_host for
+    this MTA (compared case-insensitively). Several agents for one host may
+    run: BLPOP hands each request to one of them, and the state machine makes
+    a repeated request harmless.
+    """
+
+    def __init__(self, store: "RedisStore", config: "Config", mta: MtaQueue, host: str,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.quarantine = Quarantine(store, config, clock)
+        self.store = store
+        self.mta = mta
+        self.host = host_key(host)
+        self.worker = f"agent:{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+    def heartbeat(self) -> None:
+        self.store.r.set(self.store.k(f"agent:alive:{self.host}"),
+                         _dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
+
+    def run_once(self, wait: float = 1.0) -> Outcome | None:
+        """Take at most one request (waiting up to `wait` seconds) and carry it out."""
+        got = self.store.r.blpop([self.store.k(f"agent:req:{self.host}")], timeout=max(1, int(wait)))
+        if not got:
+            return None
+        req = json.loads(got[1])
+        return self.quarantine.perform(req, self.mta, self.worker)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        import structlog
+
+        log = structlog.get_logger("regfd.agent")
+        last_beat = 0.0
+        while not stop.is_set():
+            try:
+                if time.monotonic() - last_beat > HEARTBEAT_TTL / 3:
+                    self.heartbeat()
+                    last_beat = time.monotonic()
+                out = self.run_once(1.0)
+                if out is not None:
+                    log.info("quarantine.agent", id=out.id, action=out.action, ok=out.ok, state=out.state,
+                             message=out.message)
+            except Exception as exc:  # Redis down: keep trying, never die
+                log.warning("quarantine.agent.error", error=f"{type(exc).__name__}: {exc}")
+                stop.wait(1.0)
+        try:
+            self.store.r.delete(self.store.k(f"agent:alive:{self.host}"))
+        except REDIS_ERRORS:
+            pass
+
+
+# ---------------------------------------------------------------- `show`
+def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 20000) -> str:
+    """What a reviewer reads: state, envelope, headers, the text, the findings highlighted."""
+    r = entry.record
+    lines = [f"Quarantine {entry.id}: {entry.state.upper()}"
+             + (f" by {entry.decided_by} at {local_time(entry.decided_at, tz)}: {entry.reason}" if entry.decided_by else ""),
+             f"Held since:  {local_time(entry.created_at, tz)} on {entry.mta_host or '?'}, queue id {entry.queue_id or '?'}",
+             f"Sender:      {r.get('sender', '')} ({r.get('sender_class', '')})",
+             "Specified:   " + "; ".join(
+                 f"{x['address']} ({', '.join(v for v in (x.get('category', ''), x.get('firm', '')) if v)})"
+                 for x in r.get("recipients", []))]
+    if entry.last_error:
+        lines.append(f"Last error:  {entry.last_error}")
+    if entry.request:
+        lines.append(f"In progress: {entry.request.get('action')} requested by {entry.request.get('by')} "
+                     f"at {entry.request.get('at')}")
+    if entry.disclosure_id:
+        lines.append(f"Disclosure:  {entry.disclosure_id}")
+    lines += ["", "Findings:"]
+    for n, f in enumerate(r.get("findings", []), 1):
+        lines.append(f"  {n}. {f['kind']} ({f['category']}) in {f['location']}: "
+                     f"{highlight_text(f['excerpt'], f.get('text', ''))}")
+    if not r.get("findings"):
+        lines.append("  none")
+    lines += ["", "Why:"] + [f"  - {x}" for x in r.get("reasons", [])]
+    lines += ["", "-" * 72]
+    if not raw:
+        lines.append("(the message text was not kept)")
+        return "\n".join(lines) + "\n"
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    for h in ("From", "To", "Cc", "Date", "Subject", "Message-ID"):
+        for v in msg.get_all(h, []):
+            lines.append(f"{h}: {v}")
+    lines.append("")
+    body = None
+    attachments = []
+    try:
+        body_part = msg.get_body(preferencelist=("plain", "html"))
+        if body_part is not None:
+            body = body_part.get_content()
+            if body_part.get_content_subtype() == "html":
+                import re as _re
+
+                body = _re.sub(r"<[^>]+>", " ", body)
+        for part in msg.iter_attachments():
+            attachments.append(f"{part.get_filename() or '(unnamed)'} ({part.get_content_type()})")
+    except Exception as exc:  # hostile MIME: still show what we can
+        body = f"(could not decode the body: {type(exc).__name__})"
+    text = body if isinstance(body, str) else "(no text part)"
+    for f in r.get("findings", []):
+        t = f.get("text", "")
+        if t and t in text and "»" + t not in text:
+            text = text.replace(t, f"»{t}«")
+    if len(text) > max_body:
+        text = text[:max_body] + f"\n… ({len(text) - max_body} more characters)"
+    lines.append(text.rstrip())
+    if attachments:
+        lines += ["", "Attachments: " + ", ".join(attachments)]
+    return "\n".join(lines) + "\n"
