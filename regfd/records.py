@@ -5,7 +5,7 @@ decision transaction (workflow.py), so a message is never delivered
 unrecorded. The stream id is Redis's own time-ordered id, which makes
 `--since` a range read; MINID trimming drops entries older than
 `records_retention_days` as new ones arrive (approximate `~` trimming, so
-whole radix-tree nodes go at once and the append stays O(1)).
+exact trimming: the check costs one comparison when nothing expired.
 
     records   stream  {"r": JSON record}
 
@@ -99,7 +99,7 @@ class Records:
         """Append in the caller's transaction; trim what the retention period no longer covers."""
         minid = max(0, int((now - self.retention).timestamp() * 1000))
         pipe.xadd(self.key, {"r": json.dumps(record, separators=(",", ":"), ensure_ascii=False)},
-                  minid=minid, approximate=True)
+                  minid=minid, approximate=False)
 
     def list(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
         """Records in stream order (arrival order), each with its stream `id`.

@@ -1,0 +1,89 @@
+"""The disclosure deadline rule (see regfd/disclosure.py for the rule and why).
+
+deadline = later of (delivery + 24 h) and (09:30 New York on the first NYSE
+trading day after the delivery's New York date). Instants are explicit;
+the calendar is computed by rule, so any year works.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regfd.disclosure import disclosure_deadline
+from regfd.tradingcalendar import is_trading_day
+
+NY = ZoneInfo("America/New_York")
+
+
+def ny(s: str) -> datetime:
+    return datetime.fromisoformat(s).replace(tzinfo=NY)
+
+
+@pytest.mark.parametrize("delivered,due,why", [
+    ("2026-11-17T10:00", "2026-11-18T10:00", "ordinary Tuesday: 24 hours"),
+    ("2026-11-17T08:00", "2026-11-18T09:30", "before the open: the next day's open is later than 24 h"),
+    ("2026-11-17T23:59", "2026-11-18T23:59", "late evening: 24 hours"),
+    ("2026-11-20T15:00", "2026-11-23T09:30", "Friday afternoon: Monday's open"),
+    ("2026-11-20T08:00", "2026-11-23T09:30", "Friday before the open: the weekend still intervenes"),
+    ("2026-11-21T12:00", "2026-11-23T09:30", "Saturday: Monday's open"),
+    ("2026-11-22T12:00", "2026-11-23T12:00", "Sunday noon: 24 h lands on Monday, after the open"),
+    ("2026-11-25T14:00", "2026-11-27T09:30", "eve of Thanksgiving: Friday's open"),
+    ("2026-11-24T16:00", "2026-11-25T16:00", "Tuesday before Thanksgiving: Wednesday still trades"),
+    ("2026-04-02T12:00", "2026-04-06T09:30", "eve of Good Friday: Monday's open"),
+    ("2026-12-24T10:00", "2026-12-28T09:30", "Christmas Eve 2026 (Christmas on Friday): Monday"),
+    ("2025-12-24T11:00", "2025-12-26T09:30", "Christmas Eve 2025 (Wednesday): Friday 26th"),
+    ("2021-12-30T15:00", "2021-12-31T15:00", "New Year on a Saturday: 31 Dec trades, 24 hours"),
+    ("2021-12-31T15:00", "2022-01-03T09:30", "31 Dec 2021, Friday: Monday 3 Jan"),
+    ("2026-01-16T17:00", "2026-01-20T09:30", "Friday before MLK day: Tuesday"),
+])
+def test_deadline(delivered: str, due: str, why: str) -> None:
+    assert disclosure_deadline(ny(delivered)) == ny(due).astimezone(timezone.utc), why
+
+
+def test_dst_spring_forward_weekend() -> None:
+    # 2026-03-08: clocks go 02:00 EST -> 03:00 EDT. Friday 15:00 EST -> Monday 09:30 EDT (13:30 UTC).
+    d = disclosure_deadline(ny("2026-03-06T15:00"))
+    assert d == datetime(2026, 3, 9, 13, 30, tzinfo=timezone.utc)
+    assert d.astimezone(NY).hour == 9 and d.astimezone(NY).tzname() == "EDT"
+    # Sunday 10:00 EDT + 24 elapsed hours = Monday 10:00 EDT, after the open.
+    assert disclosure_deadline(ny("2026-03-08T10:00")) == ny("2026-03-09T10:00")
+    # Saturday 23:30 EST: 24 h later is Monday 00:30 EDT (a 23-hour Sunday), before the open.
+    assert disclosure_deadline(ny("2026-03-07T23:30")) == ny("2026-03-09T09:30")
+
+
+def test_dst_fall_back_weekend() -> None:
+    # 2026-11-01: clocks go 02:00 EDT -> 01:00 EST. Friday 15:00 EDT -> Monday 09:30 EST (14:30 UTC).
+    assert disclosure_deadline(ny("2026-10-30T15:00")) == datetime(2026, 11, 2, 14, 30, tzinfo=timezone.utc)
+    # Sunday 00:30 EDT + 24 h = Sunday 23:30 EST (a 25-hour day): Monday's open is later.
+    assert disclosure_deadline(ny("2026-11-01T00:30")) == ny("2026-11-02T09:30")
+
+
+def test_elapsed_24_hours_across_a_weekday_dst_free_interval_is_exact() -> None:
+    d = ny("2026-03-10T11:15")
+    assert disclosure_deadline(d) - d == timedelta(hours=24)
+
+
+def test_naive_instant_refused() -> None:
+    with pytest.raises(ValueError):
+        disclosure_deadline(datetime(2026, 11, 17, 10, 0))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.datetimes(min_value=datetime(1999, 1, 1), max_value=datetime(2060, 12, 31), timezones=st.just(timezone.utc)))
+def test_deadline_properties(delivered: datetime) -> None:
+    d = disclosure_deadline(delivered)
+    assert d >= delivered + timedelta(hours=24)
+    local = d.astimezone(NY)
+    assert is_trading_day(local.date()), f"deadline {local} is not on a trading day"
+    # either exactly 24 hours, or a market open
+    assert d == delivered + timedelta(hours=24) or (local.hour, local.minute) == (9, 30)
+    if (local.hour, local.minute) == (9, 30) and d != delivered + timedelta(hours=24):
+        # never later than it must be: every day between the delivery date and the deadline's is closed
+        start = delivered.astimezone(NY).date()
+        days = (local.date() - start).days
+        assert all(not is_trading_day(start + timedelta(days=i)) for i in range(1, days))

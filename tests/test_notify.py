@@ -1,0 +1,221 @@
+"""Notifications: content (plain + HTML), and the durable outbox against a real aiosmtpd sink on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+from datetime import timedelta
+from typing import Any, Iterator
+
+import pytest
+
+from regfd.config import Config, load_config
+from regfd.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
+from regfd.store import RedisStore
+from regfd.workflow import Workflow
+from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Sink:
+    """An aiosmtpd server recording each message with its envelope."""
+
+    def __init__(self, port: int) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                with sink.lock:
+                    sink.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+        self.controller.start()
+
+    def parsed(self) -> list[email.message.EmailMessage]:
+        return [email.message_from_bytes(m[2], policy=email.policy.default) for m in self.messages]  # type: ignore[misc]
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def sink(port: int) -> Iterator[Sink]:
+    s = Sink(port)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def config(regfd: Any, port: int) -> Config:
+    regfd.write_config(smtp_port=port, extra="[notify]\nretry_initial = 5.0\nretry_max = 60.0\n")
+    return load_config(regfd.config)
+
+
+def test_highlighting() -> None:
+    assert highlight_text("we expect Record Revenue now", "record revenue") == "we expect »Record Revenue« now"
+    assert highlight_html("a <b> & record revenue", "record revenue") == "a &lt;b&gt; &amp; <mark>record revenue</mark>"
+    assert "matched: »x y«" in highlight_text("nothing here", "x y")
+
+
+def test_backoff_doubles_up_to_max() -> None:
+    assert [backoff(n, 5, 60) for n in (1, 2, 3, 4, 5, 6)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_hold_notification_content_at_the_sink(store: RedisStore, config: Config, sink: Sink) -> None:
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    v = make_verdict(config, findings=(MATERIAL,))
+    wf.on_decision(v, facts_for(v))
+    [entry] = wf.quarantine.list()
+    report = Outbox(store, config, clock=clock).deliver_due()
+    assert len(report.sent) == 2 and not report.failed
+    by_rcpt = {tuple(m[1]): m for m in sink.messages}
+    mail_from, _rcpts, _raw = by_rcpt[("corpsec@allient.com",)]
+    assert mail_from == "regfd@allient.com"  # the `system` sender: never scanned by the milter
+    msg = [m for m in sink.parsed() if m["To"] == "corpsec@allient.com"][0]
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["From"] == "regfd@allient.com" and msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Subject"].startswith(f"[RegFD] HOLD {entry.id}: alice@allient.com to bob@bank.com (material)")
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "HELD for your review" in text
+    assert "alice@allient.com (employee)" in text
+    assert "bob@bank.com (analyst, Big Bank)" in text
+    assert "material (earnings) in body" in text
+    assert "we now expect »record revenue« for the quarter" in text
+    assert f'regfd quarantine release {entry.id} --by YOU@company --reason "' in text
+    assert f'regfd quarantine reject {entry.id} --by YOU@company --reason "' in text
+    assert "<mark>record revenue</mark>" in html and f"regfd quarantine release {entry.id}" in html
+    sender_msg = [m for m in sink.parsed() if m["To"] == "alice@allient.com"][0]
+    assert "held for review" in sender_msg.get_content() and "record revenue" not in sender_msg.get_content()
+
+
+def test_tag_notification_names_the_deadline(store: RedisStore, config: Config, sink: Sink) -> None:
+    clock = FixedClock(T0)
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    wf = Workflow(store, config, clock)
+    wf.on_decision(v, facts_for(v))
+    Outbox(store, config, clock=clock).deliver_due()
+    [msg] = sink.parsed()
+    text = msg.get_body(("plain",)).get_content()
+    [d] = wf.disclosures.list()
+    assert "DELIVERED and tagged" in text
+    assert f"PUBLIC DISCLOSURE DUE BY: Wed 2026-11-18 10:00 EST (follow-up {d.id})" in text
+    assert f'regfd disclosures close {d.id} --by YOU@company --reference "' in text
+
+
+def test_relay_down_then_up_delivers_each_once(store: RedisStore, config: Config, port: int) -> None:
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    for i in range(3):
+        v = make_verdict(config, findings=(MATERIAL,), queue_id=f"4ABCDEF12{i}")
+        wf.on_decision(v, facts_for(v))
+    outbox = Outbox(store, config, clock=clock)
+    report = outbox.deliver_due()  # nothing listens on `port`
+    assert len(report.failed) == 6 and not report.sent
+    pending = outbox.pending()
+    assert len(pending) == 6 and all(n.attempts == 1 and n.last_error for n in pending)
+    assert all(n.next_at == (T0 + timedelta(seconds=5)).isoformat() for n in pending)
+    assert outbox.deliver_due().failed == []  # not due yet: nothing attempted
+    clock.advance(seconds=5)
+    assert len(outbox.deliver_due().failed) == 6  # second attempt, still down
+    assert {n.next_at for n in outbox.pending()} == {(clock.t + timedelta(seconds=10)).isoformat()}
+    sink = Sink(port)
+    try:
+        clock.advance(seconds=10)
+        report = outbox.deliver_due()
+        assert len(report.sent) == 6 and not report.failed
+        assert outbox.deliver_due().sent == []
+        assert len(sink.messages) == 6
+        assert len({m["Message-ID"] for m in sink.parsed()}) == 6
+        assert outbox.pending() == []
+    finally:
+        sink.stop()
+
+
+def test_concurrent_workers_send_each_notification_once(store: RedisStore, config: Config, sink: Sink) -> None:
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    for i in range(20):
+        v = make_verdict(config, officer=True, findings=(MATERIAL,), queue_id=f"4ABCDE{i:04d}")
+        wf.on_decision(v, facts_for(v))
+    workers = [Outbox(store, config, SmtpTransport("127.0.0.1", sink.controller.port), clock) for _ in range(4)]
+    reports: list[Any] = []
+    threads = [threading.Thread(target=lambda w=w: reports.append(w.deliver_due())) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sum(len(r.sent) for r in reports) == 20
+    assert len(sink.messages) == 20
+    assert len({m["Message-ID"] for m in sink.parsed()}) == 20
+
+
+def test_expired_lease_is_delivered_again(store: RedisStore, config: Config, sink: Sink) -> None:
+    clock = FixedClock(T0)
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    Workflow(store, config, clock).on_decision(v, facts_for(v))
+    outbox = Outbox(store, config, clock=clock)
+    [claimed] = outbox.claim(clock.t)  # a worker took it and died
+    assert outbox.deliver_due().sent == []  # leased: nobody else sends it
+    clock.advance(minutes=11)
+    assert outbox.deliver_due().sent == [claimed.id]
+    assert len(sink.messages) == 1
+
+
+def test_outbox_cli(store: RedisStore, config: Config, regfd: Any, port: int) -> None:
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    r = regfd("outbox", "--json")
+    [row] = json.loads(r.out)
+    assert row["kind"] == "decision" and row["attempts"] == 0
+    r = regfd("outbox", "flush")  # relay down
+    assert r.rc == 1 and "sent 0, failed 1" in r.out
+    assert json.loads(regfd("outbox", "--json").out)[0]["attempts"] == 1
+    sink = Sink(port)
+    try:
+        r = regfd("outbox", "flush")  # flush ignores the backoff schedule
+        assert r.rc == 0 and "sent 1, failed 0" in r.out
+        assert len(sink.messages) == 1
+        assert regfd("outbox").out.strip() == "outbox is empty"
+        assert "decision" in regfd("outbox", "--sent").out
+    finally:
+        sink.stop()
+
+
+def test_run_forever_worker_thread(store: RedisStore, config: Config, sink: Sink) -> None:
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    Workflow(store, config).on_decision(v, facts_for(v))
+    stop = threading.Event()
+    calls: list[Any] = []
+    t = threading.Thread(target=Outbox(store, config).run_forever, args=(stop, 0.05, [calls.append]))
+    t.start()
+    try:
+        for _ in range(100):
+            if sink.messages:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        t.join(10)
+    assert len(sink.messages) == 1 and calls

@@ -1,0 +1,196 @@
+"""Workflow.on_decision: one transaction that records, notifies, quarantines and starts the disclosure clock.
+
+The helpers here (`make_verdict`, `facts_for`, `FixedClock`) are imported by
+the other compliance test files.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regfd.config import Config, load_config
+from regfd.directory import DirectorySnapshot, Officer, QuietPeriod, RegistryEntry
+from regfd.disclosure import disclosure_deadline
+from regfd.errors import StoreUnavailable
+from regfd.finding import Finding
+from regfd.message import MessageFacts
+from regfd.policy import Envelope, Policy, Verdict, decide, load_policy_table
+from regfd.store import RedisStore, client_from_url
+from regfd.workflow import Reminders, Workflow
+
+REPO = Path(__file__).resolve().parent.parent
+# A Tuesday, 10:00 in New York: an ordinary trading day (the calendar is computed by rule).
+T0 = datetime(2026, 11, 17, 15, 0, tzinfo=timezone.utc)
+
+MATERIAL = Finding("material", "earnings", "record revenue",
+                   "we now expect record revenue for the quarter, well above", "body")
+EMBARGO = Finding("embargo", "embargo", "draft press release", "attached is the draft press release for", "attachment:pr.docx")
+
+
+class FixedClock:
+    """A clock the test moves by hand: no test depends on today."""
+
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    def __call__(self) -> datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> datetime:
+        self.t += timedelta(**kw)
+        return self.t
+
+
+def policy_for(config: Config) -> Policy:
+    return Policy(load_policy_table(REPO / "config" / "policy.toml"), ("allient.com",), ("CEO", "CFO"),
+                  config.smtp.sender)
+
+
+def make_verdict(config: Config, *, sender: str = "alice@allient.com", to: tuple[str, ...] = ("bob@bank.com",),
+                 findings: tuple[Finding, ...] = (), officer: bool = False, quiet: bool = False,
+                 at: datetime = T0, queue_id: str = "4ABCDEF123") -> Verdict:
+    snap = DirectorySnapshot(
+        officer=Officer(sender, "CFO") if officer else None,
+        registry={"bank.com": RegistryEntry("bank.com", "analyst", "Big Bank")},
+        quiet_periods=(QuietPeriod("1", at - timedelta(days=1), at + timedelta(days=1), "Q4 quiet"),) if quiet else ())
+    env = Envelope.from_raw(sender, to, queue_id=queue_id)
+    return decide(env, snap, findings, at, policy_for(config))
+
+
+def raw_message(sender: str = "alice@allient.com", to: str = "bob@bank.com", subject: str = "Q4 update",
+                body: str = "Hi Bob,\nwe now expect record revenue for the quarter, well above consensus.\n") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <m1@allient.com>\r\n"
+            f"Date: Tue, 17 Nov 2026 10:00:00 -0500\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
+
+
+def facts_for(verdict: Verdict, at: datetime = T0, subject: str = "Q4 update", host: str = "mta1.test") -> MessageFacts:
+    raw = raw_message(verdict.envelope.sender, verdict.envelope.recipients[0], subject)
+    return MessageFacts(at, verdict.envelope.queue_id, "<m1@allient.com>", subject, host, len(raw), raw)
+
+
+@pytest.fixture
+def config(regfd: Any) -> Config:
+    return load_config(regfd.config)
+
+
+def outbox_items(store: RedisStore) -> list[dict[str, Any]]:
+    return [json.loads(v) for v in store.r.hvals(store.k("outbox:msg"))]
+
+
+def test_unrecorded_verdict_writes_nothing(store: RedisStore, config: Config) -> None:
+    v = make_verdict(config, to=("carol@example.org",))
+    assert not v.recorded
+    Workflow(store, config).on_decision(v, facts_for(v))
+    assert store.r.keys(store.k("*")) == []
+
+
+def test_accept_is_recorded_without_notification(store: RedisStore, config: Config) -> None:
+    v = make_verdict(config, officer=True)
+    assert v.action == "accept"
+    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    assert store.r.xlen(store.k("records")) == 1
+    assert outbox_items(store) == []
+
+
+def test_tag_with_material_opens_disclosure_in_one_round_trip(store: RedisStore, config: Config) -> None:
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    assert v.action == "tag"
+    wf = Workflow(store, config, FixedClock(T0))
+    executes = []
+    real = store.r.pipeline
+
+    def counting_pipeline(*a: Any, **kw: Any) -> Any:
+        p = real(*a, **kw)
+        orig = p.execute
+        p.execute = lambda *x, **y: (executes.append(1), orig(*x, **y))[1]  # type: ignore[method-assign]
+        return p
+
+    store.r.pipeline = counting_pipeline  # type: ignore[method-assign]
+    try:
+        wf.on_decision(v, facts_for(v))
+    finally:
+        store.r.pipeline = real  # type: ignore[method-assign]
+    assert len(executes) == 1, "on_decision must be one MULTI/EXEC round trip"
+    ds = wf.disclosures.list()
+    assert len(ds) == 1 and ds[0].state == "open"
+    assert ds[0].deadline == disclosure_deadline(T0) == T0 + timedelta(hours=24)
+    [n] = outbox_items(store)
+    assert n["kind"] == "decision" and n["to"] == ["corpsec@allient.com"]
+    assert ds[0].id in n["text"] and "PUBLIC DISCLOSURE DUE BY" in n["text"]
+    rec = wf.records.list()[0]
+    assert rec["disclosure_id"] == ds[0].id and rec["action"] == "tag"
+
+
+def test_hold_registers_quarantine_and_notifies_both(store: RedisStore, config: Config) -> None:
+    v = make_verdict(config, findings=(MATERIAL,))
+    assert v.action == "hold"
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    [entry] = wf.quarantine.list()
+    assert entry.state == "held" and entry.queue_id == "4ABCDEF123" and entry.mta_host == "mta1.test"
+    assert wf.quarantine.raw(entry.id).startswith(b"From: alice@allient.com")
+    assert wf.quarantine.get("4ABCDEF123").id == entry.id  # by MTA queue id too
+    kinds = sorted((n["kind"], tuple(n["to"])) for n in outbox_items(store))
+    assert kinds == [("decision", ("corpsec@allient.com",)), ("held-sender", ("alice@allient.com",))]
+    assert wf.disclosures.list() == []  # not delivered: no clock yet
+    assert wf.records.list()[0]["quarantine_id"] == entry.id
+
+
+def test_hold_without_sender_notice(store: RedisStore, regfd: Any) -> None:
+    regfd.write_config(extra="[notify]\nnotify_sender_on_hold = false\n")
+    config = load_config(regfd.config)
+    v = make_verdict(config, findings=(MATERIAL,))
+    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    assert [n["kind"] for n in outbox_items(store)] == ["decision"]
+
+
+def test_reject_records_and_notifies_without_quarantine(store: RedisStore, config: Config) -> None:
+    v = make_verdict(config, findings=(EMBARGO,))
+    assert v.action == "reject"
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    assert wf.quarantine.list() == []
+    [n] = outbox_items(store)
+    assert n["subject"].startswith("[RegFD] REJECT")
+    assert wf.records.list()[0]["findings"][0]["location"] == "attachment:pr.docx"
+
+
+def test_redis_down_raises_store_unavailable(config: Config, tmp_path: Path) -> None:
+    dead = RedisStore(client_from_url(f"unix://{tmp_path}/nothing.sock", timeout=0.5), "x:")
+    v = make_verdict(config, findings=(MATERIAL,))
+    with pytest.raises(StoreUnavailable):
+        Workflow(dead, config).on_decision(v, facts_for(v))
+
+
+def test_disclosure_reminder_then_overdue_once_each(store: RedisStore, config: Config) -> None:
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    wf.on_decision(v, facts_for(v))
+    store.r.delete(store.k("outbox:msg"), store.k("outbox:due"))
+    rem = Reminders(store, config, clock)
+    deadline = T0 + timedelta(hours=24)
+    assert rem.run_due(deadline - timedelta(hours=5)) == 0  # reminder is 4 h before
+    assert rem.run_due(deadline - timedelta(hours=3)) == 1
+    assert rem.run_due(deadline - timedelta(hours=2)) == 0  # once
+    assert rem.run_due(deadline + timedelta(minutes=1)) == 1  # overdue notice
+    assert rem.run_due(deadline + timedelta(hours=30)) == 0
+    kinds = sorted(n["kind"] for n in outbox_items(store))
+    assert kinds == ["disclosure-overdue", "disclosure-reminder"]
+
+
+def test_closed_disclosure_gets_no_reminder(store: RedisStore, config: Config) -> None:
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    wf.on_decision(v, facts_for(v))
+    [d] = wf.disclosures.list()
+    clock.advance(hours=2)
+    wf.disclosures.close(d.id, "corpsec@allient.com", "8-K filed")
+    assert Reminders(store, config, clock).run_due(T0 + timedelta(days=3)) == 0
