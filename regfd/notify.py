@@ -476,11 +476,12 @@ class Outbox:
         pipe.execute()
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0,
-                    also: Iterable[Callable[[datetime], Any]] = ()) -> None:
+                    also: Iterable[Callable[[datetime], Any]] = (), log: Any = None) -> None:
         """The worker loop: deliver what is due, run the reminders (`also`), sleep; never dies on an error."""
-        import structlog
+        if log is None:
+            import structlog
 
-        log = structlog.get_logger("regfd.outbox")
+            log = structlog.get_logger("regfd.outbox")
         hooks = list(also)
         while not stop.is_set():
             try:

@@ -465,10 +465,12 @@ class QuarantineAgent:
         req = json.loads(got[1])
         return self.quarantine.perform(req, self.mta, self.worker)
 
-    def run_forever(self, stop: threading.Event) -> None:
-        import structlog
+    def run_forever(self, stop: threading.Event, log: Any = None) -> None:
+        """Serve requests until `stop` is set; `log` is a structlog-style logger (default: regfd.agent)."""
+        if log is None:
+            import structlog
 
-        log = structlog.get_logger("regfd.agent")
+            log = structlog.get_logger("regfd.agent")
         last_beat = 0.0
         while not stop.is_set():
             try:

@@ -46,6 +46,11 @@ class FakeMta:
         return MtaResult(self.ok, f"deleted {queue_id}" if self.ok else "postsuper deleted nothing")
 
 
+class QuietLog:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **kw: None
+
+
 @pytest.fixture
 def config(regfd: Any) -> Config:
     return load_config(regfd.config)
@@ -70,7 +75,8 @@ def agent(store: RedisStore, config: Config) -> Iterator[FakeMta]:
     mta = FakeMta()
     stop = threading.Event()
     a = QuarantineAgent(store, config, mta, HOST.upper())  # host names compare case-insensitively
-    t = threading.Thread(target=a.run_forever, args=(stop,), daemon=True)
+    # its log lines must not land in the in-process CLI runner's captured stdout
+    t = threading.Thread(target=a.run_forever, args=(stop, QuietLog()), daemon=True)
     t.start()
     for _ in range(100):
         if store.r.exists(store.k(f"agent:alive:{HOST}")):
