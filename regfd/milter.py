@@ -26,7 +26,9 @@ for are the few we read.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -91,6 +93,7 @@ class MilterApp:
     # In-flight messages, so a graceful stop can wait for them.
     _inflight: int = 0
     _lock: threading.Condition = field(default_factory=threading.Condition)
+    _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @classmethod
     def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, scan: Scan,
@@ -103,6 +106,42 @@ class MilterApp:
 
     def factory(self) -> "RegfdMilter":
         return RegfdMilter(self)
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    workers = max(2, min(8, 2 * (os.cpu_count() or 1)))
+                    self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="regfd-scan")
+        return self._executor
+
+    def scan_bounded(self, raw: bytes, budget: float) -> list[Finding]:
+        """Scan on a Python-owned thread, waiting at most `budget` seconds.
+
+        Why not in the callback thread: Debian's libmilter runs callbacks on a
+        worker pool, so one connection's callbacks hop between OS threads while
+        pymilter keeps one PyThreadState per connection and deletes it on
+        another thread at close. The per-thread PyGILState slot of the worker
+        that created it then dangles, and the next C extension that calls
+        PyGILState_Ensure there (Hyperscan's match callback) crashes the
+        process (measured: SIGSEGV under Postfix). Threads the threading module
+        created have their own, stable thread state. It also makes
+        `decision_timeout` a real bound: the answer does not wait for a scan
+        that overruns it.
+        """
+        if budget <= 0:
+            raise _Failed("no time left for the scan within milter.decision_timeout")
+        future = self.executor.submit(lambda: list(self.scan(raw)))
+        try:
+            return future.result(timeout=budget)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise _Failed(f"scan not finished within milter.decision_timeout ({self.decision_timeout:g}s)") from None
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _enter(self) -> None:
         with self._lock:
@@ -210,7 +249,9 @@ class RegfdMilter(Milter.Base):
             self._actions = offered & WANTED_ACTIONS
             if self._actions & Milter.SETSYMLIST:
                 for stage, syms in MACROS.items():
-                    self.setsymlist(stage, *syms)
+                    # Straight to the C context: pymilter 1.0.5's Base.setsymlist passes
+                    # bytes where its C module wants str (TypeError on Python 3).
+                    self._ctx.setsymlist(stage, " ".join(syms))
             opts[0] = self._actions
             opts[1] = self._protocol = proto & ~self.protocol_mask()
             opts[2] = 0
@@ -333,7 +374,7 @@ class RegfdMilter(Milter.Base):
             c = dataclasses.replace(c, envelope=dataclasses.replace(c.envelope, queue_id=self.queue_id))
         t = time.monotonic()
         raw = b"".join(self.chunks)
-        findings = list(self.app.scan(raw))
+        findings = self.app.scan_bounded(raw, self.app.decision_timeout - self.decision_s)
         if self.truncated and not any(f.kind == UNSCANNABLE for f in findings):
             findings.append(Finding(UNSCANNABLE, "size-limit", "", f"message over {self.app.max_message_bytes} bytes",
                                     "body"))

@@ -238,6 +238,10 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
         before = _socket_fds()
         _register(Milter, libmilter, spec)
         nodelay = set_nodelay(_socket_fds() - before) if kind != "unix" else 0
+        if kind == "unix":
+            # The MTA runs as another user (postfix): the socket must be writable by it.
+            # Who may reach it is decided by the socket's directory (deploy/README.md).
+            os.chmod(spec.partition(":")[2], 0o666)
         log.info("milter.start", socket=spec, config=config.source, mode=config.mode,
                  failure_action=config.milter.failure_action, tcp_nodelay=bool(nodelay), pid=os.getpid(),
                  store="private" if not config.effective_redis_url else "url",
@@ -249,6 +253,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
         log.info("milter.stopping", inflight=app.inflight)
         if not app.drain(DRAIN_SECONDS):
             log.warning("milter.stop_with_inflight", inflight=app.inflight)
+        app.shutdown()
         log.info("milter.stopped")
         return 0
     finally:
