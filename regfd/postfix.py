@@ -74,6 +74,11 @@ class PostfixQueue:
             return MtaResult(False, f"invalid Postfix queue id {queue_id!r}")
         return None
 
+    def myhostname(self) -> str:
+        """Postfix's `myhostname`: the `j` macro the milter records as MessageFacts.mta_host ('' if unknown)."""
+        rc, out = self._run(self._cmd("postconf", "-h", "myhostname"))
+        return out.strip().splitlines()[0].strip() if rc == 0 and out.strip() else ""
+
     def release(self, queue_id: str) -> MtaResult:
         bad = self._check(queue_id)
         if bad:

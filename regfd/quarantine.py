@@ -458,12 +458,18 @@ class QuarantineAgent:
                          _dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
 
     def run_once(self, wait: float = 1.0) -> Outcome | None:
-        """Take at most one request (waiting up to `wait` seconds) and carry it out."""
-        got = self.store.r.blpop([self.store.k(f"agent:req:{self.host}")], timeout=max(1, int(wait)))
-        if not got:
-            return None
-        req = json.loads(got[1])
-        return self.quarantine.perform(req, self.mta, self.worker)
+        """Take at most one request (waiting up to `wait` seconds) and carry it out.
+
+        BLPOP waits in slices of at most 2 s: the client's socket timeout must not fire first.
+        """
+        key = self.store.k(f"agent:req:{self.host}")
+        end = time.monotonic() + wait
+        while True:
+            got = self.store.r.blpop([key], timeout=max(1, min(2, round(end - time.monotonic()))))
+            if got:
+                return self.quarantine.perform(json.loads(got[1]), self.mta, self.worker)
+            if time.monotonic() >= end:
+                return None
 
     def run_forever(self, stop: threading.Event, log: Any = None) -> None:
         """Serve requests until `stop` is set; `log` is a structlog-style logger (default: regfd.agent)."""

@@ -119,14 +119,23 @@ class Reminders:
         return self.quarantine.remind_due(now) + self.disclosures.remind_due(now, enqueue)
 
 
-def start_background(store: "RedisStore", config: "Config", stop: threading.Event, *, mta_host: str,
+def agent_host(config: "Config") -> str:
+    """The MTA host name an agent serves by default: Postfix's myhostname, else this host's FQDN."""
+    import socket
+
+    return PostfixQueue(config.postfix.config_directory).myhostname() or socket.getfqdn()
+
+
+def start_background(store: "RedisStore", config: "Config", stop: threading.Event, *, mta_host: str = "",
                      mta: MtaQueue | None = None, transport: Transport | None = None,
                      agent: bool = True, interval: float = 1.0) -> list[threading.Thread]:
     """Start the outbox worker (with reminders) and the quarantine agent as daemon threads.
 
-    `regfd milter` calls this once after opening the store, with `mta_host`
-    equal to the MessageFacts.mta_host its decisions carry, and sets `stop`
-    at shutdown (then joins the threads, a second or two).
+    `regfd milter` calls this once after opening the store, and sets `stop`
+    at shutdown (then joins the threads, a second or two). `mta_host` must
+    equal the MessageFacts.mta_host its decisions carry (the `j` macro);
+    empty means Postfix's own `myhostname` (which is what `j` is), else this
+    host's FQDN.
     """
     outbox = Outbox(store, config, transport)
     reminders = Reminders(store, config, outbox=outbox)
@@ -134,7 +143,8 @@ def start_background(store: "RedisStore", config: "Config", stop: threading.Even
                                 name="regfd-outbox", daemon=True)]
     if agent:
         queue = mta or PostfixQueue(config.postfix.config_directory)
-        threads.append(threading.Thread(target=QuarantineAgent(store, config, queue, mta_host).run_forever,
+        host = mta_host or agent_host(config)
+        threads.append(threading.Thread(target=QuarantineAgent(store, config, queue, host).run_forever,
                                         args=(stop,), name="regfd-agent", daemon=True))
     for t in threads:
         t.start()

@@ -87,3 +87,42 @@ def test_deadline_properties(delivered: datetime) -> None:
         start = delivered.astimezone(NY).date()
         days = (local.date() - start).days
         assert all(not is_trading_day(start + timedelta(days=i)) for i in range(1, days))
+
+
+# ---------------------------------------------------------------- follow-ups through the CLI
+def _open_one(store, regfd):  # type: ignore[no-untyped-def]
+    from regfd.config import load_config
+    from regfd.workflow import Workflow
+    from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
+
+    config = load_config(regfd.config)
+    v = make_verdict(config, officer=True, findings=(MATERIAL,))
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    return wf.disclosures.list()[0]
+
+
+def test_disclosures_cli_list_and_close_once(store, regfd) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    d = _open_one(store, regfd)
+    rows = json.loads(regfd("disclosures", "--open", "--json").out)
+    assert [r["id"] for r in rows] == [d.id] and rows[0]["state"] == "open"
+    assert rows[0]["deadline"] == "2026-11-18T15:00:00+00:00"  # Tuesday 10:00 New York + 24 h
+    table = regfd("disclosures").out
+    assert d.id in table and "Wed 2026-11-18 10:00 EST" in table
+    for args, msg in ((("--by", "nobody", "--reference", "8-K"), "--by must be an email address"),
+                      (("--by", "corpsec@allient.com", "--reference", " "), "--reference must not be empty")):
+        r = regfd("disclosures", "close", d.id, *args)
+        assert r.rc == 1 and msg in r.err and r.err.count("\n") == 1
+    r = regfd("disclosures", "close", d.id, "--by", "corpsec@allient.com", "--reference", "8-K item 7.01")
+    assert r.rc == 0 and "LATE" in r.out  # closed today, long after the 2026 instant's deadline
+    r = regfd("disclosures", "close", d.id, "--by", "corpsec@allient.com", "--reference", "again")
+    assert r.rc == 1 and "already closed by corpsec@allient.com" in r.err
+    assert json.loads(regfd("disclosures", "--open", "--json").out) == []
+    [row] = json.loads(regfd("disclosures", "--json").out)
+    assert row["state"] == "closed" and row["reference"] == "8-K item 7.01"
+    audit = json.loads(regfd("audit", "--json").out)
+    assert [(e["action"], e["who"], e["detail"]["reference"]) for e in audit] == [
+        ("disclosure.close", "corpsec@allient.com", "8-K item 7.01")]
+    assert regfd("disclosures", "close", "dnothing", "--by", "a@allient.com", "--reference", "x").rc == 1

@@ -270,3 +270,15 @@ def test_postfix_adapter_nothing_matched_and_no_config_dir(tmp_path: Path) -> No
     assert not pq.release("../etc; rm").ok  # never passes a strange id to postsuper
     missing = PostfixQueue("", str(tmp_path / "missing")).release("4ABC123XYZ")
     assert not missing.ok and "not found (is Postfix installed on this host?)" in missing.detail
+
+
+def test_agent_cli_once_reports_the_mta_failure(store: RedisStore, config: Config, held: str, regfd: Any,
+                                                tmp_path: Path) -> None:
+    # `regfd agent --once` serves one queued request with the configured Postfix (here the system's
+    # postsuper, whose queue has no such message, or none at all): the entry goes back to held.
+    Quarantine(store, config).begin(held, "release", "corpsec@allient.com", "ok", via="agent")
+    r = regfd("agent", "--once", "--host", HOST, "--wait", "3")
+    assert r.rc == 0, r.err
+    out = json.loads(r.out.strip().splitlines()[-1])
+    assert out["ok"] is False and out["state"] == "held"
+    assert Quarantine(store, config).get(held).last_error

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import sys
 import threading
 from typing import Any
@@ -166,7 +165,9 @@ def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
     from ..postfix import PostfixQueue
     from ..quarantine import QuarantineAgent
 
-    host = a.host or socket.getfqdn()
+    from ..workflow import agent_host
+
+    host = a.host or agent_host(ctx.config)
     agent = QuarantineAgent(ctx.store, ctx.config, PostfixQueue(ctx.config.postfix.config_directory), host)
     if a.once:
         agent.heartbeat()
@@ -247,7 +248,7 @@ def register(sub: Any) -> None:
     c.set_defaults(func=disclosures_close)
 
     p = sub.add_parser("agent", help="carry out quarantine release/reject requests on this MTA host")
-    p.add_argument("--host", help="the MTA host name the milter records (default: this host's FQDN)")
+    p.add_argument("--host", help="the MTA host name the milter records (default: Postfix's myhostname, else this host's FQDN)")
     p.add_argument("--once", action="store_true", help="serve at most one request, then exit")
     p.add_argument("--wait", type=float, default=5.0, help="with --once: seconds to wait for a request")
     p.set_defaults(func=agent_cmd)
