@@ -4,8 +4,8 @@ One Redis stream entry per recorded verdict, appended in the milter's
 decision transaction (workflow.py), so a message is never delivered
 unrecorded. The stream id is Redis's own time-ordered id, which makes
 `--since` a range read; MINID trimming drops entries older than
-`records_retention_days` as new ones arrive (approximate `~` trimming, so
-exact trimming: the check costs one comparison when nothing expired.
+`records_retention_days` as new ones arrive (exact trimming, so retention
+is exact; it costs one comparison when nothing has expired).
 
     records   stream  {"r": JSON record}
 

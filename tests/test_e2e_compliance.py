@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

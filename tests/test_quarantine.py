@@ -10,7 +10,6 @@ command lines and output parsing below with stand-in binaries.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import threading
 from datetime import timedelta
