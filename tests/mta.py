@@ -152,11 +152,14 @@ class MilterProcess:
     proc: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls, config: Path, socket_path: Path, env: dict[str, str], log: Path,
+    def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
               timeout: float = 20.0) -> "MilterProcess":
+        """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec."""
+        spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
+        socket_path = Path(socket_path) if not isinstance(socket_path, str) else Path("/nonexistent")
         logf = open(log, "ab")
         proc = subprocess.Popen([PYTHON, "-m", "regfd.cli", "milter", "--config", str(config),
-                                 "--socket", f"unix:{socket_path}"],
+                                 "--socket", spec],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
                                 cwd=REPO)
         logf.close()
@@ -165,7 +168,7 @@ class MilterProcess:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"regfd milter exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            return socket_path.exists() and "milter.start" in log.read_text()
+            return (spec.startswith("inet") or socket_path.exists()) and "milter.start" in log.read_text()
 
         wait_until(ready, timeout, what="regfd milter to listen")
         return m
@@ -270,7 +273,7 @@ class PostfixInstance:
 
     base: Path
     relay_port: int
-    sockets: dict[str, Path]  # listener name -> milter socket ("" = no milter)
+    sockets: dict[str, Any]  # listener name -> milter socket path, "inet:HOST:PORT" (Postfix syntax), or "" = none
     ports: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -296,13 +299,13 @@ class PostfixInstance:
         listeners = []
         for name, sock in self.sockets.items():
             self.ports.setdefault(name, free_port())
-            milter = f"unix:{sock}" if sock else ""
+            milter = (sock if isinstance(sock, str) else f"unix:{sock}") if sock else ""
             listeners.append(f"127.0.0.1:{self.ports[name]} inet n - n - - smtpd -o smtpd_milters={milter}")
         main_sock = self.sockets["main"]
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(listeners="\n".join(listeners)))
         (self.config_dir / "main.cf").write_text(MAIN_CF.format(
             queue=self.queue_dir, data=self.base / "data", relay_port=self.relay_port, dir=self.base / "log",
-            milter=f"unix:{main_sock}" if main_sock else ""))
+            milter=(main_sock if isinstance(main_sock, str) else f"unix:{main_sock}") if main_sock else ""))
 
     def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["postfix", "-c", str(self.config_dir), *args], capture_output=True, text=True,
