@@ -116,7 +116,7 @@ def test_disclosures_cli_list_and_close_once(store, regfd) -> None:  # type: ign
         r = regfd("disclosures", "close", d.id, *args)
         assert r.rc == 1 and msg in r.err and r.err.count("\n") == 1
     r = regfd("disclosures", "close", d.id, "--by", "corpsec@allient.com", "--reference", "8-K item 7.01")
-    assert r.rc == 0 and "LATE" in r.out  # closed today, long after the 2026 instant's deadline
+    assert r.rc == 0 and f"disclosure {d.id} closed by corpsec@allient.com" in r.out
     r = regfd("disclosures", "close", d.id, "--by", "corpsec@allient.com", "--reference", "again")
     assert r.rc == 1 and "already closed by corpsec@allient.com" in r.err
     assert json.loads(regfd("disclosures", "--open", "--json").out) == []
@@ -126,3 +126,19 @@ def test_disclosures_cli_list_and_close_once(store, regfd) -> None:  # type: ign
     assert [(e["action"], e["who"], e["detail"]["reference"]) for e in audit] == [
         ("disclosure.close", "corpsec@allient.com", "8-K item 7.01")]
     assert regfd("disclosures", "close", "dnothing", "--by", "a@allient.com", "--reference", "x").rc == 1
+
+
+def test_close_after_the_deadline_is_marked_late(store, regfd) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from datetime import timedelta
+
+    from regfd.config import load_config
+    from regfd.disclosure import Disclosures
+    from tests.test_workflow import FixedClock
+
+    d = _open_one(store, regfd)
+    late = Disclosures(store, load_config(regfd.config), FixedClock(d.deadline + timedelta(minutes=1)))
+    closed = late.close(d.id, "corpsec@allient.com", "8-K")
+    assert closed.closed_at == d.deadline + timedelta(minutes=1)
+    [ev] = json.loads(regfd("audit", "--json").out)
+    assert ev["detail"]["late"] is True

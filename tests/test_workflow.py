@@ -194,3 +194,47 @@ def test_closed_disclosure_gets_no_reminder(store: RedisStore, config: Config) -
     clock.advance(hours=2)
     wf.disclosures.close(d.id, "corpsec@allient.com", "8-K filed")
     assert Reminders(store, config, clock).run_due(T0 + timedelta(days=3)) == 0
+
+
+def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Config) -> None:
+    """What `regfd milter` starts: the outbox worker (with reminders) and the quarantine agent."""
+    import threading
+
+    from regfd.postfix import MtaResult
+    from regfd.workflow import start_background
+
+    sent: list[Any] = []
+
+    class Transport:
+        def send(self, message: Any, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]:
+            sent.append((sender, recipients, message["Subject"]))
+            return {}
+
+    class Mta:
+        def release(self, queue_id: str) -> MtaResult:
+            return MtaResult(True, "released")
+
+        def delete(self, queue_id: str) -> MtaResult:
+            return MtaResult(True, "deleted")
+
+    v = make_verdict(config, findings=(MATERIAL,))
+    wf = Workflow(store, config)
+    # received now (not at T0): a message held since T0 would also, rightly, get a hold reminder
+    wf.on_decision(v, facts_for(v, at=datetime.now(timezone.utc), host="mta1.test"))
+    stop = threading.Event()
+    threads = start_background(store, config, stop, mta_host="MTA1.test", mta=Mta(), transport=Transport(),
+                               interval=0.05)
+    try:
+        for _ in range(200):
+            if len(sent) >= 2 and store.r.exists(store.k("agent:alive:mta1.test")):
+                break
+            stop.wait(0.02)
+        assert sorted(r for _s, r, _subj in sent) == [("alice@allient.com",), ("corpsec@allient.com",)]
+        qid = wf.quarantine.list()[0].id
+        out = wf.quarantine.act_via_agent(qid, "release", "corpsec@allient.com", "ok", timeout=5)
+        assert out.ok and out.state == "released"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not any(t.is_alive() for t in threads)
