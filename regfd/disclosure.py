@@ -187,7 +187,7 @@ class Disclosures:
                         pipe.zrem(self._k("disclosure:open"), did)
                         pipe.zrem(self._k("disclosure:due"), did)
                         late = closed.closed_at is not None and closed.closed_at > d.deadline
-                        self.store._audit(pipe, by, "disclosure.close", did,
+                        self.store.audit_ops(pipe, by, "disclosure.close", did,
                                           {"reference": reference, "deadline": to_iso(d.deadline),
                                            "late": late, "queue_id": d.record.get("queue_id", "")})
                         pipe.execute()

@@ -303,7 +303,7 @@ class Quarantine:
             if not result.ok:
                 back = replace(e, state=HELD, request=None, last_error=result.detail)
                 pipe.hset(self._k("quarantine"), e.id, _dumps(back.to_json()))
-                self.store._audit(pipe, by, f"quarantine.{action}.failed", e.id, audit)
+                self.store.audit_ops(pipe, by, f"quarantine.{action}.failed", e.id, audit)
                 return Outcome(False, e.id, action, HELD, f"{action} of {e.id} failed at the MTA: {result.detail}")
             final = RELEASED if action == RELEASE else REJECTED
             disclosure = None
@@ -317,7 +317,7 @@ class Quarantine:
             pipe.hset(self._k("quarantine"), e.id, _dumps(done.to_json()))
             pipe.zrem(self._k("quarantine:held"), e.id)
             pipe.zrem(self._k("quarantine:remind"), e.id)
-            self.store._audit(pipe, by, f"quarantine.{action}", e.id, audit)
+            self.store.audit_ops(pipe, by, f"quarantine.{action}", e.id, audit)
             if corpsec:
                 self.outbox.enqueue_ops(pipe, render_outcome(
                     e.record, to=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, outcome=final, by=by,

@@ -152,7 +152,8 @@ class RedisStore:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
 
     # ----- writes (each with its audit entry, atomically)
-    def _audit(self, pipe: Any, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
+    def audit_ops(self, pipe: Any, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        """Queue an audit entry on `pipe`, so a change and its audit commit together."""
         pipe.xadd(self.k("audit"), {"at": to_iso(now()), "who": who, "action": action,
                                     "target": target, "detail": _dumps(detail)})
 
@@ -161,7 +162,7 @@ class RedisStore:
         pipe = self.r.pipeline(transaction=True)
         for method, args in ops:
             getattr(pipe, method)(*args)
-        self._audit(pipe, who, action, target, detail)
+        self.audit_ops(pipe, who, action, target, detail)
         try:
             pipe.execute()
         except REDIS_ERRORS as exc:
