@@ -1,7 +1,8 @@
 """A real Postfix on loopback, an SMTP sink, and `regfd milter` as a subprocess.
 
-Used as a pytest plugin (`pytest_plugins = ["tests.mta"]`) by the end-to-end
-tests, and as a library by bench/bench_mta.py. Fixtures:
+Import the fixtures into a test module (`from tests.mta import postfix, smtp_sink,
+...`) or use it as a plugin (`pytest_plugins = ["tests.mta"]`); bench/bench_mta.py
+uses it as a library. Fixtures (all session-scoped but `postfix_bin`'s install is too):
 
 - `postfix_bin`     Postfix is installed (installs it from apt when root and
                     missing, with no daemon started; else skips with the command).
