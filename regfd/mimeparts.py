@@ -199,6 +199,23 @@ def parse_message(raw: bytes) -> Message:
     return msg
 
 
+def decoded_payload(part: Message) -> bytes | None:
+    """`part.get_payload(decode=True)`; valid base64 (the usual case) is
+    decoded without the stdlib's splitlines/join copies of the whole body."""
+    payload = part._payload
+    if isinstance(payload, str) and str(part.get("content-transfer-encoding", "")).lower() == "base64":
+        try:
+            encoded = payload.encode("ascii", "surrogateescape").translate(None, b"\r\n")
+        except UnicodeEncodeError:
+            encoded = b"-"
+        if len(encoded) % 4 == 0:  # what email._encoded_words.decode_b tries first
+            try:
+                return binascii.a2b_base64(encoded, strict_mode=True)
+            except binascii.Error:
+                pass
+    return part.get_payload(decode=True)
+
+
 class _Walk:
     """State of one extraction: counters and the deadline (never shared)."""
 
@@ -257,7 +274,7 @@ class _Walk:
     def leaf(self, part: Message, ctype: str, prefix: str, depth: int) -> Iterator[TextPart | Problem]:
         name = decode_header_text(part.get_filename())
         disposition = part.get_content_disposition()
-        data = part.get_payload(decode=True)
+        data = decoded_payload(part)
         if not isinstance(data, bytes):
             data = str(part.get_payload()).encode("utf-8", "replace")
         is_body = not name and disposition != "attachment" and ctype.startswith("text/")

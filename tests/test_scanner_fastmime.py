@@ -10,6 +10,7 @@ epilogue and defects are not compared: the scanner never reads them).
 
 from __future__ import annotations
 
+import base64
 import email
 import random
 from email import policy
@@ -168,3 +169,32 @@ def test_walk_gives_the_same_parts_with_and_without_the_fast_path(monkeypatch: p
     slow = list(mimeparts.iter_parts(raw, ScanLimits(), float("inf")))
     assert fast == slow
     assert any("plain body" in getattr(p, "text", "") for p in fast)
+
+
+@pytest.mark.parametrize(
+    "body, cte",
+    [
+        (base64.encodebytes(b"caf\xc3\xa9 " * 200).decode(), "base64"),
+        (base64.encodebytes(b"x" * 1000).decode().replace("\n", "\r\n"), "base64"),
+        (base64.b64encode(b"abcd").decode()[:-2], "base64"),  # missing padding
+        ("aGVsbG8*d29ybGQ=\n", "base64"),  # invalid character
+        ("aGVs\udce9bG8=\n", "base64"),  # 8-bit byte in the body
+        ("aGVsbG8=\naGVsbG8=\n", "base64"),  # padding in the middle
+        ("", "base64"),
+        ("caf=C3=A9 =\nsoft break\n", "quoted-printable"),
+        ("plain text\n", "7bit"),
+        ("plain \udce9 text\n", "8bit"),
+    ],
+)
+def test_decoded_payload_equals_get_payload_decode(body: str, cte: str) -> None:
+    part = Message()
+    part["Content-Type"] = "text/plain"
+    part["Content-Transfer-Encoding"] = cte
+    part._payload = body
+    assert mimeparts.decoded_payload(part) == part.get_payload(decode=True)
+
+
+def test_decoded_payload_without_transfer_encoding_header() -> None:
+    part = Message()
+    part._payload = "aGVsbG8=\n"
+    assert mimeparts.decoded_payload(part) == part.get_payload(decode=True) == b"aGVsbG8=\n"
