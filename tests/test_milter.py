@@ -19,7 +19,7 @@ import pytest
 
 from regfd.config import load_config
 from regfd.finding import Finding
-from regfd.milter import MilterApp, RegfdMilter
+from regfd.milter import MilterApp, QuietRegfdMilter, RegfdMilter
 from regfd.store import RedisStore, client_from_url
 
 
@@ -300,3 +300,43 @@ def test_redis_reconnects_after_restart(tmp_path: Path, regfd):  # type: ignore[
         assert codes[-1] == Milter.ACCEPT and dict(ctx.headers)["X-RegFD-Action"] == "tag"
     finally:
         stop_redis(server)
+
+
+def test_quiet_variant_for_unix_sockets_skips_connect_helo_and_header_replies(directory):  # type: ignore[no-untyped-def]
+    app, sink = make_app(directory)
+    app.quiet = True
+    m = app.factory()
+    assert isinstance(m, QuietRegfdMilter)
+    ctx = FakeCtx(macros={"i": "Q9", "{client_addr}": "192.0.2.7"})
+    m._setctx(ctx)
+    opts = [Milter.CURR_ACTS, 0x1FFFFF, 0, 0]
+    m.negotiate(opts)
+    assert opts[1] & Milter.P_NOCONNECT and opts[1] & Milter.P_NOHELO
+    assert opts[1] & Milter.P_NR_HDR and opts[1] & Milter.P_NR_EOH
+    assert not opts[1] & (Milter.P_NODATA | Milter.P_NR_DATA | Milter.P_NR_BODY)
+    assert "{client_addr}" in ctx.symlists[Milter.M_ENVFROM].split()
+    assert m.envfrom_bytes(b"<ceo@allient.com>") == Milter.CONTINUE
+    m.envrcpt_bytes(b"<analyst@bank.com>")
+    assert m.data() == Milter.CONTINUE
+    assert m.header_bytes("Subject", b"Hi") == Milter.NOREPLY
+    assert m.eoh() == Milter.NOREPLY
+    m.body(b"we will miss the quarter\r\n")
+    assert m.eom() == Milter.ACCEPT and dict(ctx.headers)["X-RegFD-Action"] == "tag"
+    assert sink.calls[0][0].envelope.client_addr == "192.0.2.7"
+
+
+def test_quiet_variant_answers_a_header_error_at_eom(directory):  # type: ignore[no-untyped-def]
+    app, sink = make_app(directory)
+    app.quiet = True
+    m = app.factory()
+    ctx = FakeCtx(macros={"i": "Q10"})
+    m._setctx(ctx)
+    m.negotiate([Milter.CURR_ACTS, 0x1FFFFF, 0, 0])
+    m.envfrom_bytes(b"<ceo@allient.com>")
+    m.envrcpt_bytes(b"<analyst@bank.com>")
+    m.data()
+    assert m.header_bytes("Subject", object()) == Milter.NOREPLY  # type: ignore[arg-type]
+    m.eoh()
+    m.body(b"hello\r\n")
+    assert m.eom() == Milter.TEMPFAIL and ctx.reply[:2] == ("451", "4.7.1")
+    assert sink.calls == [] and app.inflight == 0

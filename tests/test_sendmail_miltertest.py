@@ -15,18 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.mta import MilterProcess, make_mta_dir
+from tests.mta import MilterProcess, free_port, make_mta_dir
 
 SCRIPT = Path(__file__).parent / "miltertest" / "verdicts.lua"
 
 
-@pytest.fixture
-def milter(regfd):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["unix", "inet"])
+def milter(regfd, request):  # type: ignore[no-untyped-def]
+    """unix: the quiet protocol (no connect/helo, no header replies); inet: every stage answered."""
     for args in (("registry", "add", "bank.com", "--category", "analyst"),
                  ("officer", "add", "ceo@allient.com", "--role", "CEO")):
         assert regfd(*args).rc == 0
     d = make_mta_dir("regfd-miltertest-")
-    m = MilterProcess.start(regfd.config, d / "regfd.sock", regfd.env, d / "milter.log")
+    sock = d / "regfd.sock" if request.param == "unix" else f"inet:{free_port()}@127.0.0.1"
+    m = MilterProcess.start(regfd.config, sock, regfd.env, d / "milter.log")
+    m.spec = f"unix:{sock}" if request.param == "unix" else sock  # type: ignore[attr-defined]
     yield m
     assert m.stop() == 0, "SIGTERM: clean exit"
     shutil.rmtree(d, ignore_errors=True)
@@ -35,7 +38,7 @@ def milter(regfd):  # type: ignore[no-untyped-def]
 @pytest.mark.skipif(shutil.which("miltertest") is None, reason="apt-get install miltertest")
 def test_sendmail_macros_get_the_same_verdicts(milter):  # type: ignore[no-untyped-def]
     tag = uuid.uuid4().hex[:8]
-    env = {**os.environ, "REGFD_SOCKET": f"unix:{milter.socket}", "REGFD_TAG": tag}
+    env = {**os.environ, "REGFD_SOCKET": milter.spec, "REGFD_TAG": tag}
     p = subprocess.run(["miltertest", "-s", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr + milter.log.read_text()[-3000:]
     for line in ("accept ok", "inbound ok", "tag ok", "hold ok", "reject ok"):

@@ -233,6 +233,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
             log.warning("milter.store_unreachable", error=str(exc), action=config.milter.failure_action)
         sink = make_sink(handle.store, config)
         app = MilterApp.from_config(config, handle.store, sink, scan, policy=policy)
+        app.quiet = kind == "unix"  # fewer round trips where Nagle cannot stall them
 
         Milter.factory = app.factory
         before = _socket_fds()
@@ -243,7 +244,8 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
             # Who may reach it is decided by the socket's directory (deploy/README.md).
             os.chmod(spec.partition(":")[2], 0o666)
         log.info("milter.start", socket=spec, config=config.source, mode=config.mode,
-                 failure_action=config.milter.failure_action, tcp_nodelay=bool(nodelay), pid=os.getpid(),
+                 failure_action=config.milter.failure_action, tcp_nodelay=bool(nodelay), quiet_protocol=app.quiet,
+                 pid=os.getpid(),
                  store="private" if not config.effective_redis_url else "url",
                  sink=type(sink).__module__ + "." + type(sink).__name__)
         try:

@@ -12,6 +12,15 @@ local function check(cond, what)
    if not cond then error("FAILED: " .. what) end
 end
 
+-- A final answer ends the message early (regfd accepts inbound mail at MAIL and mail
+-- without a Specified Person at DATA). Stages negotiated away or no-reply (regfd on a
+-- unix socket skips connect/helo and does not answer headers) leave the last reply as is.
+local function final(conn)
+   local r = mt.getreply(conn)
+   return r == SMFIR_ACCEPT or r == SMFIR_REJECT or r == SMFIR_TEMPFAIL or r == SMFIR_DISCARD
+      or r == SMFIR_REPLYCODE
+end
+
 -- One message: returns the connection after EOM (or after the early answer) and the last reply.
 local function message(from, rcpt, auth, subject, body)
    seq = seq + 1
@@ -21,26 +30,33 @@ local function message(from, rcpt, auth, subject, body)
    check(mt.negotiate(conn, nil, nil, nil) == nil, "negotiate")
    mt.macro(conn, SMFIC_CONNECT, "j", "mx.allient.com", "_", "client.allient.com [192.0.2.10]",
             "{daemon_name}", "MTA")
-   check(mt.conninfo(conn, "client.allient.com", "192.0.2.10") == nil, "conninfo")
-   if mt.getreply(conn) ~= SMFIR_CONTINUE then return conn, mt.getreply(conn), qid end
-   check(mt.helo(conn, "client.allient.com") == nil, "helo")
+   -- Like Sendmail, do not send the stages the filter negotiated away (regfd on a unix
+   -- socket skips connect and helo; the client address then comes from {client_addr}).
+   if not mt.test_option(conn, SMFIP_NOCONNECT) then
+      check(mt.conninfo(conn, "client.allient.com", "192.0.2.10") == nil, "conninfo")
+      if final(conn) then return conn, mt.getreply(conn), qid end
+   end
+   if not mt.test_option(conn, SMFIP_NOHELO) then
+      check(mt.helo(conn, "client.allient.com") == nil, "helo")
+   end
    if auth ~= nil then
-      mt.macro(conn, SMFIC_MAIL, "i", qid, "{mail_addr}", from, "{auth_authen}", auth, "{auth_type}", "PLAIN")
+      mt.macro(conn, SMFIC_MAIL, "i", qid, "{mail_addr}", from, "{auth_authen}", auth, "{auth_type}", "PLAIN",
+               "{client_addr}", "192.0.2.10")
    else
-      mt.macro(conn, SMFIC_MAIL, "i", qid, "{mail_addr}", from)
+      mt.macro(conn, SMFIC_MAIL, "i", qid, "{mail_addr}", from, "{client_addr}", "192.0.2.10")
    end
    check(mt.mailfrom(conn, "<" .. from .. ">") == nil, "mail from")
-   if mt.getreply(conn) ~= SMFIR_CONTINUE then return conn, mt.getreply(conn), qid end
+   if final(conn) then return conn, mt.getreply(conn), qid end
    mt.macro(conn, SMFIC_RCPT, "{rcpt_addr}", rcpt, "{rcpt_mailer}", "esmtp")
    check(mt.rcptto(conn, "<" .. rcpt .. ">") == nil, "rcpt to")
-   if mt.getreply(conn) ~= SMFIR_CONTINUE then return conn, mt.getreply(conn), qid end
+   if final(conn) then return conn, mt.getreply(conn), qid end
    check(mt.data(conn) == nil, "data")
-   if mt.getreply(conn) ~= SMFIR_CONTINUE then return conn, mt.getreply(conn), qid end
+   if final(conn) then return conn, mt.getreply(conn), qid end
    check(mt.header(conn, "From", from) == nil, "header From")
    check(mt.header(conn, "To", rcpt) == nil, "header To")
    check(mt.header(conn, "Subject", subject) == nil, "header Subject")
    check(mt.eoh(conn) == nil, "eoh")
-   if mt.getreply(conn) ~= SMFIR_CONTINUE then return conn, mt.getreply(conn), qid end
+   if final(conn) then return conn, mt.getreply(conn), qid end
    check(mt.bodystring(conn, body .. "\r\n") == nil, "body")
    check(mt.eom(conn) == nil, "eom")
    return conn, mt.getreply(conn), qid
