@@ -14,6 +14,7 @@ the exclusion file, which only ever run around the few hits.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,9 +342,28 @@ class Lexicons:
         return hits
 
 
-def load_lexicons(directory: Path) -> Lexicons:
-    """Load, validate and compile every `*.toml` lexicon file in `directory`."""
+_DEFAULT_CACHE = object()
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/regfd, else ~/.cache/regfd."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "regfd"
+
+
+def load_lexicons(directory: Path, cache_dir: Path | None | object = _DEFAULT_CACHE) -> Lexicons:
+    """Load, validate and compile every `*.toml` lexicon file in `directory`.
+
+    The compiled Hyperscan databases are cached in `cache_dir` (default
+    `default_cache_dir()`; None disables the cache), keyed by the compiled
+    expressions themselves, so an edited lexicon never loads a stale database.
+    """
     directory = Path(directory)
+    if cache_dir is _DEFAULT_CACHE:
+        try:
+            cache_dir = default_cache_dir()
+        except RuntimeError:  # no home directory
+            cache_dir = None
     if not directory.is_dir():
         raise ConfigError(f"lexicon directory {directory}: not a directory")
     files = sorted(directory.glob("*.toml"))
@@ -354,8 +374,8 @@ def load_lexicons(directory: Path) -> Lexicons:
         entries.extend(_load_file(path))
     try:
         expressions = [e.expression for e in entries]
-        matcher = PatternSet(expressions, single_match=False)
-        presence = PatternSet(expressions, single_match=True)
+        matcher = PatternSet(expressions, single_match=False, cache_dir=cache_dir)
+        presence = PatternSet(expressions, single_match=True, cache_dir=cache_dir)
     except Exception as exc:  # Hyperscan names the pattern id; map it back
         raise ConfigError(f"lexicon {directory}: patterns do not compile together: {exc}") from None
     return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files))

@@ -8,12 +8,23 @@ the `regex` package then finds exact spans for those few patterns only.
 
 A compiled database is immutable and shared between threads; the scratch
 space Hyperscan needs per scan is not, so each thread gets its own clone.
+
+Compiling the lexicon databases takes over a second, so with a `cache_dir`
+the serialized database (`hyperscan.dumpb`) is kept in a file named by a
+hash of the expressions, flags, Hyperscan version and CPU architecture. A
+file that does not load (other library build, other CPU, truncated) is
+ignored and replaced; a cache directory that cannot be written is ignored.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import hyperscan
 
@@ -23,19 +34,26 @@ _SCAN_FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL
 class PatternSet:
     """Patterns compiled into one Hyperscan block-mode database."""
 
-    def __init__(self, expressions: Sequence[str], *, single_match: bool = True) -> None:
+    def __init__(self, expressions: Sequence[str], *, single_match: bool = True, cache_dir: Path | None = None) -> None:
         self.size = len(expressions)
         self._db: hyperscan.Database | None = None
+        self.from_cache = False
         if not expressions:
             return
         flags = _SCAN_FLAGS | (hyperscan.HS_FLAG_SINGLEMATCH if single_match else 0)
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        db.compile(
-            expressions=[e.encode("utf-8") for e in expressions],
-            ids=list(range(len(expressions))),
-            elements=len(expressions),
-            flags=[flags] * len(expressions),
-        )
+        path = _cache_path(cache_dir, expressions, flags) if cache_dir is not None else None
+        db = _load(path) if path is not None else None
+        self.from_cache = db is not None
+        if db is None:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(
+                expressions=[e.encode("utf-8") for e in expressions],
+                ids=list(range(len(expressions))),
+                elements=len(expressions),
+                flags=[flags] * len(expressions),
+            )
+            if path is not None:
+                _store(path, db)
         self._db = db
         self._scratch = hyperscan.Scratch(db)
         self._local = threading.local()
@@ -67,3 +85,36 @@ class PatternSet:
         """Which patterns occur at least once in `data`."""
         found, _ = self.matches(data, limit=self.size * 4 + 16)
         return {pid for pid, _ in found}
+
+
+def _cache_path(cache_dir: Path, expressions: Sequence[str], flags: int) -> Path:
+    h = hashlib.sha256()
+    for part in (getattr(hyperscan, "__version__", "?"), platform.machine(), str(hyperscan.HS_MODE_BLOCK), str(flags), *expressions):
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return Path(cache_dir) / f"hs-{h.hexdigest()}.db"
+
+
+def _load(path: Path) -> hyperscan.Database | None:
+    try:
+        data = path.read_bytes()
+        db = hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK)
+        hyperscan.Scratch(db)  # fails on a database this library cannot run
+        return db
+    except Exception:
+        return None
+
+
+def _store(path: Path, db: hyperscan.Database) -> None:
+    """Write atomically (temp file + rename); any failure just skips the cache."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hs-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(hyperscan.dumpb(db))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception:
+        pass
