@@ -102,6 +102,9 @@ class Config:
     lexicon_dir: Path = DEFAULT_LEXICON_DIR
     policy_file: Path = DEFAULT_POLICY_FILE
     records_retention_days: int = 2555  # seven years
+    # This MTA host's name as the MTA reports it (the `j` macro), which the
+    # quarantine agent serves; empty: Postfix's myhostname, else the FQDN.
+    mta_host: str = ""
     milter: MilterConfig = field(default_factory=MilterConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)

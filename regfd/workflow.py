@@ -120,10 +120,10 @@ class Reminders:
 
 
 def agent_host(config: "Config") -> str:
-    """The MTA host name an agent serves by default: Postfix's myhostname, else this host's FQDN."""
+    """The MTA host name an agent serves: config `mta_host`, else Postfix's myhostname, else the FQDN."""
     import socket
 
-    return PostfixQueue(config.postfix.config_directory).myhostname() or socket.getfqdn()
+    return config.mta_host or PostfixQueue(config.postfix.config_directory).myhostname() or socket.getfqdn()
 
 
 def start_background(store: "RedisStore", config: "Config", stop: threading.Event, *, mta_host: str = "",

@@ -91,6 +91,7 @@ state_dir = "{state}"
 policy_file = "{policy}"
 lexicon_dir = "{lexicons}"
 mode = "{mode}"
+{top}
 [smtp]
 relay = "127.0.0.1:{smtp_port}"
 sender = "regfd@allient.com"
@@ -101,17 +102,19 @@ class Regfd:
     """Runs `regfd` in-process (fast) or as a subprocess (exact user experience)."""
 
     def __init__(self, tmp: Path, redis_url: str, prefix: str, mode: str = "enforce", smtp_port: int = 2525,
-                 extra: str = "") -> None:
+                 extra: str = "", top: str = "") -> None:
         self.tmp = tmp
         self.redis_url = redis_url
         self.prefix = prefix
         self.config = tmp / "regfd.toml"
+        self.top = top
         self.write_config(mode=mode, smtp_port=smtp_port, extra=extra)
 
     def write_config(self, mode: str = "enforce", smtp_port: int = 2525, extra: str = "") -> None:
+        """`extra` is appended after the [smtp] table (tables); `top` keys go before it."""
         self.config.write_text(BASE_CONFIG.format(
             prefix=self.prefix, state=self.tmp / "state", policy=REPO / "config" / "policy.toml",
-            lexicons=REPO / "lexicons", mode=mode, smtp_port=smtp_port) + extra)
+            lexicons=REPO / "lexicons", mode=mode, smtp_port=smtp_port, top=self.top) + extra)
 
     @property
     def env(self) -> dict[str, str]:

@@ -227,6 +227,8 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
+POSTFIX_HOSTNAME = "mta.regfd.test"  # the `j` macro: the MTA host name regfd records
+
 MAIN_CF = """\
 compatibility_level = 3.6
 queue_directory = {queue}
@@ -239,7 +241,7 @@ shlib_directory = /usr/lib/postfix
 meta_directory = /etc/postfix
 inet_interfaces = loopback-only
 inet_protocols = ipv4
-myhostname = mta.regfd.test
+myhostname = {hostname}
 mydomain = regfd.test
 myorigin = $myhostname
 mydestination =
@@ -305,7 +307,7 @@ class PostfixInstance:
         main_sock = self.sockets["main"]
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(listeners="\n".join(listeners)))
         (self.config_dir / "main.cf").write_text(MAIN_CF.format(
-            queue=self.queue_dir, data=self.base / "data", relay_port=self.relay_port, dir=self.base / "log",
+            queue=self.queue_dir, data=self.base / "data", relay_port=self.relay_port, hostname=POSTFIX_HOSTNAME, dir=self.base / "log",
             milter=(main_sock if isinstance(main_sock, str) else f"unix:{main_sock}") if main_sock else ""))
 
     def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -445,7 +447,11 @@ def mta_regfd(redis_server: Any, mta_dir: Path, smtp_sink: SmtpSink) -> Any:
     from tests.conftest import Regfd
 
     (mta_dir / "regfd").mkdir(exist_ok=True)
-    return Regfd(mta_dir / "regfd", redis_server.url, f"e2e{uuid.uuid4().hex[:8]}:", smtp_port=smtp_sink.port)
+    # The milter's quarantine agent acts on the private Postfix below (its
+    # config_directory and myhostname), as it would on a real MTA host.
+    return Regfd(mta_dir / "regfd", redis_server.url, f"e2e{uuid.uuid4().hex[:8]}:", smtp_port=smtp_sink.port,
+                 top=f'mta_host = "{POSTFIX_HOSTNAME}"',
+                 extra=f'[postfix]\nconfig_directory = "{mta_dir / "postfix" / "etc"}"\n')
 
 
 @pytest.fixture(scope="session")

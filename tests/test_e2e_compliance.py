@@ -12,7 +12,6 @@ now (a worker thread in the milter may already have).
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from datetime import datetime
@@ -21,10 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from regfd.clock import from_iso
-from regfd.config import load_config
 from regfd.disclosure import disclosure_deadline
-from regfd.postfix import PostfixQueue
-from regfd.quarantine import QuarantineAgent
 from regfd.store import RedisStore, client_from_url
 from tests.conftest import Regfd
 from tests.mta import make_message, queue_id_of, wait_until
@@ -42,11 +38,6 @@ def uniq(local: str, domain: str) -> str:
     return f"{local}.{uuid.uuid4().hex[:8]}@{domain}"
 
 
-class QuietLog:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **kw: None
-
-
 @pytest.fixture(scope="module")
 def cli(mta_regfd: Any, postfix: Any, smtp_sink: Any, tmp_path_factory: pytest.TempPathFactory) -> Regfd:
     r = Regfd(tmp_path_factory.mktemp("compliance-cli"), mta_regfd.redis_url, mta_regfd.prefix,
@@ -60,18 +51,11 @@ def cli(mta_regfd: Any, postfix: Any, smtp_sink: Any, tmp_path_factory: pytest.T
 
 
 @pytest.fixture(scope="module")
-def agent(cli: Regfd) -> Iterator[None]:
-    """The agent `regfd milter`/`regfd agent` runs on the MTA host, here a thread using the real postsuper."""
-    config = load_config(cli.config)
+def agent(cli: Regfd, regfd_milter: Any) -> Iterator[None]:
+    """`regfd milter` runs the quarantine agent for its MTA host: wait for its heartbeat."""
     store = RedisStore(client_from_url(cli.redis_url), cli.prefix)
-    stop = threading.Event()
-    a = QuarantineAgent(store, config, PostfixQueue(config.postfix.config_directory), MTA_HOST)
-    t = threading.Thread(target=a.run_forever, args=(stop, QuietLog()), daemon=True)
-    t.start()
-    wait_until(lambda: store.r.exists(store.k(f"agent:alive:{MTA_HOST}")), 5, what="the agent heartbeat")
+    wait_until(lambda: store.r.exists(store.k(f"agent:alive:{MTA_HOST}")), 10, what="the milter's agent heartbeat")
     yield
-    stop.set()
-    t.join(10)
     store.r.close()
 
 

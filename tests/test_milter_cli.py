@@ -9,9 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 

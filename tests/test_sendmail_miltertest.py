@@ -44,7 +44,7 @@ def test_sendmail_macros_get_the_same_verdicts(milter):  # type: ignore[no-untyp
     for line in ("accept ok", "inbound ok", "tag ok", "hold ok", "reject ok"):
         assert line in p.stdout
     by_sender = {d["sender"]: d for d in milter.decisions()}
-    assert by_sender[f"ceo@allient.com"]["action"] == "tag"
+    assert by_sender["ceo@allient.com"]["action"] == "tag"
     hold = by_sender[f"dave.{tag}@allient.com"]
     assert hold["action"] == "hold" and hold["queue_id"] == f"s{tag}4"  # Sendmail's {i}, sent at MAIL
     assert by_sender[f"erin.{tag}@allient.com"]["action"] == "reject"

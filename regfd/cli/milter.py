@@ -176,28 +176,6 @@ def load_scanner(config: Any) -> Callable[[bytes], Any]:
     return scan
 
 
-class LoggingSink:
-    """FALLBACK ONLY, used while regfd.workflow.Workflow does not exist: logs each recorded
-    verdict instead of writing the record, notification and quarantine entry."""
-
-    def __init__(self, store: Any, config: Any) -> None:
-        self.log = structlog.get_logger("regfd.sink")
-
-    def on_decision(self, verdict: Any, facts: Any) -> None:
-        self.log.warning("sink.fallback_record", queue_id=facts.queue_id, action=verdict.action,
-                         verdict=verdict.to_json())
-
-
-def make_sink(store: Any, config: Any) -> Any:
-    from .. import workflow
-
-    cls = getattr(workflow, "Workflow", None)
-    if cls is None:
-        log.warning("milter.sink_fallback", problem="regfd.workflow.Workflow missing: verdicts are only logged")
-        cls = LoggingSink
-    return cls(store, config)
-
-
 def run(ctx: Any, args: argparse.Namespace) -> int:
     import Milter
     import milter as libmilter
@@ -217,6 +195,8 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
 
     handle = open_store(config, timeout=min(5.0, config.milter.decision_timeout))
     supervisor = None
+    stop_background = threading.Event()
+    background: list[threading.Thread] = []
     try:
         # Stop signals go to libmilter's signal thread only (it blocks them in this thread
         # before spawning its own): block them before any thread of ours exists.
@@ -231,7 +211,12 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
             handle.store.ping()
         except RegfdError as exc:
             log.warning("milter.store_unreachable", error=str(exc), action=config.milter.failure_action)
-        sink = make_sink(handle.store, config)
+        from ..workflow import Workflow, start_background
+
+        sink = Workflow(handle.store, config)
+        # Notifications, reminders and the quarantine agent for this MTA host;
+        # started after the stop signals are blocked, so only libmilter sees them.
+        background = start_background(handle.store, config, stop_background)
         app = MilterApp.from_config(config, handle.store, sink, scan, policy=policy)
         app.quiet = kind == "unix"  # fewer round trips where Nagle cannot stall them
 
@@ -259,6 +244,9 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
         log.info("milter.stopped")
         return 0
     finally:
+        stop_background.set()
+        for thread in background:
+            thread.join(5)
         if supervisor is not None:
             supervisor.stopping.set()
             supervisor.join(5)
