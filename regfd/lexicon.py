@@ -14,7 +14,6 @@ the exclusion file, which only ever run around the few hits.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,28 +341,16 @@ class Lexicons:
         return hits
 
 
-_DEFAULT_CACHE = object()
-
-
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/regfd, else ~/.cache/regfd."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "regfd"
-
-
-def load_lexicons(directory: Path, cache_dir: Path | None | object = _DEFAULT_CACHE) -> Lexicons:
+def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     """Load, validate and compile every `*.toml` lexicon file in `directory`.
 
-    The compiled Hyperscan databases are cached in `cache_dir` (default
-    `default_cache_dir()`; None disables the cache), keyed by the compiled
-    expressions themselves, so an edited lexicon never loads a stale database.
+    With `cache_dir`, the compiled Hyperscan databases are cached there,
+    keyed by the compiled expressions themselves, so an edited lexicon never
+    loads a stale database. Opt-in, and callers pass a directory only regfd
+    may write (state_dir/cache): whoever can write it could plant a database
+    that matches nothing and silently switch the content policy off.
     """
     directory = Path(directory)
-    if cache_dir is _DEFAULT_CACHE:
-        try:
-            cache_dir = default_cache_dir()
-        except RuntimeError:  # no home directory
-            cache_dir = None
     if not directory.is_dir():
         raise ConfigError(f"lexicon directory {directory}: not a directory")
     files = sorted(directory.glob("*.toml"))

@@ -66,16 +66,17 @@ def _messages(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 @functools.lru_cache(maxsize=4)
-def _lexicons(directory: Path, stamp: tuple[tuple[str, int], ...]) -> Any:
-    """Compiling the lexicons takes a second or two: once per process per version of the files."""
+def _lexicons(directory: Path, cache_dir: Path, stamp: tuple[tuple[str, int], ...]) -> Any:
+    """Compiling the lexicons takes a second or two: once per process per version of the files
+    (and, through the on-disk cache under state_dir, once per version across processes)."""
     from ..lexicon import load_lexicons
 
-    return load_lexicons(directory)
+    return load_lexicons(directory, cache_dir=cache_dir)
 
 
-def lexicons_for(directory: Path) -> Any:
+def lexicons_for(directory: Path, cache_dir: Path) -> Any:
     stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()))
-    return _lexicons(directory, stamp)
+    return _lexicons(directory, cache_dir, stamp)
 
 
 class Checker:
@@ -85,7 +86,7 @@ class Checker:
         self.ctx = ctx
         self.at = at
         self.policy = Policy.from_config(ctx.config)
-        self.lexicons = lexicons_for(ctx.config.lexicon_dir)
+        self.lexicons = lexicons_for(ctx.config.lexicon_dir, ctx.config.state_dir / "cache")
 
     def verdict(self, raw: bytes, sender: str, recipients: list[str], auth: str) -> Verdict:
         from ..scanner import scan_message

@@ -167,7 +167,7 @@ def load_scanner(config: Any) -> Callable[[bytes], Any]:
         from ..scanner import scan_message
     except ImportError as exc:
         raise ConfigError(f"the content scanner is not available ({exc})") from None
-    lexicons = load_lexicons(config.lexicon_dir)
+    lexicons = load_lexicons(config.lexicon_dir, cache_dir=config.state_dir / "cache")
     limits = config.limits
 
     def scan(raw: bytes) -> Any:
