@@ -47,19 +47,13 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.conftest import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 INSTALL_CMD = ("echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections && "
                "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && "
                "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix; rm -f /usr/sbin/policy-rc.d")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:

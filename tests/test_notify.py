@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import threading
 from datetime import timedelta
 from typing import Any, Iterator
@@ -16,15 +15,8 @@ from regfd.config import Config, load_config
 from regfd.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
 from regfd.store import RedisStore
 from regfd.workflow import Workflow
+from tests.conftest import free_port
 from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Sink:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import redis
 
 from regfd.directory import RegistryEntry
 from regfd.store import RedisStore, client_from_url
-from tests.conftest import Regfd
+from tests.conftest import Regfd, free_port
 
 
 def run(cwd: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,12 +68,6 @@ def test_a_change_applies_on_every_host_at_once(regfd: Regfd) -> None:
     assert host_b.snapshot("bob@allient.com", ["ana@bank.com"]).registry == {}
     host_a.registry_add(RegistryEntry("bank.com", "analyst"), "t")
     assert "bank.com" in host_b.snapshot("bob@allient.com", ["ana@bank.com"]).registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
