@@ -26,6 +26,10 @@ import redis
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The private Postfix, the SMTP sink and the milter process (tests/mta.py),
+# registered once here so every module can use its fixtures.
+pytest_plugins = ["tests.mta"]
+
 
 def free_port() -> int:
     """A free TCP port on loopback (tests only ever listen on 127.0.0.1)."""

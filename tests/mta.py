@@ -1,7 +1,7 @@
 """A real Postfix on loopback, an SMTP sink, and `regfd milter` as a subprocess.
 
-Import the fixtures into a test module (`from tests.mta import postfix, smtp_sink,
-...`) or use it as a plugin (`pytest_plugins = ["tests.mta"]`); bench/bench_mta.py
+tests/conftest.py registers this module as a plugin, so every test can ask
+for its fixtures by name (postfix, smtp_sink, regfd_milter, ...); bench/bench_mta.py
 uses it as a library. Fixtures (all session-scoped but `postfix_bin`'s install is too):
 
 - `postfix_bin`     Postfix is installed (installs it from apt when root and

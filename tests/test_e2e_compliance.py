@@ -25,7 +25,6 @@ from regfd.store import RedisStore, client_from_url
 from tests.conftest import Regfd
 from tests.mta import make_message, queue_id_of, wait_until
 
-pytest_plugins = ["tests.mta"]
 pytestmark = pytest.mark.e2e
 
 MTA_HOST = "mta.regfd.test"  # myhostname of the tests/mta.py instance (macro j)

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from tests.mta import MilterProcess, make_message, queue_id_of, wait_until
-from tests.mta import mta_dir, mta_regfd, postfix, postfix_bin, regfd_milter, smtp_sink  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.e2e
 
 MATERIAL = "Between us, we will miss the quarter and the guidance will be lowered next week."
