@@ -64,6 +64,15 @@ def english(size: int, rng: random.Random) -> str:
     return "\n\n".join(paragraphs)
 
 
+def accented(text: str, rng: random.Random) -> str:
+    """The same text with a few euro amounts and accented names, as in real mail."""
+    words = text.split(" ")
+    extras = ["€4.2 million", "José Müller", "Zoë Ångström", "the Société Générale desk", "Fran\u00e7ois", "€ 350k", "Björn Ødegaard"]
+    for i, extra in enumerate(extras):
+        words.insert((i + 1) * len(words) // (len(extras) + 1), extra)
+    return " ".join(words)
+
+
 def message(body: str, attachments: list[tuple[str, bytes]] = ()) -> bytes:
     msg = MIMEMultipart()
     msg["From"] = "employee@corp.example"
@@ -146,6 +155,8 @@ def main() -> None:
     print(f"{'case':<34} {'size':>11}  {'per message':>12}  {'throughput':>10}")
     measure("10 KB, no trigger", message(quiet), lexicons, limits)
     measure("10 KB, with triggers", message(loud), lexicons, limits)
+    measure("10 KB non-ASCII, no trigger", message(accented(quiet, rng)), lexicons, limits)
+    measure("10 KB non-ASCII, with triggers", message(accented(loud, rng)), lexicons, limits)
     measure("1 MB message", message(big), lexicons, limits)
     measure(f"{len(pdf) / 1e6:.1f} MB PDF attachment", message("see attached", [("report.pdf", pdf)]), lexicons, dataclasses.replace(limits, time_budget=120.0), min_seconds=0.1)
     measure("same PDF, default 5 s budget", message("see attached", [("report.pdf", pdf)]), lexicons, limits, min_seconds=0.1)

@@ -41,7 +41,7 @@ _FILE_KEYS = {"kind", "description", "entry"}
 _SEP = r"[\s\-/]+"
 _WORD = r"[a-z0-9&'.$%]+"
 _MAX_WITHIN = 50
-_WINDOW_CHARS = 400  # how far back a reported hit's start is looked for
+_WINDOW_CHARS = 400  # how far back a reported hit's start is first looked for
 _REPORT_LIMIT = 20_000  # Hyperscan reports per text before falling back
 _PER_PATTERN_LIMIT = 25  # occurrences of one pattern examined per text
 
@@ -133,6 +133,22 @@ def _compile(expr: str) -> regex.Pattern[str]:
     return regex.compile(expr, regex.ASCII | regex.IGNORECASE)
 
 
+def _compile_reverse(expr: str) -> regex.Pattern[str]:
+    """The same expression searched backwards: `.match(text, 0, end)` is
+    anchored at `end`, so it finds a match ending exactly there in time
+    proportional to the match, however long (separators are unbounded)."""
+    return regex.compile(expr, regex.ASCII | regex.IGNORECASE | regex.REVERSE)
+
+
+def scan_bytes(text: str) -> bytes:
+    """`text` as Hyperscan input: one byte per character, so byte offsets are
+    character offsets. A non-ASCII character becomes '?', which no lexicon
+    expression can match and which, like every non-ASCII character under
+    `regex.ASCII`, is neither a word character nor whitespace: the lexicon
+    expressions match the bytes exactly where they match the text."""
+    return text.encode("ascii", "replace")
+
+
 @dataclass(frozen=True)
 class Entry:
     """One compiled lexicon entry."""
@@ -149,6 +165,7 @@ class Entry:
     unless_within: int
     scope: str
     origin: str  # "file.toml entry 3", for error messages and reviewers
+    rx_end: regex.Pattern[str] | None = None  # `rx` in reverse: anchored at a reported end
 
 
 @dataclass(frozen=True)
@@ -214,7 +231,7 @@ def _entries(kind: str, table: dict[str, Any], origin: str) -> list[Entry]:
     out = []
     for p in raw:
         expr, rx = _pattern(origin, "pattern", p)
-        out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope, origin))
+        out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope, origin, _compile_reverse(expr)))
     return out
 
 
@@ -281,11 +298,10 @@ class Lexicons:
         return {e.category for e in self.entries if e.kind == kind}
 
     def _raw_hits(self, text: str) -> list[tuple[Entry, int, int]]:
-        data = text.encode("utf-8", "replace")
-        if len(data) == len(text):
-            reports, truncated = self.matcher.matches(data, limit=_REPORT_LIMIT)
-            if not truncated:
-                return self._confirm_reports(text, reports)
+        data = scan_bytes(text)
+        reports, truncated = self.matcher.matches(data, limit=_REPORT_LIMIT)
+        if not truncated:
+            return self._confirm_reports(text, reports)
         ids = self.presence.ids(data)
         hits = []
         for pid in sorted(ids):
@@ -304,14 +320,22 @@ class Lexicons:
             if count >= _PER_PATTERN_LIMIT:
                 continue
             entry = self.entries[pid]
-            found = None
+            start = -1
             for m in entry.rx.finditer(text, max(0, end - _WINDOW_CHARS), end, overlapped=False):
                 if m.end() == end:
-                    found = m
-            if found is None:
-                continue
+                    start = m.start()
+            if start < 0:
+                # Hyperscan reports every end of every match; the forward
+                # window misses a match that starts before it (a phrase
+                # spread over a long run of separators) or one hidden behind
+                # an overlapping match, so look backwards from the end itself.
+                rx_end = entry.rx_end or _compile_reverse(entry.expression)
+                m = rx_end.match(text, 0, end)
+                if m is None:
+                    continue
+                start = m.start()
             seen[pid] = count + 1
-            hits.append((entry, found.start(), end))
+            hits.append((entry, start, end))
         return hits
 
     def find(self, text: str) -> list[Hit]:

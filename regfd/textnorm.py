@@ -60,7 +60,11 @@ _CONFUSABLES = {
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
     "\u2015": "-", "\u2212": "-",
 }
-_TRANSLATE = str.maketrans({**_CONFUSABLES, **{c: None for c in _INVISIBLE}})
+# Unicode line breaks and spaces that NFKC leaves alone: as separators they
+# must split words like ASCII whitespace does ("miss\u2028the quarter"); the
+# lexicon matches in ASCII mode, where these are neither space nor word.
+_SPACES = {"\x85": "\n", "\u2028": "\n", "\u2029": "\n\n", "\u1680": " "}
+_TRANSLATE = str.maketrans({**_CONFUSABLES, **_SPACES, **{c: None for c in _INVISIBLE}})
 
 
 @lru_cache(maxsize=8192)
@@ -207,12 +211,14 @@ _HINT_LIMIT = 20_000
 def _join_spans(text: str) -> list[tuple[int, int, str]]:
     """Spans to rewrite, found by the prefilter and confirmed by the regexes."""
     spans: list[tuple[int, int, str]] = []
-    hints: list[tuple[int, int]] | None = None
-    if text.isascii():
-        hints, truncated = _JOIN_HINTS.matches(text.encode("ascii"), limit=_HINT_LIMIT)
-        if truncated:
-            hints = None
-    if hints is None:  # non-ASCII text (byte offsets differ) or a flood: full regex passes
+    # One byte per character, so hint offsets are character offsets: a
+    # non-ASCII character becomes '?', which like any non-ASCII character is
+    # outside every class of the rules and hints ([a-z], [ \t], [.\-_*~/+]).
+    hints: list[tuple[int, int]] | None
+    hints, truncated = _JOIN_HINTS.matches(text.encode("ascii", "replace"), limit=_HINT_LIMIT)
+    if truncated:
+        hints = None
+    if hints is None:  # a flood: full regex passes
         for rule in _JOIN_RULES:
             for m in rule.finditer(text):
                 spans.append((m.start(), m.end(), _NOT_LETTER.sub("", m.group()) if rule is _SPACED else ""))
