@@ -92,6 +92,7 @@ class MilterApp:
     clock: Callable[[], datetime] = now
     # In-flight messages, so a graceful stop can wait for them.
     _inflight: int = 0
+    _closing: bool = False
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -146,9 +147,13 @@ class MilterApp:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _enter(self) -> None:
+    def _enter(self) -> bool:
+        """Count a message in flight; False once a graceful stop has begun."""
         with self._lock:
+            if self._closing:
+                return False
             self._inflight += 1
+            return True
 
     def _leave(self) -> None:
         with self._lock:
@@ -160,8 +165,14 @@ class MilterApp:
         return self._inflight
 
     def drain(self, timeout: float) -> bool:
-        """Wait until no message is in flight; False if some still are after `timeout`."""
+        """Refuse new messages (451, the client retries) and wait until none is in flight.
+
+        libmilter abandons sessions mid-message once told to stop (its worker
+        pool exits), so a graceful stop must drain here first. False if some
+        message is still in flight after `timeout`.
+        """
         with self._lock:
+            self._closing = True
             return self._lock.wait_for(lambda: self._inflight <= 0, timeout)
 
 
@@ -224,10 +235,12 @@ class RegfdMilter(Milter.Base):
         self.decision_s = 0.0  # time spent deciding (lookups, scan), not waiting for the MTA
         self.t0 = time.monotonic()
 
-    def _begin(self) -> None:
+    def _begin(self) -> bool:
         if not self._in_message:
+            if not self.app._enter():
+                return False
             self._in_message = True
-            self.app._enter()
+        return True
 
     def _end(self) -> None:
         if self._in_message:
@@ -286,7 +299,9 @@ class RegfdMilter(Milter.Base):
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._end()
         self._reset()
-        self._begin()
+        if not self._begin():  # stopping: the MTA keeps the message and retries
+            self.setreply("451", "4.7.1", _percent(self.app.failure.tempfail_text))
+            return Milter.TEMPFAIL
         self.sender = _addr(mailfrom) or _addr(self._macro("{mail_addr}"))
         self.auth = self._macro("{auth_authen}")
         self._qid()

@@ -6,6 +6,7 @@ One Postfix instance, one milter subprocess and one sink for the session
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,38 @@ def test_redis_down_tempfails_then_retry_gets_its_verdict(world, smtp_sink, mta_
     finally:
         milter.stop()
         stop_redis(server)
+
+
+def test_sigterm_lets_the_message_in_flight_finish(world, smtp_sink, mta_regfd,
+                                                   tmp_path: Path):  # type: ignore[no-untyped-def]
+    """SIGTERM arrives between RCPT and DATA: regfd stops listening but still decides that message."""
+    import signal
+    import smtplib
+
+    from tests.conftest import Regfd
+
+    runner = Regfd(tmp_path, mta_regfd.redis_url, f"drain{uuid.uuid4().hex[:6]}:", smtp_port=smtp_sink.port)
+    assert runner("registry", "add", "bank.com", "--category", "analyst").rc == 0
+    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log")
+    try:
+        sender, rcpt = uniq("frank", "allient.com"), uniq("analyst", "bank.com")
+        with smtplib.SMTP("127.0.0.1", world.ports["dedicated"], timeout=60) as smtp:
+            smtp.ehlo("client.test")
+            assert smtp.mail(sender)[0] == 250
+            assert smtp.rcpt(rcpt)[0] == 250  # the milter has seen MAIL and RCPT: the message is in flight
+            milter.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "milter.stopping" in milter.log.read_text(), 15, what="the milter to stop listening")
+            assert milter.proc.poll() is None  # still running: it waits for the message in flight
+            try:
+                code, text = smtp.data(make_message(sender, rcpt, "Numbers", MATERIAL))
+            except smtplib.SMTPDataError as exc:
+                raise AssertionError(milter.log.read_text()[-3000:]) from exc
+        assert code == 250, text
+        assert milter.decision_for(sender)["action"] == "hold"
+        assert milter.proc.wait(40) == 0
+        events = {e["event"]: e for e in map(json.loads, filter(lambda line: line.startswith("{"),
+                                                               milter.log.read_text().splitlines()))}
+        assert events["milter.stopping"]["inflight"] == 1  # the signal came with a message in flight
+        assert "milter.stop_with_inflight" not in events and "milter.stopped" in events
+    finally:
+        milter.stop()

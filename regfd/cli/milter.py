@@ -198,8 +198,8 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
     stop_background = threading.Event()
     background: list[threading.Thread] = []
     try:
-        # Stop signals go to libmilter's signal thread only (it blocks them in this thread
-        # before spawning its own): block them before any thread of ours exists.
+        # Every thread but this one (ours and libmilter's) is created with the stop
+        # signals blocked, so they reach this thread's handlers (serve_until_stopped).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         if not config.effective_redis_url:
             from ..redisserver import PrivateRedis
@@ -233,14 +233,10 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
                  pid=os.getpid(),
                  store="private" if not config.effective_redis_url else "url",
                  sink=type(sink).__module__ + "." + type(sink).__name__)
-        try:
-            libmilter.main()
-        except libmilter.error as exc:
-            raise RegfdError(f"milter stopped: {exc}") from None
-        log.info("milter.stopping", inflight=app.inflight)
-        if not app.drain(DRAIN_SECONDS):
-            log.warning("milter.stop_with_inflight", inflight=app.inflight)
+        failure = serve_until_stopped(libmilter, app)
         app.shutdown()
+        if failure is not None:
+            raise RegfdError(f"milter stopped: {failure}")
         log.info("milter.stopped")
         return 0
     finally:
@@ -258,6 +254,48 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
                 os.unlink(spec.partition(":")[2])
             except OSError:
                 pass
+
+
+def serve_until_stopped(libmilter: Any, app: Any) -> BaseException | None:
+    """Run libmilter on its own thread until a stop signal, then stop gracefully.
+
+    libmilter's own SIGTERM handling stops its worker pool at once and
+    abandons messages mid-transfer, so the signal is taken here instead (the
+    main thread is the one Linux delivers process signals to when it does not
+    block them): refuse new messages, let those in flight finish (up to
+    DRAIN_SECONDS), and only then tell libmilter to stop. Returns the error
+    libmilter failed with, if it did.
+    """
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            libmilter.main()
+        except BaseException as exc:  # reported by the main thread
+            failed.append(exc)
+        finally:
+            stop.set()
+
+    server = threading.Thread(target=serve, name="libmilter", daemon=True)
+    server.start()  # inherits the blocked stop signals
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        return failed[0]
+    log.info("milter.stopping", inflight=app.inflight)
+    if not app.drain(DRAIN_SECONDS):
+        log.warning("milter.stop_with_inflight", inflight=app.inflight)
+    libmilter.stop()
+    server.join(15)  # libmilter's listener notices within its 5 s poll
+    return failed[0] if failed else None
 
 
 def _register(Milter: Any, libmilter: Any, spec: str) -> None:
