@@ -357,3 +357,34 @@ def test_join_hints_equal_full_passes_on_non_ascii(pieces: list[str]) -> None:
         for m in rule.finditer(folded):
             expected.append((m.start(), m.end(), textnorm._NOT_LETTER.sub("", m.group()) if rule is textnorm._SPACED else ""))
     assert sorted(textnorm._join_spans(folded)) == sorted(expected), repr(folded)
+
+
+_fold_piece = st.sampled_from(["abc", "?", "??", "é", "€", "ß", "ﬁ", "İ", "\u200b", "\u2028", "Zoë?", "?é?", "a?b", " ", "\n", "Ⅻ", "ａ"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_fold_piece, max_size=30))
+def test_char_fold_runs_equal_the_character_class_scan(pieces: list[str]) -> None:
+    """The memchr-based run finder folds exactly like a scan for [^\\x00-\\x7f]+,
+    and maps every offset back to the same original offset."""
+    from regfd import textnorm
+
+    text = "".join(pieces)
+    folded, fmap = textnorm._char_fold(text)
+    assert folded == textnorm.fold(text)
+    if text.isascii():
+        return
+    b = textnorm._Builder()
+    last = 0
+    for m in textnorm._NON_ASCII_RUN.finditer(text):
+        s, e = m.span()
+        if s > last:
+            b.add(text[last:s].lower(), last, s - last)
+        textnorm._fold_run(b, m.group(), s)
+        last = e
+    if last < len(text):
+        b.add(text[last:].lower(), last, len(text) - last)
+    ref_text, ref_map = b.result()
+    assert folded == ref_text
+    for n in range(len(folded) + 1):
+        assert (fmap.start(n), fmap.end(n)) == (ref_map.start(n), ref_map.end(n)), (text, n)
