@@ -169,3 +169,24 @@ def test_sigterm_lets_the_message_in_flight_finish(world, smtp_sink, mta_regfd,
         assert "milter.stop_with_inflight" not in events and "milter.stopped" in events
     finally:
         milter.stop()
+
+
+@pytest.mark.parametrize("sender_local,body", [("ceo", MATERIAL), ("bob", MATERIAL), ("bob", "Lunch on Friday?"),
+                                               ("dana", EMBARGO)])
+def test_check_takes_the_milter_decision(world, smtp_sink, regfd_milter, mta_regfd, tmp_path: Path,
+                                         sender_local: str, body: str):  # type: ignore[no-untyped-def]
+    """`regfd check` on the same message and envelope gives the milter's verdict (same core, same directory)."""
+    sender = "ceo@allient.com" if sender_local == "ceo" else uniq(sender_local, "allient.com")
+    rcpt = uniq("analyst", "bank.com")
+    msg = make_message(sender, rcpt, "Follow-up", body)
+    world.send(sender, [rcpt], msg)
+    decision = next(d for d in wait_until(lambda: [d for d in regfd_milter.decisions()
+                                                   if rcpt in d.get("specified", [])], 10, what="the decision"))
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(msg)
+    r = mta_regfd("check", eml, "--from", sender, "--to", rcpt, "--json")
+    assert r.rc == 0, r.err
+    verdict = json.loads(r.out)
+    assert verdict["action"] == decision["action"]
+    assert verdict["reasons"] == decision["reasons"]
+    assert sorted({f"{f['kind']}:{f['category']}" for f in verdict["findings"]}) == decision["findings"]
