@@ -388,3 +388,15 @@ def test_char_fold_runs_equal_the_character_class_scan(pieces: list[str]) -> Non
     assert folded == ref_text
     for n in range(len(folded) + 1):
         assert (fmap.start(n), fmap.end(n)) == (ref_map.start(n), ref_map.end(n)), (text, n)
+
+
+@pytest.mark.parametrize("run", [16, 17, 300, 390, 450, 5000])
+def test_phrase_across_a_long_separator_run(lex: Lexicons, run: int) -> None:
+    """Before the fix, a confirmed hit had to start within 400 characters of
+    its end: 'miss the' + 390 spaces + 'quarter' was not found at all."""
+    for sep in (" " * run, "\n" * run, "-" * run):
+        text = "Between us we are going to miss the" + sep + "quarter, sadly."
+        hits = lex.find(text)
+        assert "earnings" in [h.entry.category for h in hits], (run, sep[:1])
+        assert all(text[h.start : h.end].endswith("quarter") for h in hits)
+        assert any(text[h.start : h.end].startswith("going to miss") for h in hits)
