@@ -2,8 +2,10 @@
 
 Run: .venv/bin/python bench/bench_scanner.py
 Prints MB/s of raw message for: a 10 KB business message without triggers,
-the same with triggers, a 1 MB message, and a message with a ~5 MB PDF; then
-the multi-pattern matchers compared on the same 1 MB of text.
+the same with triggers, with accented text, with abbreviations ("a U.S.
+client", which give normalization several forms to match), a 1 MB message
+(plain and with abbreviations), and a message with a ~5 MB PDF; then the
+multi-pattern matchers compared on the same 1 MB of text.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from regfd.config import ScanLimits  # noqa: E402
 from regfd.lexicon import load_lexicons  # noqa: E402
 from regfd.scanner import scan_message  # noqa: E402
+from regfd import textnorm  # noqa: E402
 from regfd.textnorm import normalize  # noqa: E402
 from tests.scanner_fixtures import make_pdf  # noqa: E402
 
@@ -73,6 +76,20 @@ def accented(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+def abbreviated(text: str, rng: random.Random, spelled: bool = False) -> str:
+    """The same text with the abbreviations and single-letter words of real
+    mail ("a U.S. client", "U.S. G.A.A.P."), which make normalization build
+    more than one form of the text (3 here); `spelled` adds a spelled-out
+    run of four letters next to "I", the most forms there are (5)."""
+    words = text.split(" ")
+    extras = ["a U.S. client", "the U.S.A. team", "e.g. the C.F.O. office", "i.e. by 9 a.m. I called", "U.S. G.A.A.P. figures", "I.B.M. and a U.K. vendor"]
+    if spelled:
+        extras.append("the A G M I attended")
+    for i, extra in enumerate(extras):
+        words.insert((i + 1) * len(words) // (len(extras) + 1), extra)
+    return " ".join(words)
+
+
 def message(body: str, attachments: list[tuple[str, bytes]] = ()) -> bytes:
     msg = MIMEMultipart()
     msg["From"] = "employee@corp.example"
@@ -114,6 +131,9 @@ def compare_matchers(text: str, lexicons) -> None:
     print(f"  hyperscan, all reports                 {rate(lambda: lexicons.matcher.matches(data)):9.1f} MB/s")
     print(f"  hyperscan, SINGLEMATCH presence        {rate(lambda: lexicons.presence.ids(data)):9.1f} MB/s")
     print(f"  normalize() (fold + joins, offset map) {rate(lambda: normalize(text)):9.1f} MB/s")
+    if hasattr(textnorm, "normalize_forms"):
+        abbr = abbreviated(text, random.Random(1))
+        print(f"  normalize_forms(), with abbreviations  {rate(lambda: textnorm.normalize_forms(abbr)):9.1f} MB/s")
     try:
         import ahocorasick
 
@@ -157,7 +177,12 @@ def main() -> None:
     measure("10 KB, with triggers", message(loud), lexicons, limits)
     measure("10 KB non-ASCII, no trigger", message(accented(quiet, rng)), lexicons, limits)
     measure("10 KB non-ASCII, with triggers", message(accented(loud, rng)), lexicons, limits)
+    measure("10 KB abbreviations, no trigger", message(abbreviated(quiet, rng)), lexicons, limits)
+    measure("10 KB abbreviations, with triggers", message(abbreviated(loud, rng)), lexicons, limits)
+    measure("10 KB spelled-out letters, no trig.", message(abbreviated(quiet, rng, spelled=True)), lexicons, limits)
     measure("1 MB message", message(big), lexicons, limits)
+    measure("1 MB message with abbreviations", message(abbreviated(big, rng)), lexicons, limits)
+    measure("1 MB with spelled-out letters", message(abbreviated(big, rng, spelled=True)), lexicons, limits)
     measure(f"{len(pdf) / 1e6:.1f} MB PDF attachment", message("see attached", [("report.pdf", pdf)]), lexicons, dataclasses.replace(limits, time_budget=120.0), min_seconds=0.1)
     measure("same PDF, default 5 s budget", message("see attached", [("report.pdf", pdf)]), lexicons, limits, min_seconds=0.1)
     compare_matchers(big, lexicons)

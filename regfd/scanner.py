@@ -16,7 +16,7 @@ from .lexicon import EMBARGO as LEX_EMBARGO
 from .lexicon import GAAP_RECONCILIATION, MATERIAL as LEX_MATERIAL, NON_GAAP, Lexicons
 from .mimeparts import Problem, TextPart, iter_parts
 from .quoting import in_spans, quoted_spans
-from .textnorm import normalize
+from .textnorm import normalize_forms
 
 MAX_FINDINGS = 50
 _MAX_TEXT_CHARS = 200
@@ -48,23 +48,27 @@ _Hit = tuple[str, Finding, int, int]  # lexicon kind, finding, original start, e
 
 
 def _hits(part: TextPart, lexicons: Lexicons) -> list[tuple[str, Finding]]:
-    """(lexicon kind, finding) for every hit in one text part."""
-    norm = normalize(part.text)
-    hits = lexicons.find(norm.text)
-    if not hits:
-        return []
-    quoted = quoted_spans(part.text) if part.body else []
+    """(lexicon kind, finding) for every hit in one text part.
+
+    Every normalized form of the text is matched (more than one only where
+    spaced-out letters could be read two ways, "a U.S. contract"); hits are
+    taken back to original offsets, where the same phrase found in two forms
+    is one hit. Exclusions apply within the form that found them."""
+    quoted: list[tuple[int, int]] | None = None
     out = []
-    for hit in hits:
-        start, end = norm.span(hit.start, hit.end)
-        location = part.location
-        if quoted and in_spans(quoted, start):
-            location = _quoted_location(location)
-        text = part.text[start:end][:_MAX_TEXT_CHARS]
-        kind = _KIND.get(hit.entry.kind, hit.entry.kind)
-        finding = Finding(kind, hit.entry.category, text, norm.excerpt(hit.start, hit.end), location, hit.entry.severity)
-        out.append((hit.entry.kind, finding, start, end))
-    return _drop_nested(out)
+    for norm in normalize_forms(part.text):
+        for hit in lexicons.find(norm.text):
+            if quoted is None:
+                quoted = quoted_spans(part.text) if part.body else []
+            start, end = norm.span(hit.start, hit.end)
+            location = part.location
+            if quoted and in_spans(quoted, start):
+                location = _quoted_location(location)
+            text = part.text[start:end][:_MAX_TEXT_CHARS]
+            kind = _KIND.get(hit.entry.kind, hit.entry.kind)
+            finding = Finding(kind, hit.entry.category, text, norm.excerpt(hit.start, hit.end), location, hit.entry.severity)
+            out.append((hit.entry.kind, finding, start, end))
+    return _drop_nested(out) if out else []
 
 
 def _tidy(findings: list[Finding]) -> list[Finding]:

@@ -7,6 +7,14 @@ across line breaks joined), but a reviewer must see what the sender actually
 wrote. So every transformation records a piece map from normalized offsets
 back to original offsets.
 
+Joining spaced letters is a guess: prose has single letters too ("losing a
+U.S. contract" would read "losing aus contract"). So `normalize_forms` gives,
+besides the joined form, the forms a different guess produces (nothing
+joined; only runs with one kind of separator joined, "u.s. gaap"; a first or
+last spaced letter kept apart, "a merger"), and the scanner matches all of
+them: no joining decision can hide a phrase. Text without spaced letters has
+one form, so this costs nothing there.
+
 Speed (FIELD-NOTES section 6): a per-character Python loop caps throughput at
 about 14 MB/s, so the common ASCII text is handled by C-level `str.lower()`
 and regex searches; Python only loops over runs of non-ASCII characters and
@@ -256,24 +264,104 @@ def _join_spans(text: str) -> list[tuple[int, int, str]]:
     return spans
 
 
-def _joins(text: str) -> tuple[str, PieceMap]:
-    """Stage 2: join spaced letters and hyphenated words; drop quote markers."""
-    spans = _join_spans(text)
+# A replacement: one string for the whole span, or pieces (text, src, srclen)
+# that cover the span in order (so offsets inside it stay exact).
+_Pieces = tuple[tuple[str, int, int], ...]
+_Span = tuple[int, int, "str | _Pieces"]
+
+
+def _apply(text: str, spans: list[_Span]) -> tuple[str, PieceMap]:
+    """`text` with each span replaced; overlapping spans: the first one wins."""
     if not spans:
         return text, _identity(len(text))
-    spans.sort()
     b = _Builder()
     last = 0
-    for s, e, repl in spans:
+    for s, e, repl in sorted(spans, key=lambda sp: (sp[0], sp[1], isinstance(sp[2], tuple), sp[2] if isinstance(sp[2], str) else "")):
         if s < last:  # overlapping rules: the first one wins
             continue
         if s > last:
             b.add(text[last:s], last, s - last)
-        b.add(repl, s, e - s)
+        if isinstance(repl, str):
+            b.add(repl, s, e - s)
+        else:
+            for piece, src, srclen in repl:
+                b.add(piece, src, srclen)
         last = e
     if last < len(text):
         b.add(text[last:], last, len(text) - last)
     return b.result()
+
+
+def _joins(text: str) -> tuple[str, PieceMap]:
+    """Stage 2: join spaced letters and hyphenated words; drop quote markers."""
+    return _apply(text, _join_spans(text))
+
+
+# Inside a span `_SPACED` joined: the runs whose separators are all the same
+# ("u.s" and "g.a.a.p" in "u.s. g.a.a.p", "a u" and "u.s" in "a u.s"), three
+# letters or more. Group 2 is the separator.
+_UNIFORM = re.compile(r"(?<![a-z0-9'])[a-z]([.\-_*~/+] ?| )[a-z](?![a-z0-9])(?:\1[a-z](?![a-z0-9]))+\.?")
+_LEAD, _TRAIL = 1, 2  # split masks: keep the first / last spaced letter apart
+
+
+def _uniform_runs(text: str, s: int, e: int) -> list[tuple[int, int, str]]:
+    """(start, end, separator) of the one-separator runs inside [s, e). A run
+    keeps a trailing dot only when its separator is a dot ("e.b.i.t.d.a.")."""
+    runs = []
+    for m in _UNIFORM.finditer(text, s, e):
+        us, ue = m.span()
+        sep = m.group(1)
+        if text[ue - 1] == "." and sep[0] != ".":
+            ue -= 1
+        runs.append((us, ue, sep))
+    return runs
+
+
+def _uniform_pieces(text: str, s: int, e: int, runs: list[tuple[int, int, str]], mask: int) -> _Pieces:
+    """Pieces for the spaced span [s, e): each run joined (with its first or
+    last letter kept apart as `mask` says, for space-separated runs whose
+    rest is still three letters), the rest of the span as written."""
+    pieces: list[tuple[str, int, int]] = []
+    pos = s
+    for us, ue, sep in runs:
+        if us > pos:
+            pieces.append((text[pos:us], pos, us - pos))
+        lo, hi = us, ue
+        if sep == " ":  # letters at us, us+2, ...: one character each
+            n = (ue - us + 1) // 2
+            lead = bool(mask & _LEAD) and n - 1 - bool(mask & _TRAIL) >= 3
+            trail = bool(mask & _TRAIL) and n - 1 - bool(mask & _LEAD) >= 3
+            if lead:
+                pieces.append((text[us : us + 2], us, 2))  # the letter and its space
+                lo = us + 2
+            if trail:
+                hi = ue - 2
+        letters = _NOT_LETTER.sub("", text[lo:hi])
+        pieces.append((letters, lo, hi - lo))
+        if hi < ue:
+            pieces.append((text[hi:ue], hi, ue - hi))
+        pos = ue
+    if pos < e:
+        pieces.append((text[pos:e], pos, e - pos))
+    return tuple(pieces)
+
+
+def _alternative_joins(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[str, PieceMap]]:
+    """The other readings of the spaced letters in `spans` (see the module
+    docstring); none when no spaced letters were joined."""
+    spaced = [(s, e) for s, e, repl in spans if repl]
+    if not spaced:
+        return []
+    others: list[_Span] = [sp for sp in spans if not sp[2]]
+    runs = {(s, e): _uniform_runs(text, s, e) for s, e in spaced}
+    masks = [0]
+    if any(sep == " " and ue - us >= 7 for rs in runs.values() for us, ue, sep in rs):  # four letters or more
+        masks += [_LEAD, _TRAIL, _LEAD | _TRAIL]
+    out = [_apply(text, list(others))]
+    for mask in masks:
+        alt = others + [(s, e, _uniform_pieces(text, s, e, runs[(s, e)], mask)) for s, e in spaced]
+        out.append(_apply(text, alt))
+    return out
 
 
 @dataclass(frozen=True)
@@ -307,3 +395,27 @@ def normalize(text: str) -> NormalizedText:
     folded, fold_map = _char_fold(text)
     joined, join_map = _joins(folded)
     return NormalizedText(text, joined, fold_map, join_map)
+
+
+def normalize_forms(text: str) -> list[NormalizedText]:
+    """Every form of `text` to match, `normalize(text)` first, no two alike.
+
+    Only text with spaced-out letters has more than one form: the joined one
+    ("losing aus contract"), the one with nothing joined ("losing a u.s.
+    contract"), the one joining only runs of one separator kind ("u.s. gaap"
+    from "U.S. G.A.A.P.") and its variants keeping the first or last of a
+    space-separated run apart ("a merger" from "a m e r g e r"). A phrase in
+    any of them is a hit; each maps back to the original text.
+    """
+    folded, fold_map = _char_fold(text)
+    spans = _join_spans(folded)
+    joined, join_map = _apply(folded, spans)
+    forms = [NormalizedText(text, joined, fold_map, join_map)]
+    if not any(repl for _, _, repl in spans):
+        return forms
+    seen = {joined}
+    for alt, alt_map in _alternative_joins(folded, spans):
+        if alt not in seen:
+            seen.add(alt)
+            forms.append(NormalizedText(text, alt, fold_map, alt_map))
+    return forms
