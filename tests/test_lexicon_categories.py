@@ -47,6 +47,9 @@ POSITIVE: dict[str, list[str]] = {
         "We're about to lose the Walmart contract.",
         "Our largest customer is not renewing at year end.",
         "The product launch is delayed to next year because of the FDA warning letter.",
+        "Between us, a recall is coming on the X200 heaters.",
+        "We are preparing a voluntary recall of the 2025 batches.",
+        "We're going to recall every unit shipped since March.",
     ],
     "management-changes": [
         "Keep this quiet: the CFO is leaving at the end of the month.",
@@ -128,6 +131,8 @@ NEGATIVE: dict[str, list[str]] = {
     "products-customers-contracts": [
         "I don't recall whether the vendor meeting is at two or three.",
         "Please sign the renewal for the coffee machine service agreement.",
+        "As far as I recall, the offsite is coming up in May.",
+        "Do you recall who is coming to the holiday party?",
     ],
     "management-changes": [
         "The CFO is leaving for the airport at 3 pm, so let's meet at 2.",
