@@ -24,6 +24,7 @@ DEFAULT_POLICY_FILE = REPO_ROOT / "config" / "policy.toml"
 
 MODES = ("enforce", "monitor")
 FAILURE_ACTIONS = ("tempfail", "accept", "reject")
+MTAS = ("postfix", "sendmail")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class PostfixConfig:
     config_directory: str = ""
+
+
+@dataclass(frozen=True)
+class SendmailConfig:
+    binary: str = "/usr/sbin/sendmail"
+    config_file: str = ""  # empty: Sendmail's default (/etc/mail/sendmail.cf); otherwise -C FILE
+    # Where quarantined jobs (hf files) are: Sendmail keeps them in its normal
+    # queue directory. Empty: the config file's QueueDirectory, else /var/spool/mqueue.
+    queue_directory: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,9 +115,12 @@ class Config:
     # This MTA host's name as the MTA reports it (the `j` macro), which the
     # quarantine agent serves; empty: Postfix's myhostname, else the FQDN.
     mta_host: str = ""
+    # Which MTA holds the quarantined messages: "postfix" (hold queue) or "sendmail" (quarantine).
+    mta: str = "postfix"
     milter: MilterConfig = field(default_factory=MilterConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)
+    sendmail: SendmailConfig = field(default_factory=SendmailConfig)
     limits: ScanLimits = field(default_factory=ScanLimits)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str = "<defaults>"
@@ -125,6 +138,7 @@ _SECTIONS: dict[str, type] = {
     "milter": MilterConfig,
     "smtp": SmtpConfig,
     "postfix": PostfixConfig,
+    "sendmail": SendmailConfig,
     "limits": ScanLimits,
     "notify": NotifyConfig,
 }
@@ -218,6 +232,10 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
     cfg = dataclasses.replace(top, **sections, source=source)
     if cfg.mode not in MODES:
         raise _fail("mode", f"must be one of {', '.join(MODES)} (got {cfg.mode!r})")
+    if cfg.mta not in MTAS:
+        raise _fail("mta", f"must be one of {', '.join(MTAS)} (got {cfg.mta!r})")
+    if not cfg.sendmail.binary:
+        raise _fail("sendmail.binary", "must not be empty")
     if cfg.milter.failure_action not in FAILURE_ACTIONS:
         raise _fail(
             "milter.failure_action",

@@ -74,6 +74,18 @@ STALE_REQUEST = timedelta(minutes=10)  # a request nobody finished may be issued
 HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
 
 
+def mta_queue(config: "Config") -> MtaQueue:
+    """The adapter for `config.mta`: Postfix's hold queue or Sendmail's quarantine."""
+    if config.mta == "sendmail":
+        from .sendmail import SendmailQueue
+
+        sm = config.sendmail
+        return SendmailQueue(sm.binary, sm.config_file, sm.queue_directory)
+    from .postfix import PostfixQueue
+
+    return PostfixQueue(config.postfix.config_directory)
+
+
 def host_key(host: str) -> str:
     return (host or "default").strip().lower()
 

@@ -13,7 +13,7 @@ reason (nothing needs a value back from Redis before the EXEC).
 
 Background work (`start_background`, which `regfd milter` starts): the
 outbox worker (delivers notifications, runs `Reminders`) and the quarantine
-agent (runs postsuper for release/reject requests).
+agent (runs postsuper, or Sendmail's equivalents, for release/reject requests).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .message import MessageFacts
 from .notify import Outbox, Transport, render_decision, render_disclosure_reminder, render_sender_held
 from .policy import ACCEPT, HOLD, REJECT, TAG, Verdict
 from .postfix import MtaQueue, PostfixQueue
-from .quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry
+from .quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
 from .records import Records, make_record
 from .store import REDIS_ERRORS
 
@@ -120,10 +120,17 @@ class Reminders:
 
 
 def agent_host(config: "Config") -> str:
-    """The MTA host name an agent serves: config `mta_host`, else Postfix's myhostname, else the FQDN."""
+    """The MTA host name an agent serves: config `mta_host`, else Postfix's myhostname, else the FQDN.
+
+    (Sendmail's `j` is its canonical host name, which is the FQDN on a sane host.)
+    """
     import socket
 
-    return config.mta_host or PostfixQueue(config.postfix.config_directory).myhostname() or socket.getfqdn()
+    if config.mta_host:
+        return config.mta_host
+    if config.mta == "postfix":
+        return PostfixQueue(config.postfix.config_directory).myhostname() or socket.getfqdn()
+    return socket.getfqdn()
 
 
 def start_background(store: "RedisStore", config: "Config", stop: threading.Event, *, mta_host: str = "",
@@ -134,15 +141,15 @@ def start_background(store: "RedisStore", config: "Config", stop: threading.Even
     `regfd milter` calls this once after opening the store, and sets `stop`
     at shutdown (then joins the threads, a second or two). `mta_host` must
     equal the MessageFacts.mta_host its decisions carry (the `j` macro);
-    empty means Postfix's own `myhostname` (which is what `j` is), else this
-    host's FQDN.
+    empty means Postfix's own `myhostname` (which is what `j` is) when
+    `mta = "postfix"`, else this host's FQDN.
     """
     outbox = Outbox(store, config, transport)
     reminders = Reminders(store, config, outbox=outbox)
     threads = [threading.Thread(target=outbox.run_forever, args=(stop, interval, [reminders.run_due]),
                                 name="regfd-outbox", daemon=True)]
     if agent:
-        queue = mta or PostfixQueue(config.postfix.config_directory)
+        queue = mta or mta_queue(config)
         host = mta_host or agent_host(config)
         threads.append(threading.Thread(target=QuarantineAgent(store, config, queue, host).run_forever,
                                         args=(stop,), name="regfd-agent", daemon=True))

@@ -9,8 +9,9 @@
 
 release/reject: by default the request goes through Redis to the agent on
 the MTA host that holds the message (a thread of `regfd milter`, or
-`regfd agent`); with --local this command runs postsuper itself (use it on
-the MTA host when no agent runs there).
+`regfd agent`); with --local this command acts on the MTA itself (postsuper,
+or Sendmail's quarantine when `mta = "sendmail"`; use it on the MTA host
+when no agent runs there).
 """
 
 from __future__ import annotations
@@ -99,9 +100,9 @@ def _act(ctx: Context, a: argparse.Namespace, action: str) -> int:
         raise InvalidInput("--timeout must be positive")
     q = _quarantine(ctx)
     if a.local:
-        from ..postfix import PostfixQueue
+        from ..quarantine import mta_queue
 
-        out = q.act_local(a.id, action, by, reason, PostfixQueue(ctx.config.postfix.config_directory))
+        out = q.act_local(a.id, action, by, reason, mta_queue(ctx.config))
     else:
         out = q.act_via_agent(a.id, action, by, reason, timeout=a.timeout)
     if not out.ok:
@@ -162,13 +163,11 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
-    from ..postfix import PostfixQueue
-    from ..quarantine import QuarantineAgent
-
+    from ..quarantine import QuarantineAgent, mta_queue
     from ..workflow import agent_host
 
     host = a.host or agent_host(ctx.config)
-    agent = QuarantineAgent(ctx.store, ctx.config, PostfixQueue(ctx.config.postfix.config_directory), host)
+    agent = QuarantineAgent(ctx.store, ctx.config, mta_queue(ctx.config), host)
     if a.once:
         agent.heartbeat()
         out = agent.run_once(a.wait)
@@ -232,7 +231,7 @@ def register(sub: Any) -> None:
         p.add_argument("--by", required=True, help="your email address (for the audit trail)")
         p.add_argument("--reason", required=True, help="why (for the audit trail)")
         p.add_argument("--local", action="store_true",
-                       help="run postsuper here (on the MTA host) instead of asking its agent")
+                       help="act on the MTA here (postsuper, or Sendmail per config mta) instead of asking its agent")
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent (default 30)")
         p.set_defaults(func=func)
 
