@@ -191,27 +191,17 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _validate_domains(key: str, domains: tuple[str, ...]) -> tuple[str, ...]:
-    from .address import normalize_domain
+def _normalized(key: str, values: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    """Each value in its canonical form (address.py), or a ConfigError naming the key."""
+    from .address import normalize_address, normalize_domain
 
+    normalize = normalize_domain if kind == "domain" else normalize_address
     out = []
-    for d in domains:
+    for v in values:
         try:
-            out.append(normalize_domain(d))
+            out.append(normalize(v))
         except ValueError as exc:
-            raise _fail(key, f"{d!r} is not a valid domain ({exc})") from None
-    return tuple(out)
-
-
-def _validate_addresses(key: str, addresses: tuple[str, ...]) -> tuple[str, ...]:
-    from .address import normalize_address
-
-    out = []
-    for a in addresses:
-        try:
-            out.append(normalize_address(a))
-        except ValueError as exc:
-            raise _fail(key, f"{a!r} is not a valid address ({exc})") from None
+            raise _fail(key, f"{v!r} is not a valid {kind} ({exc})") from None
     return tuple(out)
 
 
@@ -249,19 +239,19 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
     host, _, port = relay.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise _fail("smtp.relay", f"must be HOST:PORT (got {relay!r})")
-    _validate_addresses("smtp.sender", (cfg.smtp.sender,))
+    sender = _normalized("smtp.sender", (cfg.smtp.sender,), "address")[0]
     sock = cfg.milter.socket
     if not (sock.startswith("unix:") or sock.startswith("local:") or sock.startswith("inet:") or sock.startswith("inet6:")):
         raise _fail("milter.socket", f"must be inet:PORT@HOST or unix:PATH (got {sock!r})")
     if cfg.milter.journal_bcc:
-        _validate_addresses("milter.journal_bcc", (cfg.milter.journal_bcc,))
+        _normalized("milter.journal_bcc", (cfg.milter.journal_bcc,), "address")
     if not cfg.authorized_roles:
         raise _fail("authorized_roles", "must name at least one role")
     updates: dict[str, Any] = {
-        "internal_domains": _validate_domains("internal_domains", cfg.internal_domains),
-        "corporate_secretary": _validate_addresses("corporate_secretary", cfg.corporate_secretary),
+        "internal_domains": _normalized("internal_domains", cfg.internal_domains, "domain"),
+        "corporate_secretary": _normalized("corporate_secretary", cfg.corporate_secretary, "address"),
         "authorized_roles": tuple(r.upper() for r in cfg.authorized_roles),
-        "smtp": SmtpConfig(relay=cfg.smtp.relay, sender=_validate_addresses("smtp.sender", (cfg.smtp.sender,))[0], timeout=cfg.smtp.timeout),
+        "smtp": dataclasses.replace(cfg.smtp, sender=sender),
     }
     if base is not None:
         if "lexicon_dir" in data:

@@ -43,7 +43,7 @@ def count_from(output: str, pattern: re.Pattern[str]) -> int:
     return sum(int(m.group(1)) for m in pattern.finditer(output))
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]
 
 
@@ -86,10 +86,10 @@ class PostfixQueue:
         rc, out = self._run(self._cmd(self.postsuper, "-H", queue_id, "hold"))
         n = count_from(out, _RELEASED)
         if rc != 0 or n == 0:
-            why = _one_line(out) or f"exit {rc}"
+            why = one_line(out) or f"exit {rc}"
             return MtaResult(False, f"postsuper released nothing for {queue_id} (not in the hold queue?): {why}")
         rc2, out2 = self._run(self._cmd(self.postqueue, "-i", queue_id))
-        flush = "delivery scheduled now" if rc2 == 0 else f"postqueue -i failed ({_one_line(out2)}); it will go at the next queue run"
+        flush = "delivery scheduled now" if rc2 == 0 else f"postqueue -i failed ({one_line(out2)}); it will go at the next queue run"
         return MtaResult(True, f"released {queue_id} from hold; {flush}")
 
     def delete(self, queue_id: str) -> MtaResult:
@@ -99,6 +99,6 @@ class PostfixQueue:
         rc, out = self._run(self._cmd(self.postsuper, "-d", queue_id, "hold"))
         n = count_from(out, _DELETED)
         if rc != 0 or n == 0:
-            why = _one_line(out) or f"exit {rc}"
+            why = one_line(out) or f"exit {rc}"
             return MtaResult(False, f"postsuper deleted nothing for {queue_id} (not in the hold queue?): {why}")
         return MtaResult(True, f"deleted {queue_id} from the hold queue")

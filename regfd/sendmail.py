@@ -39,7 +39,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .postfix import MtaResult
+from .postfix import MtaResult, one_line
 
 # Sendmail 8.x ids: 8 letters/digits (time, sequence) then the pid (6+ digits),
 # "6APElLxO003068"; older and patched builds differ a little, hence the range.
@@ -50,10 +50,6 @@ DEFAULT_QUEUE_DIRECTORY = "/var/spool/mqueue"
 # mailq: "6APElLxO003068*      6 Wed Nov 25 14:47 <a@b>" then "     QUARANTINE: reason"
 _MAILQ_JOB = re.compile(r"^([0-9A-Za-z]{8,24})[*X-]?\s+\d+\s")
 _MAILQ_QUARANTINE = re.compile(r"^\s+QUARANTINE:\s*(.*)$")
-
-
-def _one_line(text: str) -> str:
-    return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]
 
 
 class SendmailQueue:
@@ -136,7 +132,7 @@ class SendmailQueue:
         """`mailq -qQ`: quarantined queue id -> reason (raises RuntimeError when sendmail fails)."""
         rc, out = self._run(self._cmd("-bp", "-qQ"))
         if rc != 0:
-            raise RuntimeError(f"sendmail -bp -qQ failed: {_one_line(out) or f'exit {rc}'}")
+            raise RuntimeError(f"sendmail -bp -qQ failed: {one_line(out) or f'exit {rc}'}")
         jobs: dict[str, str] = {}
         current = ""
         for line in out.splitlines():
@@ -161,13 +157,13 @@ class SendmailQueue:
             return MtaResult(False, f"{queue_id} also matches quarantined job(s) {', '.join(others)}; nothing done")
         rc, out = self._run(self._cmd("-qQ", f"-qI{queue_id}", "-Q"))
         if rc != 0:
-            return MtaResult(False, f"sendmail -qQ -qI{queue_id} -Q failed: {_one_line(out) or f'exit {rc}'}")
+            return MtaResult(False, f"sendmail -qQ -qI{queue_id} -Q failed: {one_line(out) or f'exit {rc}'}")
         if self._files("h", queue_id):
-            why = _one_line(out) or f"exit {rc}"
+            why = one_line(out) or f"exit {rc}"
             return MtaResult(False, f"sendmail left {queue_id} in quarantine (locked by a queue run? try again): {why}")
         rc2, out2 = self._run(self._cmd(f"-qI{queue_id}"))
         run = ("delivery started now" if rc2 == 0
-               else f"sendmail -qI{queue_id} failed ({_one_line(out2) or f'exit {rc2}'}); it will go at the next queue run")
+               else f"sendmail -qI{queue_id} failed ({one_line(out2) or f'exit {rc2}'}); it will go at the next queue run")
         return MtaResult(True, f"released {queue_id} from Sendmail's quarantine; {run}")
 
     def delete(self, queue_id: str) -> MtaResult:
