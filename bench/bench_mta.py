@@ -29,6 +29,7 @@ import smtplib
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -82,15 +83,7 @@ def realistic_message(size: int = 10_240, seed: int = 7) -> bytes:
     total = 0
     while total < size:
         para = " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(3, 7)))
-        lines, line = [], ""
-        for word in para.split():
-            if len(line) + len(word) + 1 > 72:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}".strip()
-        lines.append(line)
-        text = "\r\n".join(lines)
+        text = "\r\n".join(textwrap.wrap(para, 72))
         paragraphs.append(text)
         total += len(text) + 4
     body = "\r\n\r\n".join(paragraphs)[:size]

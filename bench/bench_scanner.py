@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sys
+import textwrap
 import time
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
@@ -53,15 +54,7 @@ def english(size: int, rng: random.Random) -> str:
             s = f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}."
             sentences.append(s)
         para = " ".join(sentences)
-        lines, line = [], ""
-        for word in para.split():
-            if len(line) + len(word) + 1 > 72:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}".strip()
-        lines.append(line)
-        paragraphs.append("\n".join(lines))
+        paragraphs.append("\n".join(textwrap.wrap(para, 72)))
         length += len(para) + 2
     paragraphs.append(rng.choice(_CLOSERS))
     return "\n\n".join(paragraphs)
