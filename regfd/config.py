@@ -185,7 +185,7 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
     defaults = cls()
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
-        if key == "source" or key not in cls.__dataclass_fields__:
+        if key == "source" or key not in {f.name for f in dataclasses.fields(cls)}:
             raise _fail(f"{prefix}{key}", "unknown key")
         kwargs[key] = _coerce(f"{prefix}{key}", value, getattr(defaults, key))
     return cls(**kwargs)

@@ -92,7 +92,7 @@ class PolicyTable:
 
     def action_for(self, sender: str, kinds: frozenset[str], quiet: bool) -> tuple[str, tuple[Rule, ...]]:
         """Strictest action over the rules matching each finding kind present (or "none")."""
-        keys: list[str | None] = sorted(kinds) if kinds else [None]
+        keys: list[str | None] = [*sorted(kinds)] if kinds else [None]
         matched = tuple(r for r in self.rules if any(r.matches(sender, k, quiet) for k in keys))
         return strictest(r.action for r in matched), matched
 
@@ -257,9 +257,9 @@ def classify(envelope: Envelope, snap: DirectorySnapshot, at: datetime, policy: 
     outbound = bool(envelope.auth) or (bool(sender) and is_internal(sender, policy.internal_domains))
     quiet = next((q for q in snap.quiet_periods if q.contains(at)), None)
     if not outbound:
-        recipients = tuple(RecipientVerdict(r, "other") for r in envelope.recipients)
-        return Classification(envelope, at, False, EXTERNAL, recipients, quiet, ("inbound message: not subject to the policy",))
-    recipients = []
+        others = tuple(RecipientVerdict(r, "other") for r in envelope.recipients)
+        return Classification(envelope, at, False, EXTERNAL, others, quiet, ("inbound message: not subject to the policy",))
+    recipients: list[RecipientVerdict] = []
     for address in envelope.recipients:
         rc = classify_recipient(address, snap, policy.internal_domains, at)
         sclass = ""
