@@ -39,15 +39,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
-from .clock import from_iso, now as utcnow, to_iso
+from .clock import from_iso, to_iso
+from .clock import now as utcnow
 from .errors import InvalidInput, StoreUnavailable
+from .store import REDIS_ERRORS
 from .tradingcalendar import market_open, new_york_date, next_trading_day
 
 if TYPE_CHECKING:
     from .config import Config
     from .store import RedisStore
 
-REDIS_ERRORS = (redis.RedisError, OSError)
 OPEN, CLOSED = "open", "closed"
 STAGE_REMINDER, STAGE_OVERDUE, STAGE_DONE = "reminder", "overdue", "done"
 
@@ -204,41 +205,22 @@ class Disclosures:
         workers never send one reminder twice; `enqueue(pipe, d, stage)` adds
         the notification to the same transaction.
         """
-        r = self.store.r
         due_key = self._k("disclosure:due")
-        sent = 0
-        try:
-            ids = r.zrangebyscore(due_key, "-inf", to_ms(now), start=0, num=100)
-            for raw_id in ids:
-                did = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-                with r.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(due_key, self._k("disclosure"))
-                        score = pipe.zscore(due_key, did)
-                        raw = pipe.hget(self._k("disclosure"), did)
-                        if score is None or score > to_ms(now) or raw is None:
-                            pipe.unwatch()
-                            continue
-                        d = Disclosure.from_json(json.loads(raw))
-                        stage = STAGE_OVERDUE if now >= d.deadline else STAGE_REMINDER
-                        if d.state != OPEN or (stage == STAGE_REMINDER and d.stage != STAGE_REMINDER) or \
-                                (stage == STAGE_OVERDUE and d.stage == STAGE_DONE):
-                            pipe.multi()
-                            pipe.zrem(due_key, did)
-                            pipe.execute()
-                            continue
-                        nxt = STAGE_OVERDUE if stage == STAGE_REMINDER else STAGE_DONE
-                        pipe.multi()
-                        pipe.hset(self._k("disclosure"), did, _dumps(replace(d, stage=nxt).to_json()))
-                        if nxt == STAGE_OVERDUE:
-                            pipe.zadd(due_key, {did: to_ms(d.deadline)})
-                        else:
-                            pipe.zrem(due_key, did)
-                        enqueue(pipe, d, stage)
-                        pipe.execute()
-                        sent += 1
-                    except redis.WatchError:
-                        continue
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return sent
+
+        def step(pipe: Any, did: str, _score: int, row: dict[str, Any]) -> bool:
+            d = Disclosure.from_json(row)
+            stage = STAGE_OVERDUE if now >= d.deadline else STAGE_REMINDER
+            if d.state != OPEN or (stage == STAGE_REMINDER and d.stage != STAGE_REMINDER) or \
+                    (stage == STAGE_OVERDUE and d.stage == STAGE_DONE):
+                pipe.zrem(due_key, did)
+                return False
+            nxt = STAGE_OVERDUE if stage == STAGE_REMINDER else STAGE_DONE
+            pipe.hset(self._k("disclosure"), did, _dumps(replace(d, stage=nxt).to_json()))
+            if nxt == STAGE_OVERDUE:
+                pipe.zadd(due_key, {did: to_ms(d.deadline)})
+            else:
+                pipe.zrem(due_key, did)
+            enqueue(pipe, d, stage)
+            return True
+
+        return self.store.process_due(due_key, self._k("disclosure"), to_ms(now), step)

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
-from .clock import from_iso, now as utcnow, to_iso
+from .clock import from_iso, to_iso
+from .clock import now as utcnow
 from .disclosure import Disclosures, new_id, open_disclosure, to_ms
 from .errors import InvalidInput, StoreUnavailable
 from .notify import (
@@ -61,12 +62,12 @@ from .notify import (
     render_sender_rejected,
 )
 from .postfix import MtaQueue, MtaResult
+from .store import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from .config import Config
     from .store import RedisStore
 
-REDIS_ERRORS = (redis.RedisError, OSError)
 HELD, RELEASING, REJECTING, RELEASED, REJECTED = "held", "releasing", "rejecting", "released", "rejected"
 RELEASE, REJECT = "release", "reject"
 UNDECIDED = (HELD, RELEASING, REJECTING)
@@ -404,47 +405,26 @@ class Quarantine:
     # ------------------------------------------------------------ reminders
     def remind_due(self, now: datetime) -> int:
         """Held too long: remind the Corporate Secretary, once per `hold_reminder_after` period, until decided."""
-        r = self.store.r
         remind_key = self._k("quarantine:remind")
         period_ms = int(self.config.notify.hold_reminder_after * 1000)
-        sent = 0
-        try:
-            for raw_id in r.zrangebyscore(remind_key, "-inf", to_ms(now), start=0, num=100):
-                qid = raw_id.decode()
-                with r.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(remind_key, self._k("quarantine"))
-                        score = pipe.zscore(remind_key, qid)
-                        raw = pipe.hget(self._k("quarantine"), qid)
-                        if score is None or score > to_ms(now):
-                            pipe.unwatch()
-                            continue
-                        pipe.multi()
-                        if raw is None:
-                            pipe.zrem(remind_key, qid)
-                            pipe.execute()
-                            continue
-                        e = QuarantineEntry.from_json(json.loads(raw))
-                        if e.state not in UNDECIDED:
-                            pipe.zrem(remind_key, qid)
-                            pipe.execute()
-                            continue
-                        nxt = int(score)
-                        while nxt <= to_ms(now):
-                            nxt += period_ms
-                        pipe.zadd(remind_key, {qid: nxt})
-                        pipe.hset(self._k("quarantine"), qid, _dumps(replace(e, reminders=e.reminders + 1).to_json()))
-                        if self.config.corporate_secretary:
-                            self.outbox.enqueue_ops(pipe, render_hold_reminder(
-                                e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
-                                quarantine_id=qid, held_since=e.created_at))
-                        pipe.execute()
-                        sent += 1
-                    except redis.WatchError:
-                        continue
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return sent
+
+        def step(pipe: Any, qid: str, score: int, row: dict[str, Any]) -> bool:
+            e = QuarantineEntry.from_json(row)
+            if e.state not in UNDECIDED:
+                pipe.zrem(remind_key, qid)
+                return False
+            nxt = score
+            while nxt <= to_ms(now):
+                nxt += period_ms
+            pipe.zadd(remind_key, {qid: nxt})
+            pipe.hset(self._k("quarantine"), qid, _dumps(replace(e, reminders=e.reminders + 1).to_json()))
+            if self.config.corporate_secretary:
+                self.outbox.enqueue_ops(pipe, render_hold_reminder(
+                    e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
+                    quarantine_id=qid, held_since=e.created_at))
+            return True
+
+        return self.store.process_due(remind_key, self._k("quarantine"), to_ms(now), step)
 
 
 # ---------------------------------------------------------------- the agent on the MTA host

@@ -24,7 +24,7 @@ import json
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 import redis
 from redis.sentinel import Sentinel
@@ -276,6 +276,43 @@ class RedisStore:
 
     def quiet_list(self) -> list[QuietPeriod]:
         return sorted((QuietPeriod.from_json(d) for d in self._all("quiet")), key=lambda q: q.start)
+
+    # scheduled work (reminders)
+    def process_due(self, schedule: str, table: str, now_ms: int,
+                    step: Callable[[Any, str, int, dict[str, Any]], bool], limit: int = 100) -> int:
+        """Claim each item due in `schedule` (a sorted set scored in epoch ms) with its JSON row in `table`.
+
+        Each item is handled in its own WATCH transaction on both keys, so
+        several workers never handle one item twice. `step(pipe, id, score,
+        row)` is called after `pipe.multi()` to queue the item's changes (it
+        must reschedule or remove the item) and returns whether it counts;
+        an item whose row is gone is simply unscheduled. Returns the count.
+        """
+        done = 0
+        try:
+            for raw_id in self.r.zrangebyscore(schedule, "-inf", now_ms, start=0, num=limit):
+                item = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                with self.r.pipeline(transaction=True) as pipe:
+                    try:
+                        pipe.watch(schedule, table)
+                        score = pipe.zscore(schedule, item)
+                        raw = pipe.hget(table, item)
+                        if score is None or score > now_ms:
+                            pipe.unwatch()
+                            continue
+                        pipe.multi()
+                        counted = False
+                        if raw is None:
+                            pipe.zrem(schedule, item)
+                        else:
+                            counted = step(pipe, item, int(score), json.loads(raw))
+                        pipe.execute()
+                        done += int(counted)
+                    except redis.WatchError:
+                        continue
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        return done
 
     # audit
     def audit(self, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
