@@ -43,6 +43,21 @@ def count_from(output: str, pattern: re.Pattern[str]) -> int:
     return sum(int(m.group(1)) for m in pattern.finditer(output))
 
 
+def run_mta_command(argv: list[str], timeout: float, mta: str) -> tuple[int, str]:
+    """(exit code, stdout + stderr) of an MTA queue command; never raises.
+
+    A missing binary is 127 and no answer within `timeout` is 124, each with
+    a line saying so, so the caller reports it like any other failure.
+    """
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: not found (is {mta} installed on this host?)"
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]}: no answer within {timeout:.0f}s"
+    return p.returncode, (p.stdout or "") + (p.stderr or "")
+
+
 def one_line(text: str) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]
 
@@ -60,13 +75,7 @@ class PostfixQueue:
         return [binary, *c, *args]
 
     def _run(self, argv: list[str]) -> tuple[int, str]:
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout)
-        except FileNotFoundError:
-            return 127, f"{argv[0]}: not found (is Postfix installed on this host?)"
-        except subprocess.TimeoutExpired:
-            return 124, f"{argv[0]}: no answer within {self.timeout:.0f}s"
-        return p.returncode, (p.stdout or "") + (p.stderr or "")
+        return run_mta_command(argv, self.timeout, "Postfix")
 
     @staticmethod
     def _check(queue_id: str) -> MtaResult | None:

@@ -36,10 +36,9 @@ import errno
 import fcntl
 import os
 import re
-import subprocess
 from pathlib import Path
 
-from .postfix import MtaResult, one_line
+from .postfix import MtaResult, one_line, run_mta_command
 
 # Sendmail 8.x ids: 8 letters/digits (time, sequence) then the pid (6+ digits),
 # "6APElLxO003068"; older and patched builds differ a little, hence the range.
@@ -66,13 +65,7 @@ class SendmailQueue:
         return [self.binary, *c, *args]
 
     def _run(self, argv: list[str]) -> tuple[int, str]:
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout, stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            return 127, f"{argv[0]}: not found (is Sendmail installed on this host?)"
-        except subprocess.TimeoutExpired:
-            return 124, f"{argv[0]}: no answer within {self.timeout:.0f}s"
-        return p.returncode, (p.stdout or "") + (p.stderr or "")
+        return run_mta_command(argv, self.timeout, "Sendmail")
 
     @staticmethod
     def _check(queue_id: str) -> MtaResult | None:
