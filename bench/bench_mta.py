@@ -195,8 +195,8 @@ def main() -> int:
     try:
         pf.start()
         from regfd.config import load_config
-        from regfd.lexicon import load_lexicons
-        from regfd.scanner import scan_message
+        from regfd.scan.lexicon import load_lexicons
+        from regfd.scan.scanner import scan_message
 
         cfg = load_config(runner.config)
         findings = scan_message(message, load_lexicons(cfg.lexicon_dir), cfg.limits)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError
+from regfd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LEXICON_DIR = REPO_ROOT / "lexicons"
@@ -193,7 +193,7 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
 
 def _normalized(key: str, values: tuple[str, ...], kind: str) -> tuple[str, ...]:
     """Each value in its canonical form (address.py), or a ConfigError naming the key."""
-    from .address import normalize_address, normalize_domain
+    from regfd.core.address import normalize_address, normalize_domain
 
     normalize = normalize_domain if kind == "domain" else normalize_address
     out = []

@@ -166,7 +166,7 @@ def regfd(redis_server: RedisServer, tmp_path: Path) -> Regfd:
 
 @pytest.fixture
 def store(regfd: Regfd):  # type: ignore[no-untyped-def]
-    from regfd.store import RedisStore, client_from_url
+    from regfd.store.redis_store import RedisStore, client_from_url
 
     s = RedisStore(client_from_url(regfd.redis_url), regfd.prefix)
     yield s

@@ -9,9 +9,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from regfd.config import ScanLimits
-from regfd.finding import Finding
-from regfd.lexicon import Lexicons, load_lexicons
-from regfd.scanner import scan_message, scan_text
+from regfd.core.finding import Finding
+from regfd.scan.lexicon import Lexicons, load_lexicons
+from regfd.scan.scanner import scan_message, scan_text
 
 LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regfd.address import candidates, envelope_address, normalize_address, normalize_domain, normalize_pattern
+from regfd.core.address import candidates, envelope_address, normalize_address, normalize_domain, normalize_pattern
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from regfd.address import envelope_address
-from regfd.directory import (
+from regfd.core.address import envelope_address
+from regfd.core.directory import (
     Authorization,
     Exemption,
     Officer,
@@ -15,7 +15,7 @@ from regfd.directory import (
     classify_recipient,
     sender_class_for,
 )
-from regfd.store import RedisStore
+from regfd.store.redis_store import RedisStore
 
 NOW = datetime.now(timezone.utc)
 INTERNAL = ("allient.com",)

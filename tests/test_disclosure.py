@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regfd.disclosure import disclosure_deadline
-from regfd.tradingcalendar import is_trading_day
+from regfd.compliance.disclosures import disclosure_deadline
+from regfd.core.tradingcalendar import is_trading_day
 
 NY = ZoneInfo("America/New_York")
 
@@ -92,7 +92,7 @@ def test_deadline_properties(delivered: datetime) -> None:
 # ---------------------------------------------------------------- follow-ups through the CLI
 def _open_one(store, regfd):  # type: ignore[no-untyped-def]
     from regfd.config import load_config
-    from regfd.workflow import Workflow
+    from regfd.compliance.executor import Workflow
     from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
 
     config = load_config(regfd.config)
@@ -133,7 +133,7 @@ def test_close_after_the_deadline_is_marked_late(store, regfd) -> None:  # type:
     from datetime import timedelta
 
     from regfd.config import load_config
-    from regfd.disclosure import Disclosures
+    from regfd.compliance.disclosures import Disclosures
     from tests.test_workflow import FixedClock
 
     d = _open_one(store, regfd)

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from regfd.clock import from_iso
-from regfd.disclosure import disclosure_deadline
-from regfd.store import RedisStore, client_from_url
+from regfd.core.clock import from_iso
+from regfd.compliance.disclosures import disclosure_deadline
+from regfd.store.redis_store import RedisStore, client_from_url
 from tests.conftest import Regfd
 from tests.mta import make_message, queue_id_of, wait_until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from regfd.lexicon import load_lexicons
+from regfd.scan.lexicon import load_lexicons
 
 from tests.scanner_fixtures import LEXICON_DIR
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from regfd.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
+from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
 
 from tests.scanner_fixtures import lexicons, text_findings
 

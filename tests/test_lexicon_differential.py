@@ -26,8 +26,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regfd.lexicon import Entry, Lexicons, scan_bytes
-from regfd.textnorm import normalize
+from regfd.scan.lexicon import Entry, Lexicons, scan_bytes
+from regfd.scan.normalize import normalize
 
 from tests.scanner_fixtures import lexicons
 
@@ -349,7 +349,7 @@ _norm_piece = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_norm_piece, max_size=25))
 def test_join_hints_equal_full_passes_on_non_ascii(pieces: list[str]) -> None:
-    from regfd import textnorm
+    from regfd.scan import normalize as textnorm
 
     folded, _ = textnorm._char_fold("".join(pieces))
     expected = []
@@ -367,7 +367,7 @@ _fold_piece = st.sampled_from(["abc", "?", "??", "é", "€", "ß", "ﬁ", "İ",
 def test_char_fold_runs_equal_the_character_class_scan(pieces: list[str]) -> None:
     """The memchr-based run finder folds exactly like a scan for [^\\x00-\\x7f]+,
     and maps every offset back to the same original offset."""
-    from regfd import textnorm
+    from regfd.scan import normalize as textnorm
 
     text = "".join(pieces)
     folded, fmap = textnorm._char_fold(text)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from regfd.errors import ConfigError
-from regfd.lexicon import load_lexicons, pattern_to_regex
-from regfd.scanner import scan_text
+from regfd.scan.lexicon import load_lexicons, pattern_to_regex
+from regfd.scan.scanner import scan_text
 
 from tests.scanner_fixtures import lexicons
 

@@ -18,9 +18,9 @@ import Milter
 import pytest
 
 from regfd.config import load_config
-from regfd.finding import Finding
-from regfd.milter import MilterApp, QuietRegfdMilter, RegfdMilter
-from regfd.store import RedisStore, client_from_url
+from regfd.core.finding import Finding
+from regfd.mta.libmilter import MilterApp, QuietRegfdMilter, RegfdMilter
+from regfd.store.redis_store import RedisStore, client_from_url
 
 
 @dataclass

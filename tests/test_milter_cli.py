@@ -81,7 +81,7 @@ def test_private_redis_is_supervised_and_stopped_on_exit(regfd, workdir):  # typ
     with open(log, "wb") as f:
         proc = subprocess.Popen([PYTHON, "-m", "regfd.cli", "milter", "--config", str(regfd.config),
                                  "--socket", f"unix:{workdir / 'm.sock'}"], env=env, stdout=f, stderr=f, cwd=REPO)
-    from regfd.redisserver import PrivateRedis
+    from regfd.store.private_redis import PrivateRedis
 
     private = PrivateRedis(regfd.tmp / "state")
     try:

@@ -12,9 +12,9 @@ from typing import Any, Iterator
 import pytest
 
 from regfd.config import Config, load_config
-from regfd.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
-from regfd.store import RedisStore
-from regfd.workflow import Workflow
+from regfd.compliance.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
+from regfd.store.redis_store import RedisStore
+from regfd.compliance.executor import Workflow
 from tests.conftest import free_port
 from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from regfd.config import DEFAULT_POLICY_FILE
-from regfd.directory import Authorization, DirectorySnapshot, Exemption, Officer, QuietPeriod, RegistryEntry
+from regfd.core.directory import Authorization, DirectorySnapshot, Exemption, Officer, QuietPeriod, RegistryEntry
 from regfd.errors import ConfigError
-from regfd.finding import Finding
-from regfd.policy import Envelope, Policy, decide, load_policy_table
+from regfd.core.finding import Finding
+from regfd.core.policy import Envelope, Policy, decide, load_policy_table
 
 AT = datetime(2030, 6, 12, 15, 0, tzinfo=timezone.utc)  # an explicit instant: no dependence on today
 QUIET = QuietPeriod("1", AT - timedelta(days=1), AT + timedelta(days=1), "Q2 quiet period")

@@ -19,11 +19,11 @@ from typing import Any, Iterator
 import pytest
 
 from regfd.config import Config, load_config
-from regfd.disclosure import disclosure_deadline
-from regfd.postfix import MtaResult, PostfixQueue
-from regfd.quarantine import Quarantine, QuarantineAgent
-from regfd.store import RedisStore
-from regfd.workflow import Reminders, Workflow
+from regfd.compliance.disclosures import disclosure_deadline
+from regfd.mta.postfix import MtaResult, PostfixQueue
+from regfd.compliance.quarantine import Quarantine, QuarantineAgent
+from regfd.store.redis_store import RedisStore
+from regfd.compliance.executor import Reminders, Workflow
 from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict, outbox_items
 
 HOST = "mta1.test"

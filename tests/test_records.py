@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from regfd.config import load_config
-from regfd.records import Records
-from regfd.store import RedisStore
-from regfd.workflow import Workflow
+from regfd.compliance.records import Records
+from regfd.store.redis_store import RedisStore
+from regfd.compliance.executor import Workflow
 from tests.test_workflow import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_verdict
 
 

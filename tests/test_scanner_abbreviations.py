@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regfd.finding import MATERIAL, NON_GAAP_UNRECONCILED
-from regfd import textnorm
-from regfd.textnorm import normalize
+from regfd.core.finding import MATERIAL, NON_GAAP_UNRECONCILED
+from regfd.scan import normalize as textnorm
+from regfd.scan.normalize import normalize
 
 from tests.scanner_fixtures import text_findings
 

@@ -1,6 +1,6 @@
 """The fast MIME split builds exactly the tree the stdlib parser builds, or steps aside.
 
-`regfd.mimeparts.parse_message` is `email.message_from_bytes(raw,
+`regfd.scan.mime.parse_message` is `email.message_from_bytes(raw,
 policy=compat32)` with a fast path for ordinary mail. These tests compare
 the two on many shapes of message, well-formed and not, and on random
 mutations of them: whenever the fast path answers, every header, the
@@ -21,8 +21,8 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from regfd import mimeparts
-from regfd.mimeparts import _fast_parse, parse_message
+from regfd.scan import mime as mimeparts
+from regfd.scan.mime import _fast_parse, parse_message
 
 from tests.scanner_fixtures import make_pdf
 

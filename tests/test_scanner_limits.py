@@ -13,7 +13,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 from regfd.config import ScanLimits
-from regfd.finding import UNSCANNABLE
+from regfd.core.finding import UNSCANNABLE
 
 from tests.scanner_fixtures import encrypt_pdf, make_docx, make_pdf, scan, zip_bomb_docx
 

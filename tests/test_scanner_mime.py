@@ -11,7 +11,7 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from regfd.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
+from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
 
 from tests.scanner_fixtures import kinds, make_docx, make_pdf, make_xlsx, scan, text_findings
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regfd.config import ScanLimits
-from regfd.finding import FINDING_KINDS, Finding
+from regfd.core.finding import FINDING_KINDS, Finding
 
 from tests.scanner_fixtures import make_docx, make_pdf, scan
 

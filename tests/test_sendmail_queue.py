@@ -23,9 +23,9 @@ import pytest
 
 from regfd.config import parse_config
 from regfd.errors import ConfigError
-from regfd.postfix import PostfixQueue
-from regfd.quarantine import mta_queue
-from regfd.sendmail import SendmailQueue
+from regfd.mta.postfix import PostfixQueue
+from regfd.compliance.quarantine import mta_queue
+from regfd.mta.sendmail import SendmailQueue
 from tests.mta import MilterProcess, make_message, make_mta_dir, wait_until
 from tests.sendmail_fixture import SendmailInstance, new_instance, stop_instance
 

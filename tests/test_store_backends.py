@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from regfd.directory import RegistryEntry
-from regfd.store import RedisStore, client_from_url
+from regfd.core.directory import RegistryEntry
+from regfd.store.redis_store import RedisStore, client_from_url
 from tests.conftest import Regfd, free_port
 
 
@@ -46,7 +46,7 @@ def test_private_redis_is_started_persisted_and_stopped(tmp_path: Path) -> None:
 
 
 def test_private_redis_already_running_is_reused_not_stopped(tmp_path: Path) -> None:
-    from regfd.redisserver import PrivateRedis
+    from regfd.store.private_redis import PrivateRedis
 
     config = tmp_path / "regfd.toml"
     config.write_text('redis_url = ""\nstate_dir = "state"\n')

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from regfd.tradingcalendar import easter, is_trading_day, next_trading_day, nyse_holidays
+from regfd.core.tradingcalendar import easter, is_trading_day, next_trading_day, nyse_holidays
 
 
 @pytest.mark.parametrize("year,expected", [

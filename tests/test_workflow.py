@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from regfd.config import Config, load_config
-from regfd.directory import DirectorySnapshot, Officer, QuietPeriod, RegistryEntry
-from regfd.disclosure import disclosure_deadline
+from regfd.core.directory import DirectorySnapshot, Officer, QuietPeriod, RegistryEntry
+from regfd.compliance.disclosures import disclosure_deadline
 from regfd.errors import StoreUnavailable
-from regfd.finding import Finding
-from regfd.message import MessageFacts
-from regfd.policy import Envelope, Policy, Verdict, decide, load_policy_table
-from regfd.store import RedisStore, client_from_url
-from regfd.workflow import Reminders, Workflow
+from regfd.core.finding import Finding
+from regfd.core.message import MessageFacts
+from regfd.core.policy import Envelope, Policy, Verdict, decide, load_policy_table
+from regfd.store.redis_store import RedisStore, client_from_url
+from regfd.compliance.executor import Reminders, Workflow
 
 REPO = Path(__file__).resolve().parent.parent
 # A Tuesday, 10:00 in New York: an ordinary trading day (the calendar is computed by rule).
@@ -200,8 +200,8 @@ def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Confi
     """What `regfd milter` starts: the outbox worker (with reminders) and the quarantine agent."""
     import threading
 
-    from regfd.postfix import MtaResult
-    from regfd.workflow import start_background
+    from regfd.mta.postfix import MtaResult
+    from regfd.compliance.executor import start_background
 
     sent: list[Any] = []
 

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn
 
-from ..config import Config, load_config
-from ..errors import InvalidInput, RegfdError, StoreUnavailable
-from ..store import RedisStore, StoreHandle, open_store
+from regfd.config import Config, load_config
+from regfd.errors import InvalidInput, RegfdError, StoreUnavailable
+from regfd.store.redis_store import RedisStore, StoreHandle, open_store
 
 EXIT_ERROR, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 70
 

@@ -22,10 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..address import normalize_address
-from ..clock import now, parse_instant
-from ..errors import InvalidInput
-from ..policy import ACTIONS, Envelope, Policy, Verdict, classify, judge
+from regfd.core.address import normalize_address
+from regfd.core.clock import now, parse_instant
+from regfd.errors import InvalidInput
+from regfd.core.policy import ACTIONS, Envelope, Policy, Verdict, classify, judge
 from . import Context
 
 
@@ -69,7 +69,7 @@ def _messages(path: Path) -> Iterator[tuple[str, bytes]]:
 def _lexicons(directory: Path, cache_dir: Path, stamp: tuple[tuple[str, int], ...]) -> Any:
     """Compiling the lexicons takes a second or two: once per process per version of the files
     (and, through the on-disk cache under state_dir, once per version across processes)."""
-    from ..lexicon import load_lexicons
+    from regfd.scan.lexicon import load_lexicons
 
     return load_lexicons(directory, cache_dir=cache_dir)
 
@@ -89,7 +89,7 @@ class Checker:
         self.lexicons = lexicons_for(ctx.config.lexicon_dir, ctx.config.state_dir / "cache")
 
     def verdict(self, raw: bytes, sender: str, recipients: list[str], auth: str) -> Verdict:
-        from ..scanner import scan_message
+        from regfd.scan.scanner import scan_message
 
         envelope = Envelope.from_raw(sender, recipients, auth)
         snapshot = self.ctx.store.snapshot(envelope.sender, envelope.recipients)

@@ -23,11 +23,11 @@ import sys
 import threading
 from typing import Any
 
-from ..address import normalize_address
-from ..clock import parse_instant
-from ..errors import InvalidInput
+from regfd.core.address import normalize_address
+from regfd.core.clock import parse_instant
+from regfd.errors import InvalidInput
 from . import Context
-from .output import listing, print_json
+from regfd.cli.output import listing, print_json
 
 
 def _by(text: str) -> str:
@@ -46,7 +46,7 @@ def _nonempty(text: str, what: str) -> str:
 
 # ----- records
 def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
-    from ..records import Records, to_csv
+    from regfd.compliance.records import Records, to_csv
 
     since = None
     if a.since:
@@ -71,7 +71,7 @@ def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- quarantine
 def _quarantine(ctx: Context) -> Any:
-    from ..quarantine import Quarantine
+    from regfd.compliance.quarantine import Quarantine
 
     return Quarantine(ctx.store, ctx.config)
 
@@ -83,7 +83,7 @@ def quarantine_list(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def quarantine_show(ctx: Context, a: argparse.Namespace) -> None:
-    from ..quarantine import render_show
+    from regfd.compliance.quarantine import render_show
 
     q = _quarantine(ctx)
     entry = q.get(a.id)
@@ -100,7 +100,7 @@ def _act(ctx: Context, a: argparse.Namespace, action: str) -> int:
         raise InvalidInput("--timeout must be positive")
     q = _quarantine(ctx)
     if a.local:
-        from ..quarantine import mta_queue
+        from regfd.compliance.quarantine import mta_queue
 
         out = q.act_local(a.id, action, by, reason, mta_queue(ctx.config))
     else:
@@ -121,13 +121,13 @@ def quarantine_reject(ctx: Context, a: argparse.Namespace) -> int:
 
 # ----- disclosures
 def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
-    from ..disclosure import Disclosures
+    from regfd.compliance.disclosures import Disclosures
 
     ds = Disclosures(ctx.store, ctx.config).list(open_only=a.open)
     if a.json:
         print_json(ctx.out, [d.to_json() for d in ds])
         return
-    from ..notify import local_time
+    from regfd.compliance.notify import local_time
 
     rows = []
     for d in ds:
@@ -139,8 +139,8 @@ def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def disclosures_close(ctx: Context, a: argparse.Namespace) -> None:
-    from ..disclosure import Disclosures
-    from ..notify import local_time
+    from regfd.compliance.disclosures import Disclosures
+    from regfd.compliance.notify import local_time
 
     by = _by(a.by)
     reference = _nonempty(a.reference, "--reference")
@@ -163,8 +163,8 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
-    from ..quarantine import QuarantineAgent, mta_queue
-    from ..workflow import agent_host
+    from regfd.compliance.quarantine import QuarantineAgent, mta_queue
+    from regfd.compliance.executor import agent_host
 
     host = a.host or agent_host(ctx.config)
     agent = QuarantineAgent(ctx.store, ctx.config, mta_queue(ctx.config), host)
@@ -181,7 +181,7 @@ def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- outbox
 def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
-    from ..notify import Outbox
+    from regfd.compliance.notify import Outbox
 
     ob = Outbox(ctx.store, ctx.config)
     if a.sent:
@@ -196,7 +196,7 @@ def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def outbox_flush(ctx: Context, a: argparse.Namespace) -> int:
-    from ..notify import Outbox
+    from regfd.compliance.notify import Outbox
 
     report = Outbox(ctx.store, ctx.config).deliver_due(everything=True)
     print(f"outbox: sent {len(report.sent)}, failed {len(report.failed)}"

@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..address import normalize_address, normalize_pattern
-from ..clock import now, parse_instant, to_iso
-from ..directory import (
+from regfd.core.address import normalize_address, normalize_pattern
+from regfd.core.clock import now, parse_instant, to_iso
+from regfd.core.directory import (
     EXEMPTION_KINDS,
     OFFICER_ROLES,
     REGISTRY_CATEGORIES,
@@ -26,9 +26,9 @@ from ..directory import (
     RegistryEntry,
     is_internal,
 )
-from ..errors import InvalidInput
+from regfd.errors import InvalidInput
 from . import Context, actor
-from .output import listing
+from regfd.cli.output import listing
 
 CSV_COLUMNS = ("pattern", "category", "firm", "note")
 

@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterable
 
 import structlog
 
-from ..errors import ConfigError, RegfdError
+from regfd.errors import ConfigError, RegfdError
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 DRAIN_SECONDS = 30.0
 
-log = structlog.get_logger("regfd.milter")
+log = structlog.get_logger("regfd.mta.libmilter")
 
 
 def register(sub: Any) -> None:
@@ -163,8 +163,8 @@ class RedisSupervisor(threading.Thread):
 def load_scanner(config: Any) -> Callable[[bytes], Any]:
     """The content scanner, bound to lexicons loaded once (shared, read-only)."""
     try:
-        from ..lexicon import load_lexicons
-        from ..scanner import scan_message
+        from regfd.scan.lexicon import load_lexicons
+        from regfd.scan.scanner import scan_message
     except ImportError as exc:
         raise ConfigError(f"the content scanner is not available ({exc})") from None
     lexicons = load_lexicons(config.lexicon_dir, cache_dir=config.state_dir / "cache")
@@ -180,9 +180,9 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
     import Milter
     import milter as libmilter
 
-    from ..milter import MilterApp
-    from ..policy import Policy
-    from ..store import open_store
+    from regfd.mta.libmilter import MilterApp
+    from regfd.core.policy import Policy
+    from regfd.store.redis_store import open_store
 
     if args.milter_config:
         ctx.config_path = args.milter_config
@@ -202,7 +202,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
         # signals blocked, so they reach this thread's handlers (serve_until_stopped).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         if not config.effective_redis_url:
-            from ..redisserver import PrivateRedis
+            from regfd.store.private_redis import PrivateRedis
 
             private = handle.private or PrivateRedis(config.state_dir)
             supervisor = RedisSupervisor(private)
@@ -211,7 +211,7 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
             handle.store.ping()
         except RegfdError as exc:
             log.warning("milter.store_unreachable", error=str(exc), action=config.milter.failure_action)
-        from ..workflow import Workflow, start_background
+        from regfd.compliance.executor import Workflow, start_background
 
         sink = Workflow(handle.store, config)
         # Notifications, reminders and the quarantine agent for this MTA host;

@@ -24,7 +24,7 @@ import re
 import time
 import zipfile
 
-from .config import ScanLimits
+from regfd.config import ScanLimits
 
 
 class Unreadable(Exception):

@@ -35,13 +35,13 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from .clock import from_iso, now as utcnow, to_iso
-from .disclosure import new_id, to_ms
-from .errors import StoreUnavailable
+from regfd.core.clock import from_iso, now as utcnow, to_iso
+from regfd.compliance.disclosures import new_id, to_ms
+from regfd.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .store import RedisStore
+    from regfd.config import Config
+    from regfd.store.redis_store import RedisStore
 
 REDIS_ERRORS = (redis.RedisError, OSError)
 LEASE_SECONDS = 600.0  # > smtp timeout many times over: a live worker finishes well before

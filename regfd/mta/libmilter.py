@@ -38,16 +38,16 @@ from typing import Any, Callable, Iterable
 import Milter
 import structlog
 
-from .clock import now
-from .directory import SYSTEM, DirectorySnapshot
-from .errors import StoreUnavailable
-from .finding import UNSCANNABLE, Finding
-from .message import MessageFacts
-from .policy import ACCEPT, HOLD, REJECT, TAG, Classification, Envelope, Policy, Verdict, classify, judge
-from .store import DirectoryReader
-from .workflow import DecisionSink
+from regfd.core.clock import now
+from regfd.core.directory import SYSTEM, DirectorySnapshot
+from regfd.errors import StoreUnavailable
+from regfd.core.finding import UNSCANNABLE, Finding
+from regfd.core.message import MessageFacts
+from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Classification, Envelope, Policy, Verdict, classify, judge
+from regfd.store.redis_store import DirectoryReader
+from regfd.compliance.executor import DecisionSink
 
-log = structlog.get_logger("regfd.milter")
+log = structlog.get_logger("regfd.mta.libmilter")
 
 # Actions we may ask the MTA for; nothing else is negotiated.
 WANTED_ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT | Milter.QUARANTINE | Milter.SETSYMLIST

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .clock import to_iso
-from .errors import StoreUnavailable
-from .message import MessageFacts
-from .policy import Verdict
+from regfd.core.clock import to_iso
+from regfd.errors import StoreUnavailable
+from regfd.core.message import MessageFacts
+from regfd.core.policy import Verdict
 
 if TYPE_CHECKING:
-    from .store import RedisStore
+    from regfd.store.redis_store import RedisStore
 
 REDIS_ERRORS = (redis.RedisError, OSError)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
-from .config import ScanLimits
-from .finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANNABLE, Finding
-from .lexicon import EMBARGO as LEX_EMBARGO
-from .lexicon import GAAP_RECONCILIATION, MATERIAL as LEX_MATERIAL, NON_GAAP, Lexicons
-from .mimeparts import Problem, TextPart, iter_parts
-from .quoting import in_spans, quoted_spans
-from .textnorm import normalize_forms
+from regfd.config import ScanLimits
+from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANNABLE, Finding
+from regfd.scan.lexicon import EMBARGO as LEX_EMBARGO
+from regfd.scan.lexicon import GAAP_RECONCILIATION, MATERIAL as LEX_MATERIAL, NON_GAAP, Lexicons
+from regfd.scan.mime import Problem, TextPart, iter_parts
+from regfd.scan.quoting import in_spans, quoted_spans
+from regfd.scan.normalize import normalize_forms
 
 MAX_FINDINGS = 50
 _MAX_TEXT_CHARS = 200

@@ -49,11 +49,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
-from .clock import from_iso, to_iso
-from .clock import now as utcnow
-from .disclosure import Disclosures, new_id, open_disclosure, to_ms
-from .errors import InvalidInput, StoreUnavailable
-from .notify import (
+from regfd.core.clock import from_iso, to_iso
+from regfd.core.clock import now as utcnow
+from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure, to_ms
+from regfd.errors import InvalidInput, StoreUnavailable
+from regfd.compliance.notify import (
     Outbox,
     highlight_text,
     local_time,
@@ -61,12 +61,12 @@ from .notify import (
     render_outcome,
     render_sender_rejected,
 )
-from .postfix import MtaQueue, MtaResult
-from .store import REDIS_ERRORS
+from regfd.mta.postfix import MtaQueue, MtaResult
+from regfd.store.redis_store import REDIS_ERRORS
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .store import RedisStore
+    from regfd.config import Config
+    from regfd.store.redis_store import RedisStore
 
 HELD, RELEASING, REJECTING, RELEASED, REJECTED = "held", "releasing", "rejecting", "released", "rejected"
 RELEASE, REJECT = "release", "reject"
@@ -78,11 +78,11 @@ HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
 def mta_queue(config: "Config") -> MtaQueue:
     """The adapter for `config.mta`: Postfix's hold queue or Sendmail's quarantine."""
     if config.mta == "sendmail":
-        from .sendmail import SendmailQueue
+        from regfd.mta.sendmail import SendmailQueue
 
         sm = config.sendmail
         return SendmailQueue(sm.binary, sm.config_file, sm.queue_directory)
-    from .postfix import PostfixQueue
+    from regfd.mta.postfix import PostfixQueue
 
     return PostfixQueue(config.postfix.config_directory)
 

@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from .address import envelope_address
-from .clock import to_iso
-from .directory import (
+from regfd.core.address import envelope_address
+from regfd.core.clock import to_iso
+from regfd.core.directory import (
     DELEGATE,
     EMPLOYEE,
     EXTERNAL,
@@ -30,8 +30,8 @@ from .directory import (
     is_internal,
     sender_class_for,
 )
-from .errors import ConfigError
-from .finding import FINDING_KINDS, Finding
+from regfd.errors import ConfigError
+from regfd.core.finding import FINDING_KINDS, Finding
 
 ACCEPT, TAG, HOLD, REJECT = "accept", "tag", "hold", "reject"
 ACTIONS: tuple[str, ...] = (ACCEPT, TAG, HOLD, REJECT)  # in order of strictness

@@ -29,7 +29,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .patternset import PatternSet
+from regfd.scan.patternset import PatternSet
 
 # Characters that are invisible or only formatting: removed outright.
 _INVISIBLE = (

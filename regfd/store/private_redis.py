@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from .errors import StoreUnavailable
+from regfd.errors import StoreUnavailable
 
 
 class PrivateRedis:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
 
-from .address import candidates, domain_of, pattern_covers
-from .clock import from_iso, to_iso
+from regfd.core.address import candidates, domain_of, pattern_covers
+from regfd.core.clock import from_iso, to_iso
 
 REGISTRY_CATEGORIES: tuple[str, ...] = (
     "analyst",

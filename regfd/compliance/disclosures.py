@@ -39,15 +39,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
-from .clock import from_iso, to_iso
-from .clock import now as utcnow
-from .errors import InvalidInput, StoreUnavailable
-from .store import REDIS_ERRORS
-from .tradingcalendar import market_open, new_york_date, next_trading_day
+from regfd.core.clock import from_iso, to_iso
+from regfd.core.clock import now as utcnow
+from regfd.errors import InvalidInput, StoreUnavailable
+from regfd.store.redis_store import REDIS_ERRORS
+from regfd.core.tradingcalendar import market_open, new_york_date, next_trading_day
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .store import RedisStore
+    from regfd.config import Config
+    from regfd.store.redis_store import RedisStore
 
 OPEN, CLOSED = "open", "closed"
 STAGE_REMINDER, STAGE_OVERDUE, STAGE_DONE = "reminder", "overdue", "done"

@@ -38,7 +38,7 @@ import os
 import re
 from pathlib import Path
 
-from .postfix import MtaResult, one_line, run_mta_command
+from regfd.mta.postfix import MtaResult, one_line, run_mta_command
 
 # Sendmail 8.x ids: 8 letters/digits (time, sequence) then the pid (6+ digits),
 # "6APElLxO003068"; older and patched builds differ a little, hence the range.

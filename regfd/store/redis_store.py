@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 import redis
 from redis.sentinel import Sentinel
 
-from .address import candidates
-from .clock import now, to_iso
-from .directory import (
+from regfd.core.address import candidates
+from regfd.core.clock import now, to_iso
+from regfd.core.directory import (
     Authorization,
     DirectorySnapshot,
     Exemption,
@@ -39,11 +39,11 @@ from .directory import (
     QuietPeriod,
     RegistryEntry,
 )
-from .errors import InvalidInput, StoreUnavailable
-from .redisserver import PrivateRedis
+from regfd.errors import InvalidInput, StoreUnavailable
+from regfd.store.private_redis import PrivateRedis
 
 if TYPE_CHECKING:
-    from .config import Config
+    from regfd.config import Config
 
 REDIS_ERRORS = (redis.RedisError, OSError)
 

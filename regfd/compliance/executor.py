@@ -22,20 +22,20 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .clock import now as utcnow
-from .disclosure import Disclosure, Disclosures, new_id, open_disclosure
-from .errors import StoreUnavailable
-from .message import MessageFacts
-from .notify import Outbox, Transport, render_decision, render_disclosure_reminder, render_sender_held
-from .policy import ACCEPT, HOLD, REJECT, TAG, Verdict
-from .postfix import MtaQueue, PostfixQueue
-from .quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
-from .records import Records, make_record
-from .store import REDIS_ERRORS
+from regfd.core.clock import now as utcnow
+from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_disclosure
+from regfd.errors import StoreUnavailable
+from regfd.core.message import MessageFacts
+from regfd.compliance.notify import Outbox, Transport, render_decision, render_disclosure_reminder, render_sender_held
+from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Verdict
+from regfd.mta.postfix import MtaQueue, PostfixQueue
+from regfd.compliance.quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
+from regfd.compliance.records import Records, make_record
+from regfd.store.redis_store import REDIS_ERRORS
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .store import RedisStore
+    from regfd.config import Config
+    from regfd.store.redis_store import RedisStore
 
 NOTIFIED_ACTIONS = (TAG, HOLD, REJECT)
 DELIVERED_ACTIONS = (ACCEPT, TAG)

@@ -24,8 +24,8 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import Parser
 
-from .config import ScanLimits
-from .docformats import (
+from regfd.config import ScanLimits
+from regfd.scan.documents import (
     OOXML_KINDS,
     BudgetExceeded,
     Unreadable,

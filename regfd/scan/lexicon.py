@@ -21,9 +21,9 @@ from typing import Any
 
 import regex
 
-from .errors import ConfigError
-from .patternset import PatternSet
-from .textnorm import fold
+from regfd.errors import ConfigError
+from regfd.scan.patternset import PatternSet
+from regfd.scan.normalize import fold
 
 MATERIAL = "material"
 EMBARGO = "embargo"
