@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.mta import MilterProcess, make_message, queue_id_of, wait_until
+
 pytestmark = pytest.mark.e2e
 
 MATERIAL = "Between us, we will miss the quarter and the guidance will be lowered next week."
@@ -189,4 +190,6 @@ def test_check_takes_the_milter_decision(world, smtp_sink, regfd_milter, mta_reg
     verdict = json.loads(r.out)
     assert verdict["action"] == decision["action"]
     assert verdict["reasons"] == decision["reasons"]
+    assert verdict["rule"] is not None and verdict["rule"]["number"] == decision["rule"]
+    assert f"policy rule {decision['rule']}" in " ".join(decision["reasons"])  # the row that decided, with its why
     assert sorted({f"{f['kind']}:{f['category']}" for f in verdict["findings"]}) == decision["findings"]

@@ -11,7 +11,9 @@ from regfd.config import DEFAULT_POLICY_FILE
 from regfd.core.directory import Authorization, DirectorySnapshot, Exemption, Officer, QuietPeriod, RegistryEntry
 from regfd.errors import ConfigError
 from regfd.core.finding import Finding
-from regfd.core.policy import Envelope, Policy, decide, load_policy_table
+from regfd.core.decision import decide
+from regfd.core.envelope import Envelope
+from regfd.core.policy import Policy, load_policy_table
 
 AT = datetime(2030, 6, 12, 15, 0, tzinfo=timezone.utc)  # an explicit instant: no dependence on today
 QUIET = QuietPeriod("1", AT - timedelta(days=1), AT + timedelta(days=1), "Q2 quiet period")

@@ -19,7 +19,10 @@ from regfd.compliance.disclosures import disclosure_deadline
 from regfd.errors import StoreUnavailable
 from regfd.core.finding import Finding
 from regfd.core.message import MessageFacts
-from regfd.core.policy import Envelope, Policy, Verdict, decide, load_policy_table
+from regfd.core.decision import decide
+from regfd.core.envelope import Envelope
+from regfd.core.policy import Policy, load_policy_table
+from regfd.core.verdict import Verdict
 from regfd.store.redis_store import RedisStore, client_from_url
 from regfd.compliance.executor import Reminders, Workflow
 

@@ -1,7 +1,7 @@
 """`regfd check`: the gateway's decision for a message, without sending it.
 
-Same steps as the milter: one directory snapshot, classify, scan only when
-the content can matter, judge. An admin can run it over a directory of .eml
+The same decision path as the milter (`Decider`): the sender alone, one
+directory snapshot, the content only when it can matter, the policy table. An admin can run it over a directory of .eml
 files or an mbox to see what a policy change would do to real past mail.
 The envelope comes from --from/--to; when they are not given (handy for
 archives) it is taken from the From:, To:, Cc: and Bcc: headers.
@@ -25,7 +25,10 @@ from typing import Any, Iterator
 from regfd.core.address import normalize_address
 from regfd.core.clock import now, parse_instant
 from regfd.errors import InvalidInput
-from regfd.core.policy import ACTIONS, Envelope, Policy, Verdict, classify, judge
+from regfd.core.decision import Decider
+from regfd.core.envelope import Envelope
+from regfd.core.policy import ACTIONS, Policy
+from regfd.core.verdict import Verdict
 from . import Context
 
 
@@ -85,17 +88,23 @@ class Checker:
     def __init__(self, ctx: Context, at: datetime) -> None:
         self.ctx = ctx
         self.at = at
-        self.policy = Policy.from_config(ctx.config)
-        self.lexicons = lexicons_for(ctx.config.lexicon_dir, ctx.config.state_dir / "cache")
+        config = ctx.config
+        lexicons = lexicons_for(config.lexicon_dir, config.state_dir / "cache")
+        self.decider = Decider(Policy.from_config(config), functools.partial(_scan, lexicons=lexicons,
+                                                                            limits=config.limits),
+                               config.limits.max_message_bytes)
 
     def verdict(self, raw: bytes, sender: str, recipients: list[str], auth: str) -> Verdict:
-        from regfd.scan.scanner import scan_message
-
+        """The milter's verdict for this message and envelope, with the live directory."""
         envelope = Envelope.from_raw(sender, recipients, auth)
         snapshot = self.ctx.store.snapshot(envelope.sender, envelope.recipients)
-        classification = classify(envelope, snapshot, self.at, self.policy)
-        findings = scan_message(raw, self.lexicons, self.ctx.config.limits) if classification.needs_content else []
-        return judge(classification, findings, self.policy)
+        return self.decider.decide(envelope, snapshot, raw, self.at)
+
+
+def _scan(raw: bytes, *, lexicons: Any, limits: Any) -> Any:
+    from regfd.scan.scanner import scan_message
+
+    return scan_message(raw, lexicons, limits)
 
 
 def _human(v: Verdict, out: Any, name: str | None = None) -> None:

@@ -27,7 +27,8 @@ from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_d
 from regfd.errors import StoreUnavailable
 from regfd.core.message import MessageFacts
 from regfd.compliance.notify import Outbox, Transport, render_decision, render_disclosure_reminder, render_sender_held
-from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Verdict
+from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
+from regfd.core.verdict import Verdict
 from regfd.mta.postfix import MtaQueue, PostfixQueue
 from regfd.compliance.quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
 from regfd.compliance.records import Records, make_record

@@ -26,7 +26,7 @@ import redis
 from regfd.core.clock import to_iso
 from regfd.errors import StoreUnavailable
 from regfd.core.message import MessageFacts
-from regfd.core.policy import Verdict
+from regfd.core.verdict import Verdict
 
 if TYPE_CHECKING:
     from regfd.store.redis_store import RedisStore

@@ -39,11 +39,14 @@ import Milter
 import structlog
 
 from regfd.core.clock import now
-from regfd.core.directory import SYSTEM, DirectorySnapshot
+
 from regfd.errors import StoreUnavailable
-from regfd.core.finding import UNSCANNABLE, Finding
+from regfd.core.finding import Finding
 from regfd.core.message import MessageFacts
-from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Classification, Envelope, Policy, Verdict, classify, judge
+from regfd.core.decision import Decider
+from regfd.core.envelope import Envelope
+from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Policy
+from regfd.core.verdict import Classification, Verdict
 from regfd.store.redis_store import DirectoryReader
 from regfd.compliance.executor import DecisionSink
 
@@ -79,12 +82,10 @@ class FailurePolicy:
 class MilterApp:
     """State shared by every connection: immutable, or thread-safe by construction."""
 
-    policy: Policy
+    decider: Decider
     store: DirectoryReader
     sink: DecisionSink
-    scan: Scan
     failure: FailurePolicy
-    max_message_bytes: int
     decision_timeout: float
     reject_text: str
     subject_prefix: str = ""
@@ -99,10 +100,12 @@ class MilterApp:
     @classmethod
     def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, scan: Scan,
                     policy: Policy | None = None) -> "MilterApp":
+        """Build from the configuration; `policy` when the caller already loaded it."""
         m = config.milter
-        return cls(policy=policy or Policy.from_config(config), store=store, sink=sink, scan=scan,
+        decider = Decider(policy or Policy.from_config(config), scan, config.limits.max_message_bytes)
+        return cls(decider=decider, store=store, sink=sink,
                    failure=FailurePolicy(m.failure_action, m.tempfail_text, m.reject_text),
-                   max_message_bytes=config.limits.max_message_bytes, decision_timeout=m.decision_timeout,
+                   decision_timeout=m.decision_timeout,
                    reject_text=m.reject_text, subject_prefix=m.subject_prefix, journal_bcc=m.journal_bcc)
 
     # True on a unix socket: no Nagle there, so the quieter protocol is safe (see QuietRegfdMilter).
@@ -120,8 +123,13 @@ class MilterApp:
                     self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="regfd-scan")
         return self._executor
 
-    def scan_bounded(self, raw: bytes, budget: float) -> list[Finding]:
-        """Scan on a Python-owned thread, waiting at most `budget` seconds.
+    @property
+    def max_message_bytes(self) -> int:
+        """The most of one message kept in memory (one byte more shows it was over)."""
+        return self.decider.max_message_bytes
+
+    def judge_bounded(self, c: Classification, raw: bytes, size: int, budget: float) -> Verdict:
+        """The end-of-message stage of the decision on a Python-owned thread, waiting at most `budget` s.
 
         Why not in the callback thread: Debian's libmilter runs callbacks on a
         worker pool, so one connection's callbacks hop between OS threads while
@@ -136,7 +144,7 @@ class MilterApp:
         """
         if budget <= 0:
             raise _Failed("no time left for the scan within milter.decision_timeout")
-        future = self.executor.submit(lambda: list(self.scan(raw)))
+        future = self.executor.submit(self.decider.at_end, c, raw, size)
         try:
             return future.result(timeout=budget)
         except concurrent.futures.TimeoutError:
@@ -305,11 +313,10 @@ class RegfdMilter(Milter.Base):
         self.sender = _addr(mailfrom) or _addr(self._macro("{mail_addr}"))
         self.auth = self._macro("{auth_authen}")
         self._qid()
-        # Inbound and system mail need neither Redis nor the body: decide now
-        # with what the policy says about the sender alone.
-        early = classify(self._envelope(), DirectorySnapshot(), self.app.clock(), self.app.policy)
-        if not early.outbound or early.sender_class == SYSTEM:
-            self._log_decision(ACCEPT, early.reasons, (), stage="mail")
+        # Inbound and system mail need neither Redis nor the body.
+        early = self.app.decider.at_mail(self._envelope(), self.app.clock())
+        if early is not None:
+            self._log_decision(early.action, early.reasons, (), stage="mail")
             self._end()
             return Milter.ACCEPT
         return Milter.CONTINUE
@@ -332,7 +339,7 @@ class RegfdMilter(Milter.Base):
             snap = self.app.store.snapshot(envelope.sender, envelope.recipients)
         except StoreUnavailable as exc:
             return self._fail("data", exc)
-        c = classify(envelope, snap, self.app.clock(), self.app.policy)
+        c = self.app.decider.at_data(envelope, snap, self.app.clock())
         self.decision_s += time.monotonic() - t
         if self.decision_s > self.app.decision_timeout:
             return self._fail("data", _Failed(f"directory lookup took {self.decision_s:.1f}s"))
@@ -398,11 +405,7 @@ class RegfdMilter(Milter.Base):
             c = dataclasses.replace(c, envelope=dataclasses.replace(c.envelope, queue_id=self.queue_id))
         t = time.monotonic()
         raw = b"".join(self.chunks)
-        findings = self.app.scan_bounded(raw, self.app.decision_timeout - self.decision_s)
-        if self.truncated and not any(f.kind == UNSCANNABLE for f in findings):
-            findings.append(Finding(UNSCANNABLE, "size-limit", "", f"message over {self.app.max_message_bytes} bytes",
-                                    "body"))
-        verdict = judge(c, findings, self.app.policy)
+        verdict = self.app.judge_bounded(c, raw, self.size, self.app.decision_timeout - self.decision_s)
         self.decision_s += time.monotonic() - t
         if self.decision_s > self.app.decision_timeout:
             raise _Failed(f"decision took {self.decision_s:.1f}s (over milter.decision_timeout "
@@ -414,7 +417,8 @@ class RegfdMilter(Milter.Base):
             self.app.sink.on_decision(verdict, facts)  # raises → failure action: never unrecorded
         rc = self._act(verdict)
         self._log_decision(verdict.action, verdict.reasons, verdict.specified, stage="eom",
-                           findings=sorted({f"{f.kind}:{f.category}" for f in verdict.findings}))
+                           findings=sorted({f"{f.kind}:{f.category}" for f in verdict.findings}),
+                           rule=verdict.rule.number if verdict.rule else None)
         self._end()
         return rc
 
@@ -476,8 +480,8 @@ class RegfdMilter(Milter.Base):
         return Milter.REJECT if f.action == "reject" else Milter.TEMPFAIL
 
     def _log_decision(self, action: str, reasons: Iterable[str], specified: Iterable[Any], stage: str,
-                      findings: Iterable[str] = ()) -> None:
-        log.info("milter.decision", queue_id=self.queue_id, sender=self.sender,
+                      findings: Iterable[str] = (), rule: int | None = None) -> None:
+        log.info("milter.decision", queue_id=self.queue_id, sender=self.sender, rule=rule,
                  recipients=len(self.recipients), specified=[r.address for r in specified], action=action,
                  reasons=list(reasons), findings=list(findings), stage=stage, client=self.client_addr,
                  duration_ms=round(self.decision_s * 1000, 2),
