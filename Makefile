@@ -15,6 +15,8 @@ run: deps
 
 test: deps
 	@bash deploy/install-system-deps.sh test
+	$(BIN)/ruff check regfd tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 deps: $(STAMP)

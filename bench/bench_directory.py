@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,7 +48,7 @@ def fill(store: RedisStore, prefix_rows: int) -> None:
 
 
 def classify_rate(store: RedisStore, entries: int, messages: int, rng: random.Random) -> tuple[float, float]:
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     envelopes = []
     for _ in range(messages):
         rcpts = []
@@ -84,8 +84,8 @@ def main() -> None:
             cfg = Path(tmp) / "regfd.toml"
             cfg.write_text('internal_domains = ["allient.com"]\nredis_prefix = "imp:"\n')
             t = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "regfd.cli", "--config", str(cfg), "registry", "import", str(csv)],
-                               env=env, capture_output=True, text=True)
+            argv = [sys.executable, "-m", "regfd.cli", "--config", str(cfg), "registry", "import", str(csv)]
+            p = subprocess.run(argv, env=env, capture_output=True, text=True)
             import_s = time.perf_counter() - t
             assert p.returncode == 0, p.stderr
             print(f"registry import, 100,000-row CSV (regfd registry import, whole command): {import_s:.2f} s"

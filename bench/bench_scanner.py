@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from regfd.config import ScanLimits  # noqa: E402
-from regfd.scan.lexicon import load_lexicons  # noqa: E402
-from regfd.scan.scanner import scan_message  # noqa: E402
 from regfd.scan import normalize as textnorm  # noqa: E402
+from regfd.scan.lexicon import load_lexicons  # noqa: E402
 from regfd.scan.normalize import normalize  # noqa: E402
+from regfd.scan.scanner import scan_message  # noqa: E402
 from tests.scanner_fixtures import make_pdf  # noqa: E402
 
 _SUBJECTS = ["the team", "our vendor", "the regional office", "finance", "the project group", "marketing", "our partner", "the customer success team", "legal", "the facilities crew"]

@@ -241,7 +241,7 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("smtp.relay", f"must be HOST:PORT (got {relay!r})")
     sender = _normalized("smtp.sender", (cfg.smtp.sender,), "address")[0]
     sock = cfg.milter.socket
-    if not (sock.startswith("unix:") or sock.startswith("local:") or sock.startswith("inet:") or sock.startswith("inet6:")):
+    if not sock.startswith(("unix:", "local:", "inet:", "inet6:")):
         raise _fail("milter.socket", f"must be inet:PORT@HOST or unix:PATH (got {sock!r})")
     if cfg.milter.journal_bcc:
         _normalized("milter.journal_bcc", (cfg.milter.journal_bcc,), "address")

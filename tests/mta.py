@@ -41,9 +41,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -148,11 +149,11 @@ class MilterProcess:
 
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
-              timeout: float = 20.0) -> "MilterProcess":
+              timeout: float = 20.0) -> MilterProcess:
         """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec."""
         spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
         socket_path = Path(socket_path) if not isinstance(socket_path, str) else Path("/nonexistent")
-        logf = open(log, "ab")
+        logf = open(log, "ab")  # noqa: SIM115 - the milter process owns it until stop()
         proc = subprocess.Popen([PYTHON, "-m", "regfd.cli", "milter", "--config", str(config),
                                  "--socket", spec],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
@@ -301,7 +302,8 @@ class PostfixInstance:
         main_sock = self.sockets["main"]
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(listeners="\n".join(listeners)))
         (self.config_dir / "main.cf").write_text(MAIN_CF.format(
-            queue=self.queue_dir, data=self.base / "data", relay_port=self.relay_port, hostname=POSTFIX_HOSTNAME, dir=self.base / "log",
+            queue=self.queue_dir, data=self.base / "data", relay_port=self.relay_port, hostname=POSTFIX_HOSTNAME,
+            dir=self.base / "log",
             milter=(main_sock if isinstance(main_sock, str) else f"unix:{main_sock}") if main_sock else ""))
 
     def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

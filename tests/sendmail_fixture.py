@@ -201,8 +201,9 @@ class SendmailInstance:
             assert f"unix:{self.milter_socket}" in milter, "deploy/sendmail.mc.snippet: socket not found"
         mc = MC.format(base=self.base, hostname=HOSTNAME, relay_port=self.relay_port, port=self.port, milter=milter)
         (self.base / "sendmail.mc").write_text(mc)
-        p = subprocess.run([self.prefix.m4, f"-D_CF_DIR_={self.prefix.cf_dir}/", str(self.prefix.cf_dir / "m4" / "cf.m4"),
-                            str(self.base / "sendmail.mc")], capture_output=True, text=True)
+        p = subprocess.run([self.prefix.m4, f"-D_CF_DIR_={self.prefix.cf_dir}/",
+                            str(self.prefix.cf_dir / "m4" / "cf.m4"), str(self.base / "sendmail.mc")],
+                           capture_output=True, text=True)
         if p.returncode != 0 or "QueueDirectory" not in p.stdout:
             raise RuntimeError(f"m4 sendmail.mc failed: {p.stderr[-2000:]}")
         self.cf.write_text(p.stdout)
@@ -219,7 +220,8 @@ class SendmailInstance:
                                 f"export LD_LIBRARY_PATH={libs}\n{run}\n")
         self.wrapper.chmod(0o755)
 
-    def sendmail(self, *args: str, input: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    def sendmail(self, *args: str, input: bytes | None = None,
+                 timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([str(self.wrapper), "-C", str(self.cf), *args], input=input, capture_output=True,
                               timeout=timeout)
 
@@ -227,7 +229,8 @@ class SendmailInstance:
         self.write()
         r = self.sendmail("-bd")
         if r.returncode != 0:
-            raise RuntimeError(f"sendmail -bd failed ({r.returncode}): {(r.stdout + r.stderr).decode(errors='replace')}")
+            output = (r.stdout + r.stderr).decode(errors="replace")
+            raise RuntimeError(f"sendmail -bd failed ({r.returncode}): {output}")
 
         def up() -> bool:
             try:

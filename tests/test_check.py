@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -94,16 +94,17 @@ def test_quiet_period_boundaries_and_time_zone(company: Regfd, tmp_path: Path) -
     path = eml(tmp_path, BENIGN, sender="ir@allient.com")
 
     def action(at: datetime) -> str:
-        return check(company, path, "--from", "ir@allient.com", "--to", "ana@bank.com", "--at", at.isoformat())["action"]
+        out = check(company, path, "--from", "ir@allient.com", "--to", "ana@bank.com", "--at", at.isoformat())
+        return out["action"]
 
     assert action(start - timedelta(seconds=1)) == "accept"
     assert action(start) == "hold"  # start inclusive
     assert action(end - timedelta(seconds=1)) == "hold"
     assert action(end) == "accept"  # end exclusive
     # The same instant written in UTC: midnight New York is 04:00 or 05:00 UTC, not 00:00.
-    utc_midnight = datetime.combine(start_day, time(0, 0), tzinfo=timezone.utc)
+    utc_midnight = datetime.combine(start_day, time(0, 0), tzinfo=UTC)
     assert action(utc_midnight) == "accept"
-    assert action(start.astimezone(timezone.utc)) == "hold"
+    assert action(start.astimezone(UTC)) == "hold"
     # --at without an offset is read in the company's zone
     naive = check(company, path, "--from", "ir@allient.com", "--to", "ana@bank.com", "--at",
                   f"{start_day.isoformat()}T00:00:00")

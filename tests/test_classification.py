@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from regfd.core.directory import (
 )
 from regfd.store.redis_store import RedisStore
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 INTERNAL = ("allient.com",)
 ROLES = ("CEO", "CFO")
 SYSTEM = "regfd@allient.com"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,11 +12,11 @@ from tests.conftest import Regfd
 
 
 def future(days: int = 30) -> str:
-    return (datetime.now(timezone.utc) + timedelta(days=days)).date().isoformat()
+    return (datetime.now(UTC) + timedelta(days=days)).date().isoformat()
 
 
 def past(days: int = 3) -> str:
-    return (datetime.now(timezone.utc) - timedelta(days=days)).date().isoformat()
+    return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
 
 
 def listed(regfd: Regfd, *group: str) -> list[dict]:
@@ -27,7 +27,8 @@ def listed(regfd: Regfd, *group: str) -> list[dict]:
 
 # ----- registry
 def test_registry_add_list_remove(regfd: Regfd) -> None:
-    r = regfd("registry", "add", "Research.BANK.com.", "--category", "analyst", "--firm", "Big Bank", "--note", "sell side")
+    r = regfd("registry", "add", "Research.BANK.com.", "--category", "analyst", "--firm", "Big Bank",
+              "--note", "sell side")
     assert r.rc == 0 and "research.bank.com" in r.out
     assert regfd("registry", "add", "pm@Fund.example", "--category", "money-manager").rc == 0
     rows = listed(regfd, "registry")
@@ -217,7 +218,7 @@ def test_quiet_refusals(regfd: Regfd, args: tuple[str, ...], message: str) -> No
 
 # ----- audit
 def test_every_change_is_audited(regfd: Regfd, tmp_path: Path) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     assert regfd("registry", "add", "bank.com", "--category", "analyst", "--by", "alice@allient.com").rc == 0
     assert regfd("officer", "add", "ceo@allient.com", "--role", "CEO").rc == 0
     assert regfd("delegate", "add", "ir@allient.com", "--by", "ceo@allient.com").rc == 0

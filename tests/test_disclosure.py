@@ -7,7 +7,7 @@ the calendar is computed by rule, so any year works.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -42,13 +42,13 @@ def ny(s: str) -> datetime:
     ("2026-01-16T17:00", "2026-01-20T09:30", "Friday before MLK day: Tuesday"),
 ])
 def test_deadline(delivered: str, due: str, why: str) -> None:
-    assert disclosure_deadline(ny(delivered)) == ny(due).astimezone(timezone.utc), why
+    assert disclosure_deadline(ny(delivered)) == ny(due).astimezone(UTC), why
 
 
 def test_dst_spring_forward_weekend() -> None:
     # 2026-03-08: clocks go 02:00 EST -> 03:00 EDT. Friday 15:00 EST -> Monday 09:30 EDT (13:30 UTC).
     d = disclosure_deadline(ny("2026-03-06T15:00"))
-    assert d == datetime(2026, 3, 9, 13, 30, tzinfo=timezone.utc)
+    assert d == datetime(2026, 3, 9, 13, 30, tzinfo=UTC)
     assert d.astimezone(NY).hour == 9 and d.astimezone(NY).tzname() == "EDT"
     # Sunday 10:00 EDT + 24 elapsed hours = Monday 10:00 EDT, after the open.
     assert disclosure_deadline(ny("2026-03-08T10:00")) == ny("2026-03-09T10:00")
@@ -58,7 +58,7 @@ def test_dst_spring_forward_weekend() -> None:
 
 def test_dst_fall_back_weekend() -> None:
     # 2026-11-01: clocks go 02:00 EDT -> 01:00 EST. Friday 15:00 EDT -> Monday 09:30 EST (14:30 UTC).
-    assert disclosure_deadline(ny("2026-10-30T15:00")) == datetime(2026, 11, 2, 14, 30, tzinfo=timezone.utc)
+    assert disclosure_deadline(ny("2026-10-30T15:00")) == datetime(2026, 11, 2, 14, 30, tzinfo=UTC)
     # Sunday 00:30 EDT + 24 h = Sunday 23:30 EST (a 25-hour day): Monday's open is later.
     assert disclosure_deadline(ny("2026-11-01T00:30")) == ny("2026-11-02T09:30")
 
@@ -74,7 +74,7 @@ def test_naive_instant_refused() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.datetimes(min_value=datetime(1999, 1, 1), max_value=datetime(2060, 12, 31), timezones=st.just(timezone.utc)))
+@given(st.datetimes(min_value=datetime(1999, 1, 1), max_value=datetime(2060, 12, 31), timezones=st.just(UTC)))
 def test_deadline_properties(delivered: datetime) -> None:
     d = disclosure_deadline(delivered)
     assert d >= delivered + timedelta(hours=24)
@@ -91,8 +91,8 @@ def test_deadline_properties(delivered: datetime) -> None:
 
 # ---------------------------------------------------------------- follow-ups through the CLI
 def _open_one(store, regfd):  # type: ignore[no-untyped-def]
-    from regfd.config import load_config
     from regfd.compliance.executor import Workflow
+    from regfd.config import load_config
     from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
 
     config = load_config(regfd.config)
@@ -132,8 +132,8 @@ def test_close_after_the_deadline_is_marked_late(store, regfd) -> None:  # type:
     import json
     from datetime import timedelta
 
-    from regfd.config import load_config
     from regfd.compliance.disclosures import Disclosures
+    from regfd.config import load_config
     from tests.test_workflow import FixedClock
 
     d = _open_one(store, regfd)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from regfd.core.clock import from_iso
 from regfd.compliance.disclosures import disclosure_deadline
+from regfd.core.clock import from_iso
 from regfd.store.redis_store import RedisStore, client_from_url
 from tests.conftest import Regfd
 from tests.mta import make_message, queue_id_of, wait_until
@@ -109,8 +110,8 @@ def test_held_message_notifies_corporate_secretary(postfix: Any, regfd_milter: A
 def test_release_delivers_exactly_once_and_records_who_and_why(postfix: Any, regfd_milter: Any, cli: Regfd,
                                                                 smtp_sink: Any, agent: None) -> None:
     sender, rcpt, qid, entry = hold_one(postfix, regfd_milter, cli)
-    r = cli("quarantine", "release", entry["id"], "--by", "corpsec@allient.com", "--reason", "approved: public since 9:00",
-            "--timeout", "20")
+    r = cli("quarantine", "release", entry["id"], "--by", "corpsec@allient.com",
+            "--reason", "approved: public since 9:00", "--timeout", "20")
     assert r.rc == 0, r.err
     assert f"released {entry['id']}" in r.out
     [got] = smtp_sink.wait_for(rcpt, 20)
@@ -183,7 +184,8 @@ def test_every_message_to_a_specified_person_is_recorded(postfix: Any, regfd_mil
     assert pm in csv_out and "reject" in csv_out
 
 
-def test_tagged_material_message_opens_a_disclosure(postfix: Any, regfd_milter: Any, cli: Regfd, smtp_sink: Any) -> None:
+def test_tagged_material_message_opens_a_disclosure(postfix: Any, regfd_milter: Any, cli: Regfd,
+                                                    smtp_sink: Any) -> None:
     rcpt = uniq("analyst", "bank.com")
     code, text = postfix.send("ceo@allient.com", [rcpt], make_message("ceo@allient.com", rcpt, "Update", MATERIAL))
     assert code == 250, text
@@ -197,6 +199,7 @@ def test_tagged_material_message_opens_a_disclosure(postfix: Any, regfd_milter: 
     d = wait_until(disclosure, 10, what="the disclosure follow-up")
     assert d["source"] == "delivered"
     assert from_iso(d["deadline"]) == disclosure_deadline(from_iso(d["delivered_at"]))  # type: ignore[arg-type]
-    [note] = flush_until(cli, lambda: [m for m in smtp_sink.to(CORPSEC) if d["id"] in m.msg.get_body(("plain",)).get_content()],
-                         "the tag notification")
+    [note] = flush_until(
+        cli, lambda: [m for m in smtp_sink.to(CORPSEC) if d["id"] in m.msg.get_body(("plain",)).get_content()],
+        "the tag notification")
     assert "PUBLIC DISCLOSURE DUE BY" in note.msg.get_body(("plain",)).get_content()

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 from regfd.scan.lexicon import load_lexicons
-
 from tests.scanner_fixtures import LEXICON_DIR
 
 TEXT = "Between us, we're going to miss the quarter. Adjusted EBITDA came in at $45 million."

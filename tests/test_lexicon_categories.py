@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
-
 from tests.scanner_fixtures import lexicons, text_findings
 
 POSITIVE: dict[str, list[str]] = {

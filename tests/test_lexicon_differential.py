@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 
 from regfd.scan.lexicon import Entry, Lexicons, scan_bytes
 from regfd.scan.normalize import normalize
-
 from tests.scanner_fixtures import lexicons
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 from regfd.errors import ConfigError
 from regfd.scan.lexicon import load_lexicons, pattern_to_regex
 from regfd.scan.scanner import scan_text
-
 from tests.scanner_fixtures import lexicons
 
 

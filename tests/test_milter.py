@@ -192,7 +192,8 @@ def test_officer_with_material_is_tagged_without_matched_text(directory):  # typ
 
 
 def test_tag_with_journal_bcc_and_subject_prefix(directory):  # type: ignore[no-untyped-def]
-    app, sink = make_app(directory, extra='[milter]\njournal_bcc = "journal@allient.com"\nsubject_prefix = "[RegFD] "\n')
+    app, sink = make_app(directory,
+                         extra='[milter]\njournal_bcc = "journal@allient.com"\nsubject_prefix = "[RegFD] "\n')
     ctx, codes = run_message(app, "ceo@allient.com", ["analyst@bank.com"], body=b"we will miss the quarter\r\n")
     assert ctx.rcpts == ["<journal@allient.com>"]
     assert ctx.changed == [("Subject", 1, "[RegFD] Hi")]

@@ -6,15 +6,16 @@ import email
 import email.policy
 import json
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from regfd.config import Config, load_config
-from regfd.compliance.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
-from regfd.store.redis_store import RedisStore
 from regfd.compliance.executor import Workflow
+from regfd.compliance.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
+from regfd.config import Config, load_config
+from regfd.store.redis_store import RedisStore
 from tests.conftest import free_port
 from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
 

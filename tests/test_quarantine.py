@@ -12,18 +12,19 @@ from __future__ import annotations
 import json
 import stat
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from regfd.config import Config, load_config
 from regfd.compliance.disclosures import disclosure_deadline
-from regfd.mta.postfix import MtaResult, PostfixQueue
-from regfd.compliance.quarantine import Quarantine, QuarantineAgent
-from regfd.store.redis_store import RedisStore
 from regfd.compliance.executor import Reminders, Workflow
+from regfd.compliance.quarantine import Quarantine, QuarantineAgent
+from regfd.config import Config, load_config
+from regfd.mta.postfix import MtaResult, PostfixQueue
+from regfd.store.redis_store import RedisStore
 from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict, outbox_items
 
 HOST = "mta1.test"
@@ -247,7 +248,8 @@ def _fake_bin(path: Path, output: str, log: Path) -> str:
 
 def test_postfix_adapter_commands_and_parsing(tmp_path: Path) -> None:
     log = tmp_path / "calls"
-    superb = _fake_bin(tmp_path / "postsuper", "postsuper: 4ABC123XYZ: released from hold\npostsuper: Released from hold: 1 message", log)
+    superb = _fake_bin(tmp_path / "postsuper",
+                       "postsuper: 4ABC123XYZ: released from hold\npostsuper: Released from hold: 1 message", log)
     queueb = _fake_bin(tmp_path / "postqueue", "", log)
     pq = PostfixQueue("/etc/postfix-test", superb, queueb)
     res = pq.release("4ABC123XYZ")

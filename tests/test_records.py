@@ -6,13 +6,13 @@ import csv
 import io
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from regfd.config import load_config
-from regfd.compliance.records import Records
-from regfd.store.redis_store import RedisStore
 from regfd.compliance.executor import Workflow
+from regfd.compliance.records import Records
+from regfd.config import load_config
+from regfd.store.redis_store import RedisStore
 from tests.test_workflow import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_verdict
 
 
@@ -65,7 +65,7 @@ def test_records_since(store: RedisStore, regfd: Any) -> None:
     # --since bounds by arrival in Redis; the local redis-server shares this machine's clock.
     _decide_three(store, regfd)
     time.sleep(0.01)
-    cut = datetime.now(timezone.utc)
+    cut = datetime.now(UTC)
     time.sleep(0.01)
     config = load_config(regfd.config)
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
@@ -81,7 +81,7 @@ def test_records_since(store: RedisStore, regfd: Any) -> None:
 def test_retention_trims_old_records(store: RedisStore, regfd: Any) -> None:
     config = load_config(regfd.config)
     recs = Records(store, retention_days=1)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     two_days_ago = int((now - timedelta(days=2)).timestamp() * 1000)
     store.r.xadd(recs.key, {"r": json.dumps({"n": 1})}, id=f"{two_days_ago}-0")  # an old record
     pipe = store.r.pipeline()

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from regfd.core.finding import MATERIAL, NON_GAAP_UNRECONCILED
 from regfd.scan import normalize as textnorm
 from regfd.scan.normalize import normalize
-
 from tests.scanner_fixtures import text_findings
 
 

@@ -23,7 +23,6 @@ import pytest
 
 from regfd.scan import mime as mimeparts
 from regfd.scan.mime import _fast_parse, parse_message
-
 from tests.scanner_fixtures import make_pdf
 
 

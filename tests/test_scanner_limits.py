@@ -14,7 +14,6 @@ from email.mime.text import MIMEText
 
 from regfd.config import ScanLimits
 from regfd.core.finding import UNSCANNABLE
-
 from tests.scanner_fixtures import encrypt_pdf, make_docx, make_pdf, scan, zip_bomb_docx
 
 

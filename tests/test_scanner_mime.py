@@ -12,7 +12,6 @@ from email.mime.text import MIMEText
 import pytest
 
 from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
-
 from tests.scanner_fixtures import kinds, make_docx, make_pdf, make_xlsx, scan, text_findings
 
 LEAK = "We are going to miss the quarter."

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from regfd.config import ScanLimits
 from regfd.core.finding import FINDING_KINDS, Finding
-
 from tests.scanner_fixtures import make_docx, make_pdf, scan
 
 LIMITS = ScanLimits(time_budget=2.0, max_depth=4, max_parts=40)

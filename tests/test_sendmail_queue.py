@@ -16,15 +16,16 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from regfd.compliance.quarantine import mta_queue
 from regfd.config import parse_config
 from regfd.errors import ConfigError
 from regfd.mta.postfix import PostfixQueue
-from regfd.compliance.quarantine import mta_queue
 from regfd.mta.sendmail import SendmailQueue
 from tests.mta import MilterProcess, make_message, make_mta_dir, wait_until
 from tests.sendmail_fixture import SendmailInstance, new_instance, stop_instance
@@ -167,7 +168,8 @@ def test_quarantined_job_is_listed_and_released_once(sm: Any, smtp_sink: Any) ->
     inst, rf, milter = sm
     qid, rcpt, sender = _hold(inst, milter)
     assert sorted(_job_files(inst, qid)) == [f"df{qid}", f"hf{qid}"]  # hf: Sendmail's quarantined control file
-    assert any(line.startswith("qregfd hold:") for line in (inst.queue_dir / f"hf{qid}").read_bytes().decode("latin-1").splitlines())
+    control = (inst.queue_dir / f"hf{qid}").read_bytes().decode("latin-1")
+    assert any(line.startswith("qregfd hold:") for line in control.splitlines())
     listed = _queue(inst).quarantined()  # mailq -qQ
     assert listed[qid].startswith("regfd hold:"), listed
     time.sleep(0.5)

@@ -12,8 +12,9 @@ import argparse
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 from regfd.config import Config, load_config
 from regfd.errors import InvalidInput, RegfdError, StoreUnavailable
@@ -71,7 +72,7 @@ Handler = Callable[[Context, argparse.Namespace], int | None]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import check, directory, milter, compliance
+    from . import check, compliance, directory, milter
 
     parser = Parser(prog="regfd", description="Regulation FD gateway for outgoing email")
     parser.add_argument("--config", help="TOML configuration file (default: $REGFD_CONFIG or built-in defaults)")

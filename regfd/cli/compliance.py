@@ -17,17 +17,19 @@ when no agent runs there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
 import threading
 from typing import Any
 
+from regfd.cli.output import listing, print_json
 from regfd.core.address import normalize_address
 from regfd.core.clock import parse_instant
 from regfd.errors import InvalidInput
+
 from . import Context
-from regfd.cli.output import listing, print_json
 
 
 def _by(text: str) -> str:
@@ -135,7 +137,8 @@ def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
         s["deadline"] = local_time(d.deadline, ctx.config.tz)
         rows.append(s)
     listing(ctx.out, rows, False, ("id", "state", "deadline", "sender", "recipients", "subject", "closed_by",
-                                   "reference"), "no open disclosure follow-ups" if a.open else "no disclosure follow-ups")
+                                   "reference"),
+            "no open disclosure follow-ups" if a.open else "no disclosure follow-ups")
 
 
 def disclosures_close(ctx: Context, a: argparse.Namespace) -> None:
@@ -156,15 +159,13 @@ def _stop_on_signals(stop: threading.Event) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread (tests)
             signal.signal(sig, handler)
-        except ValueError:  # not the main thread (tests)
-            pass
 
 
 def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
-    from regfd.compliance.quarantine import QuarantineAgent, mta_queue
     from regfd.compliance.executor import agent_host
+    from regfd.compliance.quarantine import QuarantineAgent, mta_queue
 
     host = a.host or agent_host(ctx.config)
     agent = QuarantineAgent(ctx.store, ctx.config, mta_queue(ctx.config), host)
@@ -215,7 +216,8 @@ def register(sub: Any) -> None:
     fmt.add_argument("--csv", action="store_true")
     p.set_defaults(func=records_cmd)
 
-    qu = sub.add_parser("quarantine", help="held messages: review, release, reject").add_subparsers(dest="sub", required=True)
+    qu = sub.add_parser("quarantine", help="held messages: review, release, reject").add_subparsers(
+        dest="sub", required=True)
     p = qu.add_parser("list", help="held messages waiting for a decision")
     p.add_argument("--all", action="store_true", help="include released and rejected ones")
     json_flag(p)
@@ -235,7 +237,8 @@ def register(sub: Any) -> None:
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent (default 30)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("disclosures", help="disclosure follow-ups (material information that reached a Specified Person)")
+    p = sub.add_parser("disclosures",
+                       help="disclosure follow-ups (material information that reached a Specified Person)")
     p.add_argument("--open", action="store_true", help="only open follow-ups")
     json_flag(p)
     p.set_defaults(func=disclosures_cmd)
@@ -247,7 +250,8 @@ def register(sub: Any) -> None:
     c.set_defaults(func=disclosures_close)
 
     p = sub.add_parser("agent", help="carry out quarantine release/reject requests on this MTA host")
-    p.add_argument("--host", help="the MTA host name the milter records (default: Postfix's myhostname, else this host's FQDN)")
+    p.add_argument("--host", help="the MTA host name the milter records "
+                                  "(default: Postfix's myhostname, else this host's FQDN)")
     p.add_argument("--once", action="store_true", help="serve at most one request, then exit")
     p.add_argument("--wait", type=float, default=5.0, help="with --once: seconds to wait for a request")
     p.set_defaults(func=agent_cmd)

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from regfd.cli.output import listing
 from regfd.core.address import normalize_address, normalize_pattern
 from regfd.core.clock import now, parse_instant, to_iso
 from regfd.core.directory import (
@@ -27,8 +28,8 @@ from regfd.core.directory import (
     is_internal,
 )
 from regfd.errors import InvalidInput
+
 from . import Context, actor
-from regfd.cli.output import listing
 
 CSV_COLUMNS = ("pattern", "category", "firm", "note")
 
@@ -111,7 +112,7 @@ def dns_warning(domain: str) -> str:
         try:
             if resolver.resolve(domain, rtype):
                 return ""
-        except (dns.resolver.NXDOMAIN,):
+        except dns.resolver.NXDOMAIN:
             return f"{domain} does not exist in DNS (NXDOMAIN); added anyway"
         except (dns.resolver.NoAnswer, dns.resolver.NoNameservers):
             continue
@@ -178,7 +179,8 @@ def registry_import(ctx: Context, a: argparse.Namespace) -> None:
     who = actor(a.by)
     entries = parse_registry_csv(Path(a.file), who)
     ctx.store.registry_import(entries, a.replace, who, str(a.file))
-    _done(ctx, f"registry: imported {len(entries)} entries from {a.file}" + (" (replaced the registry)" if a.replace else ""))
+    replaced = " (replaced the registry)" if a.replace else ""
+    _done(ctx, f"registry: imported {len(entries)} entries from {a.file}{replaced}")
 
 
 def registry_export(ctx: Context, a: argparse.Namespace) -> None:
@@ -216,7 +218,8 @@ def officer_list(ctx: Context, a: argparse.Namespace) -> None:
 def delegate_add(ctx: Context, a: argparse.Namespace) -> None:
     address = _address(a.address)
     if ctx.config.internal_domains and not is_internal(address, ctx.config.internal_domains):
-        raise InvalidInput(f"delegate {address} is not in an internal domain ({', '.join(ctx.config.internal_domains)})")
+        domains = ", ".join(ctx.config.internal_domains)
+        raise InvalidInput(f"delegate {address} is not in an internal domain ({domains})")
     by = _address(a.by, "--by officer")
     to = tuple(dict.fromkeys(_pattern(p) for p in (a.to or [])))
     until = _future(ctx, a.until, "--until")
@@ -298,7 +301,8 @@ def audit_cmd(ctx: Context, a: argparse.Namespace) -> None:
     if not a.json:
         for r in rows:
             detail = r["detail"]
-            r["detail"] = ", ".join(f"{k}={v}" for k, v in detail.items() if v not in ("", None, [])) if isinstance(detail, dict) else detail
+            r["detail"] = (", ".join(f"{k}={v}" for k, v in detail.items() if v not in ("", None, []))
+                           if isinstance(detail, dict) else detail)
     listing(ctx.out, rows, a.json, ("at", "who", "action", "target", "detail"), "no audit events")
 
 
@@ -340,7 +344,8 @@ def register(sub: Any) -> None:
     p = reg.add_parser("export", help="print the registry as CSV (the import format)")
     p.set_defaults(func=registry_export)
 
-    off = sub.add_parser("officer", help="officers (authorized roles speak to Specified Persons)").add_subparsers(dest="sub", required=True)
+    off = sub.add_parser("officer", help="officers (authorized roles speak to Specified Persons)").add_subparsers(
+        dest="sub", required=True)
     p = off.add_parser("add")
     p.add_argument("address")
     p.add_argument("--role", required=True)
@@ -353,14 +358,16 @@ def register(sub: Any) -> None:
     p = dl.add_parser("add")
     p.add_argument("address")
     p.add_argument("--by", required=True, help="the authorized officer who approves")
-    p.add_argument("--to", action="append", metavar="PATTERN", help="recipient address or domain covered (repeatable; default: all)")
+    p.add_argument("--to", action="append", metavar="PATTERN",
+                   help="recipient address or domain covered (repeatable; default: all)")
     p.add_argument("--until", help="expiry date (YYYY-MM-DD, through the end of that day) or ISO date-time")
     p.add_argument("--scope", help="approved subject matter, for the record")
     p.set_defaults(func=delegate_add)
     remove(dl, "revoke", "address", delegate_revoke)
     list_cmd(dl, delegate_list)
 
-    ex = sub.add_parser("exempt", help="attorneys, auditors, investment bankers, NDA parties").add_subparsers(dest="sub", required=True)
+    ex = sub.add_parser("exempt", help="attorneys, auditors, investment bankers, NDA parties").add_subparsers(
+        dest="sub", required=True)
     p = ex.add_parser("add")
     p.add_argument("pattern")
     p.add_argument("--kind", required=True, help=" | ".join(EXEMPTION_KINDS))

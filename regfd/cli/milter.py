@@ -11,6 +11,7 @@ messages in flight finish, then stop the private redis-server it started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -18,8 +19,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import structlog
 
@@ -180,8 +182,8 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
     import Milter
     import milter as libmilter
 
-    from regfd.mta.libmilter import MilterApp
     from regfd.core.policy import Policy
+    from regfd.mta.libmilter import MilterApp
     from regfd.store.redis_store import open_store
 
     if args.milter_config:
@@ -250,10 +252,8 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
                 supervisor.private.stop()  # a server the supervisor restarted is ours to stop
         handle.close()
         if kind == "unix":
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(spec.partition(":")[2])
-            except OSError:
-                pass
 
 
 def serve_until_stopped(libmilter: Any, app: Any) -> BaseException | None:

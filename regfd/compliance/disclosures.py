@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
+from regfd.core.tradingcalendar import market_open, new_york_date, next_trading_day
 from regfd.errors import InvalidInput, StoreUnavailable
 from regfd.store.redis_store import REDIS_ERRORS
-from regfd.core.tradingcalendar import market_open, new_york_date, next_trading_day
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -62,7 +63,7 @@ def disclosure_deadline(delivered_at: datetime, extra_closures: frozenset = froz
         raise ValueError("delivered_at must be timezone-aware")
     plus_24h = delivered_at + timedelta(hours=24)
     next_open = market_open(next_trading_day(new_york_date(delivered_at), extra_closures))
-    return max(plus_24h, next_open).astimezone(timezone.utc)
+    return max(plus_24h, next_open).astimezone(UTC)
 
 
 def to_ms(dt: datetime) -> int:
@@ -97,7 +98,7 @@ class Disclosure:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Disclosure":
+    def from_json(cls, d: dict[str, Any]) -> Disclosure:
         delivered, deadline = from_iso(d["delivered_at"]), from_iso(d["deadline"])
         assert delivered is not None and deadline is not None
         return cls(d["id"], delivered, deadline, d.get("source", ""), d.get("record", {}),
@@ -130,7 +131,7 @@ def _dumps(d: dict[str, Any]) -> str:
 class Disclosures:
     """The follow-ups in Redis. Writes that belong to a decision go into the caller's pipeline."""
 
-    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.config = config
         self.clock = clock

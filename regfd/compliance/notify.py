@@ -26,17 +26,19 @@ import html
 import json
 import smtplib
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import redis
 
-from regfd.core.clock import from_iso, now as utcnow, to_iso
 from regfd.compliance.disclosures import new_id, to_ms
+from regfd.core.clock import from_iso, to_iso
+from regfd.core.clock import now as utcnow
 from regfd.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -51,7 +53,9 @@ LEASE_SECONDS = 600.0  # > smtp timeout many times over: a live worker finishes 
 @dataclass(frozen=True)
 class Notification:
     id: str
-    kind: str  # decision | held-sender | rejected-sender | released | rejected | hold-reminder | disclosure-reminder | disclosure-overdue
+    # decision | held-sender | rejected-sender | released | rejected | hold-reminder
+    # | disclosure-reminder | disclosure-overdue
+    kind: str
     to: tuple[str, ...]
     subject: str
     text: str
@@ -68,7 +72,7 @@ class Notification:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Notification":
+    def from_json(cls, d: dict[str, Any]) -> Notification:
         return cls(**{**d, "to": tuple(d.get("to", ()))})
 
     def email(self, sender: str, domain: str = "") -> EmailMessage:
@@ -145,7 +149,8 @@ def quarantine_commands(qid: str) -> Commands:
 
 def disclosure_commands(did: str) -> Commands:
     return Commands((
-        ("When the information is public", f'regfd disclosures close {did} --by YOU@company --reference "8-K filed ..."'),
+        ("When the information is public",
+         f'regfd disclosures close {did} --by YOU@company --reference "8-K filed ..."'),
         ("See open follow-ups", "regfd disclosures --open"),
     ))
 
@@ -178,12 +183,14 @@ def render_case(record: dict[str, Any], *, headline: str, tz: ZoneInfo, quaranti
           f"queue id {record.get('queue_id', '') or '?'}",
           f"Message-ID:  {record.get('message_id', '')}",
           f"Action:      {record.get('action', '')}" + (
-              f" (policy: {record['policy_action']})" if record.get("policy_action") not in (None, record.get("action")) else "")]
+              f" (policy: {record['policy_action']})"
+              if record.get("policy_action") not in (None, record.get("action")) else "")]
     if quarantine_id:
         t.append(f"Quarantine:  {quarantine_id}")
     t.append("")
     t += _section_text("Findings:", [
-        f"  {n}. {f['kind']} ({f['category']}) in {f['location']}:\n       {highlight_text(f['excerpt'], f.get('text', ''))}"
+        f"  {n}. {f['kind']} ({f['category']}) in {f['location']}:\n"
+        f"       {highlight_text(f['excerpt'], f.get('text', ''))}"
         for n, f in enumerate(findings, 1)] or ["  none"])
     t += _section_text("Why:", [f"  - {r}" for r in record.get("reasons", [])])
     for what, cmd in cmds:
@@ -373,7 +380,7 @@ def backoff(attempts: int, initial: float, maximum: float) -> float:
 
 
 class Outbox:
-    def __init__(self, store: "RedisStore", config: "Config", transport: Transport | None = None,
+    def __init__(self, store: RedisStore, config: Config, transport: Transport | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.config = config
@@ -423,7 +430,7 @@ class Outbox:
             return []
         raws = self.store.r.hmget(self._k("msg"), ids)
         out = []
-        for mid, raw in zip(ids, raws):
+        for mid, raw in zip(ids, raws, strict=True):
             if raw is None:  # acknowledged by someone else meanwhile
                 self.store.r.zrem(self._k("lease"), mid)
                 continue
@@ -466,7 +473,7 @@ class Outbox:
             attempts = n.attempts + 1
             nxt = datetime.fromtimestamp(
                 now.timestamp() + backoff(attempts, self.config.notify.retry_initial, self.config.notify.retry_max),
-                tz=timezone.utc)
+                tz=UTC)
             # only the refused recipients are retried: the others have their copy
             retry = replace(n, to=tuple(a for a in n.to if a in refused) or n.to, attempts=attempts,
                             last_error=error[:500], next_at=to_iso(nxt))

@@ -36,6 +36,7 @@ the wrong queue).
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -43,16 +44,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from regfd.core.clock import from_iso, to_iso
-from regfd.core.clock import now as utcnow
 from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure, to_ms
-from regfd.errors import InvalidInput, StoreUnavailable
 from regfd.compliance.notify import (
     Outbox,
     highlight_text,
@@ -61,6 +60,9 @@ from regfd.compliance.notify import (
     render_outcome,
     render_sender_rejected,
 )
+from regfd.core.clock import from_iso, to_iso
+from regfd.core.clock import now as utcnow
+from regfd.errors import InvalidInput, StoreUnavailable
 from regfd.mta.postfix import MtaQueue, MtaResult
 from regfd.store.redis_store import REDIS_ERRORS
 
@@ -75,7 +77,7 @@ STALE_REQUEST = timedelta(minutes=10)  # a request nobody finished may be issued
 HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
 
 
-def mta_queue(config: "Config") -> MtaQueue:
+def mta_queue(config: Config) -> MtaQueue:
     """The adapter for `config.mta`: Postfix's hold queue or Sendmail's quarantine."""
     if config.mta == "sendmail":
         from regfd.mta.sendmail import SendmailQueue
@@ -115,7 +117,7 @@ class QuarantineEntry:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "QuarantineEntry":
+    def from_json(cls, d: dict[str, Any]) -> QuarantineEntry:
         created = from_iso(d["created_at"])
         assert created is not None
         return cls(d["id"], d["state"], created, d.get("mta_host", ""), d.get("queue_id", ""), d.get("record", {}),
@@ -166,7 +168,7 @@ def _dumps(d: dict[str, Any]) -> str:
 
 
 class Quarantine:
-    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow,
+    def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow,
                  outbox: Outbox | None = None) -> None:
         self.store = store
         self.config = config
@@ -229,7 +231,7 @@ class Quarantine:
 
     # ------------------------------------------------------------ transitions
     def _update(self, qid: str, fn: Callable[[QuarantineEntry, Any], Any], extra_watch: tuple[str, ...] = ()) -> Any:
-        """WATCH the entry, let `fn(entry, pipe)` check it and queue writes (pipe already in MULTI), EXEC; retry on races.
+        """WATCH the entry, let `fn(entry, pipe)` check it and queue writes (pipe in MULTI), EXEC; retry on races.
 
         `fn` raises InvalidInput to refuse (nothing written).
         """
@@ -292,7 +294,8 @@ class Quarantine:
 
         entry = self._update(qid, take)
         if entry is None:
-            out = Outcome(False, qid, action, "", f"request {req['req_id']} for {qid} is no longer current; nothing done")
+            out = Outcome(False, qid, action, "",
+                          f"request {req['req_id']} for {qid} is no longer current; nothing done")
             self._answer(req, out)
             return out
         result: MtaResult
@@ -437,7 +440,7 @@ class QuarantineAgent:
     a repeated request harmless.
     """
 
-    def __init__(self, store: "RedisStore", config: "Config", mta: MtaQueue, host: str,
+    def __init__(self, store: RedisStore, config: Config, mta: MtaQueue, host: str,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.quarantine = Quarantine(store, config, clock)
         self.store = store
@@ -482,10 +485,8 @@ class QuarantineAgent:
             except Exception as exc:  # Redis down: keep trying, never die
                 log.warning("quarantine.agent.error", error=f"{type(exc).__name__}: {exc}")
                 stop.wait(1.0)
-        try:
+        with contextlib.suppress(*REDIS_ERRORS):
             self.store.r.delete(self.store.k(f"agent:alive:{self.host}"))
-        except REDIS_ERRORS:
-            pass
 
 
 # ---------------------------------------------------------------- `show`
@@ -493,8 +494,10 @@ def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 200
     """What a reviewer reads: state, envelope, headers, the text, the findings highlighted."""
     r = entry.record
     lines = [f"Quarantine {entry.id}: {entry.state.upper()}"
-             + (f" by {entry.decided_by} at {local_time(entry.decided_at, tz)}: {entry.reason}" if entry.decided_by else ""),
-             f"Held since:  {local_time(entry.created_at, tz)} on {entry.mta_host or '?'}, queue id {entry.queue_id or '?'}",
+             + (f" by {entry.decided_by} at {local_time(entry.decided_at, tz)}: {entry.reason}"
+                if entry.decided_by else ""),
+             f"Held since:  {local_time(entry.created_at, tz)} on {entry.mta_host or '?'}, "
+             f"queue id {entry.queue_id or '?'}",
              f"Sender:      {r.get('sender', '')} ({r.get('sender_class', '')})",
              "Specified:   " + "; ".join(
                  f"{x['address']} ({', '.join(v for v in (x.get('category', ''), x.get('firm', '')) if v)})"

@@ -7,12 +7,12 @@ a date is read in the company's time zone (config `timezone`), because
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def parse_instant(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:
@@ -31,21 +31,21 @@ def parse_instant(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datet
             local = datetime.combine(d, time(0, 0), tzinfo=tz)
             if end_of_day:
                 local = datetime.combine(d + timedelta(days=1), time(0, 0), tzinfo=tz)
-            return local.astimezone(timezone.utc)
+            return local.astimezone(UTC)
         dt = datetime.fromisoformat(s.replace("Z", "+00:00") if s.endswith("Z") else s)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or ISO 8601 date-time") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def to_iso(dt: datetime | None) -> str:
-    return "" if dt is None else dt.astimezone(timezone.utc).isoformat()
+    return "" if dt is None else dt.astimezone(UTC).isoformat()
 
 
 def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     dt = datetime.fromisoformat(text)
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -7,9 +7,10 @@ snapshot and an instant, so `check`, the milter and the tests agree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from regfd.core.address import candidates, domain_of, pattern_covers
 from regfd.core.clock import from_iso, to_iso
@@ -49,7 +50,7 @@ class RegistryEntry:
                 "note": self.note, "added_at": self.added_at, "added_by": self.added_by}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "RegistryEntry":
+    def from_json(cls, d: Mapping[str, Any]) -> RegistryEntry:
         return cls(d["pattern"], d["category"], d.get("firm", ""), d.get("note", ""),
                    d.get("added_at", ""), d.get("added_by", ""))
 
@@ -71,7 +72,7 @@ class Exemption:
                 "note": self.note, "added_at": self.added_at, "added_by": self.added_by}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Exemption":
+    def from_json(cls, d: Mapping[str, Any]) -> Exemption:
         return cls(d["pattern"], d["kind"], from_iso(d.get("until")), d.get("note", ""),
                    d.get("added_at", ""), d.get("added_by", ""))
 
@@ -87,7 +88,7 @@ class Officer:
         return {"address": self.address, "role": self.role, "added_at": self.added_at, "added_by": self.added_by}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Officer":
+    def from_json(cls, d: Mapping[str, Any]) -> Officer:
         return cls(d["address"], d["role"], d.get("added_at", ""), d.get("added_by", ""))
 
 
@@ -122,7 +123,7 @@ class Authorization:
                 "added_at": self.added_at}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Authorization":
+    def from_json(cls, d: Mapping[str, Any]) -> Authorization:
         return cls(d["address"], d["by"], tuple(d.get("to", ())), from_iso(d.get("until")), d.get("scope", ""),
                    from_iso(d.get("revoked_at")), d.get("revoked_by", ""), d.get("added_at", ""))
 
@@ -143,7 +144,7 @@ class QuietPeriod:
         return {"id": self.id, "start": to_iso(self.start), "end": to_iso(self.end), "label": self.label}
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "QuietPeriod":
+    def from_json(cls, d: Mapping[str, Any]) -> QuietPeriod:
         start, end = from_iso(d["start"]), from_iso(d["end"])
         assert start is not None and end is not None
         return cls(str(d["id"]), start, end, d.get("label", ""))

@@ -98,7 +98,8 @@ class PostfixQueue:
             why = one_line(out) or f"exit {rc}"
             return MtaResult(False, f"postsuper released nothing for {queue_id} (not in the hold queue?): {why}")
         rc2, out2 = self._run(self._cmd(self.postqueue, "-i", queue_id))
-        flush = "delivery scheduled now" if rc2 == 0 else f"postqueue -i failed ({one_line(out2)}); it will go at the next queue run"
+        flush = ("delivery scheduled now" if rc2 == 0
+                 else f"postqueue -i failed ({one_line(out2)}); it will go at the next queue run")
         return MtaResult(True, f"released {queue_id} from hold; {flush}")
 
     def delete(self, queue_id: str) -> MtaResult:

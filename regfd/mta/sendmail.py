@@ -156,7 +156,8 @@ class SendmailQueue:
             return MtaResult(False, f"sendmail left {queue_id} in quarantine (locked by a queue run? try again): {why}")
         rc2, out2 = self._run(self._cmd(f"-qI{queue_id}"))
         run = ("delivery started now" if rc2 == 0
-               else f"sendmail -qI{queue_id} failed ({one_line(out2) or f'exit {rc2}'}); it will go at the next queue run")
+               else f"sendmail -qI{queue_id} failed ({one_line(out2) or f'exit {rc2}'}); "
+                    "it will go at the next queue run")
         return MtaResult(True, f"released {queue_id} from Sendmail's quarantine; {run}")
 
     def delete(self, queue_id: str) -> MtaResult:
@@ -201,5 +202,6 @@ class SendmailQueue:
             os.close(fd)
         left = [p.name for letter in ("h", "q", "d") for p in self._files(letter, queue_id)]
         if left:
-            return MtaResult(False, f"{queue_id}: {', '.join(left)} still in the queue after deleting {', '.join(removed)}")
+            return MtaResult(False, f"{queue_id}: {', '.join(left)} still in the queue "
+                                    f"after deleting {', '.join(removed)}")
         return MtaResult(True, f"deleted {queue_id} from Sendmail's quarantine ({', '.join(removed)})")

@@ -46,7 +46,8 @@ class PrivateRedis:
         """Start the server unless one answers already. True when this call started it."""
         if self.answering():
             return False
-        binary = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+        fallback = "/usr/bin/redis-server"
+        binary = shutil.which("redis-server") or (fallback if os.path.exists(fallback) else None)
         if binary is None:
             raise StoreUnavailable(
                 "no redis_url is configured and redis-server is not installed "

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
 from redis.sentinel import Sentinel
@@ -131,10 +132,10 @@ class RedisStore:
         registry: dict[str, RegistryEntry] = {}
         exemptions: dict[str, Exemption] = {}
         if keys:
-            for key, raw in zip(keys, res[3]):
+            for key, raw in zip(keys, res[3], strict=True):
                 if raw is not None:
                     registry[key] = RegistryEntry.from_json(json.loads(raw))
-            for key, raw in zip(keys, res[4]):
+            for key, raw in zip(keys, res[4], strict=True):
                 if raw is not None:
                     exemptions[key] = Exemption.from_json(json.loads(raw))
         return DirectorySnapshot(
@@ -340,7 +341,7 @@ class StoreHandle:
     this handle started it.
     """
 
-    def __init__(self, store: RedisStore, private: "PrivateRedis | None") -> None:
+    def __init__(self, store: RedisStore, private: PrivateRedis | None) -> None:
         self.store = store
         self.private = private
 
@@ -356,7 +357,7 @@ class StoreHandle:
             self.private.stop()
 
 
-def open_store(config: "Config", *, timeout: float = 5.0) -> StoreHandle:
+def open_store(config: Config, *, timeout: float = 5.0) -> StoreHandle:
     """Connect to the configured Redis, or start the private one under state_dir."""
     url = config.effective_redis_url
     private = None
