@@ -72,12 +72,12 @@ Handler = Callable[[Context, argparse.Namespace], int | None]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import check, compliance, directory, milter
+    from . import check, compliance, directory, evaluate, milter
 
     parser = Parser(prog="regfd", description="Regulation FD gateway for outgoing email")
     parser.add_argument("--config", help="TOML configuration file (default: $REGFD_CONFIG or built-in defaults)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (milter, check, directory, compliance):
+    for module in (milter, check, evaluate, directory, compliance):
         module.register(sub)
     return parser
 

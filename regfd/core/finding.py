@@ -11,6 +11,14 @@ UNSCANNABLE = "unscannable"
 
 FINDING_KINDS: tuple[str, ...] = (MATERIAL, EMBARGO, NON_GAAP_UNRECONCILED, UNSCANNABLE)
 
+# The company policy's examples of material information, one category each.
+MATERIAL_CATEGORIES: tuple[str, ...] = (
+    "earnings", "guidance", "prospects-strategy", "write-downs-reserves", "litigation-investigations",
+    "liquidity", "products-customers-contracts", "management-changes", "dividends",
+    "extraordinary-borrowings", "accounting-auditor", "cybersecurity", "debt-ratings", "bankruptcy",
+    "insider-trading", "mergers-acquisitions", "securities-events",
+)
+
 
 @dataclass(frozen=True)
 class Finding:

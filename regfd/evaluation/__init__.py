@@ -1,0 +1,1 @@
+"""Measuring detection and decisions on a labelled corpus (`regfd evaluate`)."""
