@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from regfd.errors import ConfigError
@@ -258,7 +258,7 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
             updates["lexicon_dir"] = (base / cfg.lexicon_dir).resolve()
         if "policy_file" in data:
             updates["policy_file"] = (base / cfg.policy_file).resolve()
-    cfg = dataclasses.replace(cfg, **updates)
+    cfg = cast(Config, dataclasses.replace(cfg, **updates))
     if not cfg.lexicon_dir.is_dir():
         raise _fail("lexicon_dir", f"{cfg.lexicon_dir} is not a directory")
     if not cfg.policy_file.is_file():

@@ -35,16 +35,14 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-import redis
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.core.tradingcalendar import market_open, new_york_date, next_trading_day
 from regfd.errors import InvalidInput, StoreUnavailable
-from regfd.store.redis_store import REDIS_ERRORS
+from regfd.store.client import REDIS_ERRORS, dumps, transact
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -54,7 +52,7 @@ OPEN, CLOSED = "open", "closed"
 STAGE_REMINDER, STAGE_OVERDUE, STAGE_DONE = "reminder", "overdue", "done"
 
 
-def disclosure_deadline(delivered_at: datetime, extra_closures: frozenset = frozenset()) -> datetime:
+def disclosure_deadline(delivered_at: datetime, extra_closures: frozenset[date] = frozenset()) -> datetime:
     """When public disclosure is due for a material message delivered at `delivered_at` (aware).
 
     Returned in UTC. See the module docstring for the rule and why.
@@ -124,10 +122,6 @@ def open_disclosure(record: dict[str, Any], delivered_at: datetime, source: str,
                       quarantine_id, OPEN, opened_at or delivered_at)
 
 
-def _dumps(d: dict[str, Any]) -> str:
-    return json.dumps(d, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-
 class Disclosures:
     """The follow-ups in Redis. Writes that belong to a decision go into the caller's pipeline."""
 
@@ -136,20 +130,17 @@ class Disclosures:
         self.config = config
         self.clock = clock
 
-    def _k(self, name: str) -> str:
-        return self.store.k(name)
-
     def first_reminder(self, d: Disclosure) -> datetime:
         return d.deadline - timedelta(seconds=self.config.notify.disclosure_reminder_before)
 
     def add_ops(self, pipe: Any, d: Disclosure) -> None:
-        pipe.hset(self._k("disclosure"), d.id, _dumps(d.to_json()))
-        pipe.zadd(self._k("disclosure:open"), {d.id: to_ms(d.deadline)})
-        pipe.zadd(self._k("disclosure:due"), {d.id: to_ms(self.first_reminder(d))})
+        pipe.hset(self.store.k("disclosure"), d.id, dumps(d.to_json()))
+        pipe.zadd(self.store.k("disclosure:open"), {d.id: to_ms(d.deadline)})
+        pipe.zadd(self.store.k("disclosure:due"), {d.id: to_ms(self.first_reminder(d))})
 
     def get(self, did: str) -> Disclosure | None:
         try:
-            raw = self.store.r.hget(self._k("disclosure"), did)
+            raw = self.store.r.hget(self.store.k("disclosure"), did)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         return Disclosure.from_json(json.loads(raw)) if raw else None
@@ -157,10 +148,10 @@ class Disclosures:
     def list(self, open_only: bool = False) -> list[Disclosure]:
         try:
             if open_only:
-                ids = self.store.r.zrange(self._k("disclosure:open"), 0, -1)
-                raws = self.store.r.hmget(self._k("disclosure"), ids) if ids else []
+                ids = cast("list[bytes]", self.store.r.zrange(self.store.k("disclosure:open"), 0, -1))
+                raws: list[Any] = self.store.r.hmget(self.store.k("disclosure"), ids) if ids else []
             else:
-                raws = self.store.r.hvals(self._k("disclosure"))
+                raws = self.store.r.hvals(self.store.k("disclosure"))
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         out = [Disclosure.from_json(json.loads(x)) for x in raws if x]
@@ -168,36 +159,31 @@ class Disclosures:
 
     def close(self, did: str, by: str, reference: str) -> Disclosure:
         """open -> closed, once, with its audit entry in the same transaction."""
-        key = self._k("disclosure")
-        r = self.store.r
-        try:
-            with r.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(key)
-                        raw = pipe.hget(key, did)
-                        if raw is None:
-                            raise InvalidInput(f"no disclosure follow-up {did!r}")
-                        d = Disclosure.from_json(json.loads(raw))
-                        if d.state != OPEN:
-                            raise InvalidInput(f"disclosure {did} was already closed by {d.closed_by} at "
-                                               f"{to_iso(d.closed_at)} (reference: {d.reference})")
-                        closed = replace(d, state=CLOSED, closed_at=self.clock(), closed_by=by,
-                                         reference=reference, stage=STAGE_DONE)
-                        pipe.multi()
-                        pipe.hset(key, did, _dumps(closed.to_json()))
-                        pipe.zrem(self._k("disclosure:open"), did)
-                        pipe.zrem(self._k("disclosure:due"), did)
-                        late = closed.closed_at is not None and closed.closed_at > d.deadline
-                        self.store.audit_ops(pipe, by, "disclosure.close", did,
-                                          {"reference": reference, "deadline": to_iso(d.deadline),
-                                           "late": late, "queue_id": d.record.get("queue_id", "")})
-                        pipe.execute()
-                        return closed
-                    except redis.WatchError:
-                        continue
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"disclosure close failed, nothing changed: {exc}") from exc
+        key = self.store.k("disclosure")
+
+        def step(pipe: Any) -> Disclosure:
+            raw = pipe.hget(key, did)
+            if raw is None:
+                raise InvalidInput(f"no disclosure follow-up {did!r}")
+            d = Disclosure.from_json(json.loads(raw))
+            if d.state != OPEN:
+                raise InvalidInput(f"disclosure {did} was already closed by {d.closed_by} at "
+                                   f"{to_iso(d.closed_at)} (reference: {d.reference})")
+            closed = replace(d, state=CLOSED, closed_at=self.clock(), closed_by=by,
+                             reference=reference, stage=STAGE_DONE)
+            pipe.multi()
+            pipe.hset(key, did, dumps(closed.to_json()))
+            pipe.zrem(self.store.k("disclosure:open"), did)
+            pipe.zrem(self.store.k("disclosure:due"), did)
+            late = closed.closed_at is not None and closed.closed_at > d.deadline
+            self.store.audit_ops(pipe, by, "disclosure.close", did,
+                                 {"reference": reference, "deadline": to_iso(d.deadline),
+                                  "late": late, "queue_id": d.record.get("queue_id", "")})
+            return closed
+
+        closed = transact(self.store.r, (key,), step, failure="disclosure close failed, nothing changed")
+        assert closed is not None  # retried until it commits
+        return closed
 
     def remind_due(self, now: datetime, enqueue: Callable[[Any, Disclosure, str], None]) -> int:
         """Send the reminder (`disclosure_reminder_before` the deadline), then one overdue notice.
@@ -206,7 +192,7 @@ class Disclosures:
         workers never send one reminder twice; `enqueue(pipe, d, stage)` adds
         the notification to the same transaction.
         """
-        due_key = self._k("disclosure:due")
+        due_key = self.store.k("disclosure:due")
 
         def step(pipe: Any, did: str, _score: int, row: dict[str, Any]) -> bool:
             d = Disclosure.from_json(row)
@@ -216,7 +202,7 @@ class Disclosures:
                 pipe.zrem(due_key, did)
                 return False
             nxt = STAGE_OVERDUE if stage == STAGE_REMINDER else STAGE_DONE
-            pipe.hset(self._k("disclosure"), did, _dumps(replace(d, stage=nxt).to_json()))
+            pipe.hset(self.store.k("disclosure"), did, dumps(replace(d, stage=nxt).to_json()))
             if nxt == STAGE_OVERDUE:
                 pipe.zadd(due_key, {did: to_ms(d.deadline)})
             else:
@@ -224,4 +210,4 @@ class Disclosures:
             enqueue(pipe, d, stage)
             return True
 
-        return self.store.process_due(due_key, self._k("disclosure"), to_ms(now), step)
+        return self.store.process_due(due_key, self.store.k("disclosure"), to_ms(now), step)

@@ -31,21 +31,20 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import redis
 
 from regfd.compliance.disclosures import new_id, to_ms
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.errors import StoreUnavailable
+from regfd.ports import Transport as Transport
+from regfd.store.client import REDIS_ERRORS, text
 
 if TYPE_CHECKING:
     from regfd.config import Config
     from regfd.store.redis_store import RedisStore
 
-REDIS_ERRORS = (redis.RedisError, OSError)
 LEASE_SECONDS = 600.0  # > smtp timeout many times over: a live worker finishes well before
 
 
@@ -335,12 +334,6 @@ def render_disclosure_reminder(record: dict[str, Any], *, to: tuple[str, ...], t
 
 
 # ---------------------------------------------------------------- transport
-class Transport(Protocol):
-    def send(self, message: EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]:
-        """Send; return the refused recipients ({} when all accepted); raise on failure."""
-        ...
-
-
 class SmtpTransport:
     """smtplib to `smtp.relay` (the local MTA usually; its own `system` mail is never scanned)."""
 
@@ -376,7 +369,7 @@ class DeliveryReport:
 
 def backoff(attempts: int, initial: float, maximum: float) -> float:
     """Seconds before attempt `attempts + 1`: initial, 2x, 4x ... capped at maximum."""
-    return min(maximum, initial * (2 ** max(0, attempts - 1)))
+    return min(maximum, initial * float(2 ** max(0, attempts - 1)))
 
 
 class Outbox:
@@ -387,9 +380,8 @@ class Outbox:
         self.transport = transport or SmtpTransport(config.smtp.host, config.smtp.port, config.smtp.timeout)
         self.clock = clock
         self._claim = store.r.register_script(_CLAIM)
-
-    def _k(self, name: str) -> str:
-        return self.store.k("outbox:" + name)
+        self.msg_key, self.due_key, self.lease_key, self.sent_key = (
+            store.k(f"outbox:{name}") for name in ("msg", "due", "lease", "sent"))
 
     # --- enqueue (in the caller's transaction)
     def enqueue_ops(self, pipe: Any, n: Notification, at: datetime | None = None) -> None:
@@ -397,8 +389,8 @@ class Outbox:
             return
         when = at or from_iso(n.created_at) or self.clock()
         n = replace(n, next_at=to_iso(when))
-        pipe.hset(self._k("msg"), n.id, json.dumps(n.to_json(), separators=(",", ":"), ensure_ascii=False))
-        pipe.zadd(self._k("due"), {n.id: to_ms(when)})
+        pipe.hset(self.msg_key, n.id, json.dumps(n.to_json(), separators=(",", ":"), ensure_ascii=False))
+        pipe.zadd(self.due_key, {n.id: to_ms(when)})
 
     def enqueue(self, n: Notification) -> None:
         pipe = self.store.r.pipeline(transaction=True)
@@ -411,28 +403,28 @@ class Outbox:
     # --- inspect
     def pending(self) -> list[Notification]:
         try:
-            raws = self.store.r.hvals(self._k("msg"))
+            raws = self.store.r.hvals(self.msg_key)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         return sorted((Notification.from_json(json.loads(x)) for x in raws), key=lambda n: (n.next_at, n.id))
 
     def sent(self, count: int = 100) -> list[dict[str, str]]:
-        rows = self.store.r.xrevrange(self._k("sent"), count=count)
-        return [{k.decode(): v.decode() for k, v in f.items()} for _sid, f in rows]
+        rows = self.store.r.xrevrange(self.sent_key, count=count)
+        return [{text(k): text(v) for k, v in (f or {}).items()} for _sid, f in rows or []]
 
     # --- deliver
     def claim(self, now: datetime, limit: int = 50, everything: bool = False) -> list[Notification]:
         """Atomically take due messages (all pending ones with `everything`) for this worker."""
         lease_until = to_ms(now) + int(LEASE_SECONDS * 1000)
         max_score = "+inf" if everything else str(to_ms(now))
-        ids = self._claim(keys=[self._k("due"), self._k("lease")], args=[to_ms(now), lease_until, limit, max_score])
+        ids = self._claim(keys=[self.due_key, self.lease_key], args=[to_ms(now), lease_until, limit, max_score])
         if not ids:
             return []
-        raws = self.store.r.hmget(self._k("msg"), ids)
+        raws = self.store.r.hmget(self.msg_key, ids)
         out = []
         for mid, raw in zip(ids, raws, strict=True):
             if raw is None:  # acknowledged by someone else meanwhile
-                self.store.r.zrem(self._k("lease"), mid)
+                self.store.r.zrem(self.lease_key, mid)
                 continue
             out.append(Notification.from_json(json.loads(raw)))
         return out
@@ -462,10 +454,10 @@ class Outbox:
         else:
             error = "; ".join(f"{a}: {v}" for a, v in refused.items())
         pipe = self.store.r.pipeline(transaction=True)
-        pipe.zrem(self._k("lease"), n.id)
+        pipe.zrem(self.lease_key, n.id)
         if not refused:
-            pipe.hdel(self._k("msg"), n.id)
-            pipe.xadd(self._k("sent"), {"id": n.id, "kind": n.kind, "to": ", ".join(n.to), "subject": n.subject,
+            pipe.hdel(self.msg_key, n.id)
+            pipe.xadd(self.sent_key, {"id": n.id, "kind": n.kind, "to": ", ".join(n.to), "subject": n.subject,
                                         "at": to_iso(self.clock()), "attempts": str(n.attempts + 1)},
                       maxlen=10000, approximate=True)
             report.sent.append(n.id)
@@ -477,8 +469,8 @@ class Outbox:
             # only the refused recipients are retried: the others have their copy
             retry = replace(n, to=tuple(a for a in n.to if a in refused) or n.to, attempts=attempts,
                             last_error=error[:500], next_at=to_iso(nxt))
-            pipe.hset(self._k("msg"), n.id, json.dumps(retry.to_json(), separators=(",", ":"), ensure_ascii=False))
-            pipe.zadd(self._k("due"), {n.id: to_ms(nxt)})
+            pipe.hset(self.msg_key, n.id, json.dumps(retry.to_json(), separators=(",", ":"), ensure_ascii=False))
+            pipe.zadd(self.due_key, {n.id: to_ms(nxt)})
             report.failed.append((n.id, error))
         pipe.execute()
 

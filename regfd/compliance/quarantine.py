@@ -47,9 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-import redis
+from typing import TYPE_CHECKING, Any, cast
 
 from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure, to_ms
 from regfd.compliance.notify import (
@@ -63,8 +61,8 @@ from regfd.compliance.notify import (
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.errors import InvalidInput, StoreUnavailable
-from regfd.mta.postfix import MtaQueue, MtaResult
-from regfd.store.redis_store import REDIS_ERRORS
+from regfd.ports import MtaQueue, MtaResult
+from regfd.store.client import REDIS_ERRORS, dumps, text, transact
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -163,10 +161,6 @@ return 0
 """
 
 
-def _dumps(d: dict[str, Any]) -> str:
-    return json.dumps(d, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-
 class Quarantine:
     def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow,
                  outbox: Outbox | None = None) -> None:
@@ -177,19 +171,16 @@ class Quarantine:
         self.disclosures = Disclosures(store, config, clock)
         self._cancel = store.r.register_script(_CANCEL)
 
-    def _k(self, name: str) -> str:
-        return self.store.k(name)
-
     # ------------------------------------------------------------ registration (milter hot path)
     def add_ops(self, pipe: Any, entry: QuarantineEntry, raw: bytes) -> None:
-        pipe.hset(self._k("quarantine"), entry.id, _dumps(entry.to_json()))
+        pipe.hset(self.store.k("quarantine"), entry.id, dumps(entry.to_json()))
         if raw:
-            pipe.hset(self._k("quarantine:raw"), entry.id, raw)
+            pipe.hset(self.store.k("quarantine:raw"), entry.id, raw)
         if entry.queue_id:
-            pipe.hset(self._k("quarantine:qid"), mapping={f"{host_key(entry.mta_host)}/{entry.queue_id}": entry.id,
+            pipe.hset(self.store.k("quarantine:qid"), mapping={f"{host_key(entry.mta_host)}/{entry.queue_id}": entry.id,
                                                           entry.queue_id: entry.id})
-        pipe.zadd(self._k("quarantine:held"), {entry.id: to_ms(entry.created_at)})
-        pipe.zadd(self._k("quarantine:remind"),
+        pipe.zadd(self.store.k("quarantine:held"), {entry.id: to_ms(entry.created_at)})
+        pipe.zadd(self.store.k("quarantine:remind"),
                   {entry.id: to_ms(entry.created_at) + int(self.config.notify.hold_reminder_after * 1000)})
 
     # ------------------------------------------------------------ reading
@@ -199,32 +190,33 @@ class Quarantine:
         if not ref:
             raise InvalidInput("empty quarantine id")
         try:
-            if self.store.r.hexists(self._k("quarantine"), ref):
+            if self.store.r.hexists(self.store.k("quarantine"), ref):
                 return ref
-            mapped = self.store.r.hget(self._k("quarantine:qid"), ref)
+            mapped = self.store.r.hget(self.store.k("quarantine:qid"), ref)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         if mapped is None:
             raise InvalidInput(f"no quarantined message {ref!r} (see regfd quarantine list)")
-        return mapped.decode()
+        return text(mapped)
 
     def get(self, ref: str) -> QuarantineEntry:
         qid = self.resolve(ref)
-        raw = self.store.r.hget(self._k("quarantine"), qid)
+        raw = self.store.r.hget(self.store.k("quarantine"), qid)
         if raw is None:
             raise InvalidInput(f"no quarantined message {ref!r}")
         return QuarantineEntry.from_json(json.loads(raw))
 
     def raw(self, qid: str) -> bytes:
-        return self.store.r.hget(self._k("quarantine:raw"), qid) or b""
+        raw = self.store.r.hget(self.store.k("quarantine:raw"), qid)
+        return raw.encode() if isinstance(raw, str) else raw or b""
 
     def list(self, include_decided: bool = False) -> list[QuarantineEntry]:
         try:
             if include_decided:
-                raws = self.store.r.hvals(self._k("quarantine"))
+                raws = self.store.r.hvals(self.store.k("quarantine"))
             else:
-                ids = self.store.r.zrange(self._k("quarantine:held"), 0, -1)
-                raws = [x for x in (self.store.r.hmget(self._k("quarantine"), ids) if ids else []) if x]
+                ids = cast("list[bytes]", self.store.r.zrange(self.store.k("quarantine:held"), 0, -1))
+                raws = [x for x in (self.store.r.hmget(self.store.k("quarantine"), ids) if ids else []) if x]
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         return sorted((QuarantineEntry.from_json(json.loads(x)) for x in raws), key=lambda e: e.created_at)
@@ -235,24 +227,17 @@ class Quarantine:
 
         `fn` raises InvalidInput to refuse (nothing written).
         """
-        key = self._k("quarantine")
-        try:
-            with self.store.r.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(key, *extra_watch)
-                        raw = pipe.hget(key, qid)
-                        if raw is None:
-                            raise InvalidInput(f"no quarantined message {qid!r}")
-                        entry = QuarantineEntry.from_json(json.loads(raw))
-                        pipe.multi()
-                        result = fn(entry, pipe)
-                        pipe.execute()
-                        return result
-                    except redis.WatchError:
-                        continue
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"quarantine update failed, nothing changed: {exc}") from exc
+        key = self.store.k("quarantine")
+
+        def step(pipe: Any) -> Any:
+            raw = pipe.hget(key, qid)
+            if raw is None:
+                raise InvalidInput(f"no quarantined message {qid!r}")
+            entry = QuarantineEntry.from_json(json.loads(raw))
+            pipe.multi()
+            return fn(entry, pipe)
+
+        return transact(self.store.r, (key, *extra_watch), step, failure="quarantine update failed, nothing changed")
 
     def begin(self, ref: str, action: str, by: str, reason: str, via: str) -> dict[str, Any]:
         """held -> releasing/rejecting, once. With via="agent" the request is queued for the MTA host's agent."""
@@ -273,12 +258,12 @@ class Quarantine:
             req = {"req_id": new_id("r"), "id": e.id, "action": action, "by": by, "reason": reason,
                    "at": to_iso(now), "via": via, "host": host_key(e.mta_host)}
             state = RELEASING if action == RELEASE else REJECTING
-            pipe.hset(self._k("quarantine"), e.id, _dumps(replace(e, state=state, request=req).to_json()))
+            pipe.hset(self.store.k("quarantine"), e.id, dumps(replace(e, state=state, request=req).to_json()))
             if via == "agent":
-                pipe.lpush(self._k(f"agent:req:{req['host']}"), _dumps(req))
+                pipe.lpush(self.store.k(f"agent:req:{req['host']}"), dumps(req))
             return req
 
-        return self._update(qid, fn)
+        return cast("dict[str, Any]", self._update(qid, fn))
 
     def perform(self, req: dict[str, Any], mta: MtaQueue, worker: str) -> Outcome:
         """Carry out one request at the MTA (agent or --local) and finish the transition; answer the requester."""
@@ -289,7 +274,7 @@ class Quarantine:
             if not e.request or e.request.get("req_id") != req["req_id"] or e.state not in (RELEASING, REJECTING):
                 return None
             taken = replace(e, request={**e.request, "taken_by": worker, "taken_at": to_iso(now)})
-            pipe.hset(self._k("quarantine"), e.id, _dumps(taken.to_json()))
+            pipe.hset(self.store.k("quarantine"), e.id, dumps(taken.to_json()))
             return taken
 
         entry = self._update(qid, take)
@@ -318,7 +303,7 @@ class Quarantine:
                      "subject": e.record.get("subject", "")}
             if not result.ok:
                 back = replace(e, state=HELD, request=None, last_error=result.detail)
-                pipe.hset(self._k("quarantine"), e.id, _dumps(back.to_json()))
+                pipe.hset(self.store.k("quarantine"), e.id, dumps(back.to_json()))
                 self.store.audit_ops(pipe, by, f"quarantine.{action}.failed", e.id, audit)
                 return Outcome(False, e.id, action, HELD, f"{action} of {e.id} failed at the MTA: {result.detail}")
             final = RELEASED if action == RELEASE else REJECTED
@@ -330,9 +315,9 @@ class Quarantine:
                 audit["deadline"] = to_iso(disclosure.deadline)
             done = replace(e, state=final, request=None, decided_by=by, decided_at=now, reason=reason,
                            detail=result.detail, last_error="", disclosure_id=disclosure.id if disclosure else "")
-            pipe.hset(self._k("quarantine"), e.id, _dumps(done.to_json()))
-            pipe.zrem(self._k("quarantine:held"), e.id)
-            pipe.zrem(self._k("quarantine:remind"), e.id)
+            pipe.hset(self.store.k("quarantine"), e.id, dumps(done.to_json()))
+            pipe.zrem(self.store.k("quarantine:held"), e.id)
+            pipe.zrem(self.store.k("quarantine:remind"), e.id)
             self.store.audit_ops(pipe, by, f"quarantine.{action}", e.id, audit)
             if corpsec:
                 self.outbox.enqueue_ops(pipe, render_outcome(
@@ -349,16 +334,16 @@ class Quarantine:
             return Outcome(True, e.id, action, final, msg, disclosure.id if disclosure else "",
                            to_iso(disclosure.deadline) if disclosure else "")
 
-        out = self._update(entry.id, fn)
+        out = cast(Outcome, self._update(entry.id, fn))
         self._answer(req, out)
         return out
 
     def _answer(self, req: dict[str, Any], out: Outcome) -> None:
         if req.get("via") != "agent":
             return
-        key = self._k(f"agent:ans:{req['req_id']}")
+        key = self.store.k(f"agent:ans:{req['req_id']}")
         pipe = self.store.r.pipeline(transaction=True)
-        pipe.rpush(key, _dumps(out.to_json()))
+        pipe.rpush(key, dumps(out.to_json()))
         pipe.expire(key, 600)
         pipe.execute()
 
@@ -368,7 +353,7 @@ class Quarantine:
         return self.perform(req, mta, f"local:{socket.gethostname()}:{os.getpid()}")
 
     def agent_alive(self, host: str) -> bool:
-        return bool(self.store.r.exists(self._k(f"agent:alive:{host_key(host)}")))
+        return bool(self.store.r.exists(self.store.k(f"agent:alive:{host_key(host)}")))
 
     def act_via_agent(self, ref: str, action: str, by: str, reason: str, timeout: float = 30.0) -> Outcome:
         """Queue the request for the MTA host's agent and wait for its answer."""
@@ -378,7 +363,7 @@ class Quarantine:
             raise InvalidInput(f"no agent answered: none is running for MTA host {host!r}; is regfd milter/agent "
                                f"running on the MTA host? (on that host, --local acts directly)")
         req = self.begin(entry.id, action, by, reason, via="agent")
-        ans_key = self._k(f"agent:ans:{req['req_id']}")
+        ans_key = self.store.k(f"agent:ans:{req['req_id']}")
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -391,8 +376,8 @@ class Quarantine:
             current = self.get(entry.id)
             restored = replace(current, state=HELD, request=None,
                                last_error=f"no agent answered a {action} request within {timeout:.0f}s")
-            withdrawn = self._cancel(keys=[self._k(f"agent:req:{host}"), self._k("quarantine")],
-                                     args=[_dumps(req), entry.id, _dumps(restored.to_json())])
+            withdrawn = self._cancel(keys=[self.store.k(f"agent:req:{host}"), self.store.k("quarantine")],
+                                     args=[dumps(req), entry.id, dumps(restored.to_json())])
             if withdrawn:
                 raise InvalidInput(f"no agent answered within {timeout:.0f}s; is regfd milter/agent running on the "
                                    f"MTA host {host!r}? (request withdrawn, {entry.id} is still held; on that host, "
@@ -408,7 +393,7 @@ class Quarantine:
     # ------------------------------------------------------------ reminders
     def remind_due(self, now: datetime) -> int:
         """Held too long: remind the Corporate Secretary, once per `hold_reminder_after` period, until decided."""
-        remind_key = self._k("quarantine:remind")
+        remind_key = self.store.k("quarantine:remind")
         period_ms = int(self.config.notify.hold_reminder_after * 1000)
 
         def step(pipe: Any, qid: str, score: int, row: dict[str, Any]) -> bool:
@@ -420,14 +405,14 @@ class Quarantine:
             while nxt <= to_ms(now):
                 nxt += period_ms
             pipe.zadd(remind_key, {qid: nxt})
-            pipe.hset(self._k("quarantine"), qid, _dumps(replace(e, reminders=e.reminders + 1).to_json()))
+            pipe.hset(self.store.k("quarantine"), qid, dumps(replace(e, reminders=e.reminders + 1).to_json()))
             if self.config.corporate_secretary:
                 self.outbox.enqueue_ops(pipe, render_hold_reminder(
                     e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
                     quarantine_id=qid, held_since=e.created_at))
             return True
 
-        return self.store.process_due(remind_key, self._k("quarantine"), to_ms(now), step)
+        return self.store.process_due(remind_key, self.store.k("quarantine"), to_ms(now), step)
 
 
 # ---------------------------------------------------------------- the agent on the MTA host
@@ -450,7 +435,7 @@ class QuarantineAgent:
 
     def heartbeat(self) -> None:
         self.store.r.set(self.store.k(f"agent:alive:{self.host}"),
-                         _dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
+                         dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
 
     def run_once(self, wait: float = 1.0) -> Outcome | None:
         """Take at most one request (waiting up to `wait` seconds) and carry it out.

@@ -1,6 +1,6 @@
 """The MTA's hold queue, as the quarantine sees it: release or delete one message.
 
-`MtaQueue` is the port (tests substitute a fake); `PostfixQueue` is the
+`MtaQueue` (regfd.ports) is the port (tests substitute a fake); `PostfixQueue` is the
 adapter over postsuper/postqueue (FIELD-NOTES §3):
 
 - release: `postsuper [-c DIR] -H QID hold` moves the message from hold to
@@ -18,24 +18,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
-from typing import Protocol
+
+from regfd.ports import MtaQueue as MtaQueue
+from regfd.ports import MtaResult as MtaResult
 
 _QUEUE_ID = re.compile(r"^[0-9A-Za-z]{5,32}$")
 _RELEASED = re.compile(r"Released from hold: (\d+) message", re.IGNORECASE)
 _DELETED = re.compile(r"Deleted: (\d+) message", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class MtaResult:
-    ok: bool
-    detail: str  # what the MTA said, one line, for the audit trail and the user
-
-
-class MtaQueue(Protocol):
-    def release(self, queue_id: str) -> MtaResult: ...
-
-    def delete(self, queue_id: str) -> MtaResult: ...
 
 
 def count_from(output: str, pattern: re.Pattern[str]) -> int:

@@ -38,7 +38,8 @@ import os
 import re
 from pathlib import Path
 
-from regfd.mta.postfix import MtaResult, one_line, run_mta_command
+from regfd.mta.postfix import one_line, run_mta_command
+from regfd.ports import MtaResult
 
 # Sendmail 8.x ids: 8 letters/digits (time, sequence) then the pid (6+ digits),
 # "6APElLxO003068"; older and patched builds differ a little, hence the range.
@@ -105,7 +106,7 @@ class SendmailQueue:
         return found
 
     def _quarantined_ids(self) -> set[str]:
-        ids = set()
+        ids: set[str] = set()
         for d in self.queue_dirs():
             for sub in (d / "qf", d):
                 try:

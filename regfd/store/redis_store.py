@@ -21,14 +21,13 @@ entry, so there is no change without its record.
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.sentinel import Sentinel
+from redis.client import Pipeline
 
 from regfd.core.address import candidates
 from regfd.core.clock import now, to_iso
@@ -41,19 +40,14 @@ from regfd.core.directory import (
     RegistryEntry,
 )
 from regfd.errors import InvalidInput, StoreUnavailable
+from regfd.ports import DirectoryReader as DirectoryReader
+from regfd.store.client import REDIS_ERRORS as REDIS_ERRORS
+from regfd.store.client import client_from_url as client_from_url
+from regfd.store.client import dumps, text, transact
 from regfd.store.private_redis import PrivateRedis
 
 if TYPE_CHECKING:
     from regfd.config import Config
-
-REDIS_ERRORS = (redis.RedisError, OSError)
-
-
-class DirectoryReader(Protocol):
-    """The port the policy core's callers use; tests may pass any implementation."""
-
-    def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot: ...
-
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -67,33 +61,6 @@ class AuditEvent:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "at": self.at, "who": self.who, "action": self.action,
                 "target": self.target, "detail": self.detail}
-
-
-def client_from_url(url: str, *, timeout: float = 5.0) -> redis.Redis:
-    """redis://, rediss://, unix:// via redis-py; Sentinel as
-    `redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme in ("redis+sentinel", "sentinel"):
-        hosts = []
-        netloc = parsed.netloc.rpartition("@")[2]
-        for hp in netloc.split(","):
-            host, _, port = hp.rpartition(":")
-            hosts.append((host or hp, int(port) if port.isdigit() else 26379))
-        parts = [p for p in parsed.path.split("/") if p]
-        if not parts:
-            raise StoreUnavailable(f"sentinel URL {url!r} names no service (…/SERVICE)")
-        service = parts[0]
-        db = int(parts[1]) if len(parts) > 1 else 0
-        sentinel = Sentinel(hosts, socket_timeout=timeout, password=parsed.password)
-        return sentinel.master_for(service, socket_timeout=timeout, db=db, password=parsed.password)
-    if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise StoreUnavailable(f"unsupported Redis URL scheme in {url!r}")
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                health_check_interval=30)
-
-
-def _dumps(d: dict[str, Any]) -> str:
-    return json.dumps(d, separators=(",", ":"), sort_keys=True)
 
 
 class RedisStore:
@@ -156,7 +123,7 @@ class RedisStore:
     def audit_ops(self, pipe: Any, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
         """Queue an audit entry on `pipe`, so a change and its audit commit together."""
         pipe.xadd(self.k("audit"), {"at": to_iso(now()), "who": who, "action": action,
-                                    "target": target, "detail": _dumps(detail)})
+                                    "target": target, "detail": dumps(detail)})
 
     def _write(self, who: str, action: str, target: str, detail: dict[str, Any],
                ops: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
@@ -184,7 +151,7 @@ class RedisStore:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
 
     def _put(self, table: str, key: str, value: dict[str, Any], who: str, action: str) -> None:
-        self._write(who, action, key, value, [("hset", (self.k(table), key, _dumps(value)))])
+        self._write(who, action, key, value, [("hset", (self.k(table), key, dumps(value)))])
 
     def _delete(self, table: str, key: str, who: str, action: str, what: str) -> dict[str, Any]:
         old = self._get(table, key)
@@ -210,7 +177,7 @@ class RedisStore:
             ops.append(("delete", (self.k("registry"),)))
         chunk = 5000
         for i in range(0, len(entries), chunk):
-            mapping = {e.pattern: _dumps(e.to_json()) for e in entries[i:i + chunk]}
+            mapping = {e.pattern: dumps(e.to_json()) for e in entries[i:i + chunk]}
             ops.append(("hset", (self.k("registry"), None, None, mapping)))
         self._write(who, "registry.import", source, {"rows": len(entries), "replace": replace}, ops)
 
@@ -290,29 +257,28 @@ class RedisStore:
         an item whose row is gone is simply unscheduled. Returns the count.
         """
         done = 0
+
+        def claim(item: str) -> Callable[[Pipeline], bool]:
+            def run(pipe: Pipeline) -> bool:
+                score = pipe.zscore(schedule, item)
+                raw = pipe.hget(table, item)
+                if score is None or score > now_ms:
+                    return False
+                pipe.multi()
+                if raw is None:
+                    pipe.zrem(schedule, item)
+                    return False
+                return step(pipe, item, int(score), json.loads(raw))
+            return run
+
         try:
-            for raw_id in self.r.zrangebyscore(schedule, "-inf", now_ms, start=0, num=limit):
-                item = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                with self.r.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(schedule, table)
-                        score = pipe.zscore(schedule, item)
-                        raw = pipe.hget(table, item)
-                        if score is None or score > now_ms:
-                            pipe.unwatch()
-                            continue
-                        pipe.multi()
-                        counted = False
-                        if raw is None:
-                            pipe.zrem(schedule, item)
-                        else:
-                            counted = step(pipe, item, int(score), json.loads(raw))
-                        pipe.execute()
-                        done += int(counted)
-                    except redis.WatchError:
-                        continue
+            due = cast("list[bytes]", self.r.zrangebyscore(schedule, "-inf", now_ms, start=0, num=limit))
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+        for raw_id in due:
+            counted = transact(self.r, (schedule, table), claim(text(raw_id)), failure="Redis is unreachable",
+                               retry=False)
+            done += int(bool(counted))
         return done
 
     # audit
@@ -327,9 +293,9 @@ class RedisStore:
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
         out = []
-        for sid, f in rows:
-            dec = {k.decode(): v.decode() for k, v in f.items()}
-            out.append(AuditEvent(sid.decode(), dec["at"], dec["who"], dec["action"], dec["target"],
+        for sid, f in rows or []:
+            dec = {text(k): text(v) for k, v in (f or {}).items()}
+            out.append(AuditEvent(text(sid or b""), dec["at"], dec["who"], dec["action"], dec["target"],
                                   json.loads(dec.get("detail") or "{}")))
         return out
 

@@ -1,0 +1,53 @@
+"""Every interface the core and the services depend on, apart from their adapters.
+
+The adapters (Redis store, Postfix/Sendmail queues, SMTP, the decision
+executor) implement these; tests substitute fakes. Importing a port never
+imports redis, smtplib or subprocess, so the milter adapter can be typed
+against them without pulling the adapters in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from regfd.core.directory import DirectorySnapshot
+    from regfd.core.message import MessageFacts
+    from regfd.core.verdict import Verdict
+
+
+class DirectoryReader(Protocol):
+    """Who the sender and recipients are: one consistent snapshot per message."""
+
+    def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot: ...
+
+
+class DecisionSink(Protocol):
+    """Where a recorded verdict goes before the MTA acts on it (raises StoreUnavailable if it cannot)."""
+
+    def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None: ...
+
+
+@dataclass(frozen=True)
+class MtaResult:
+    """Whether the MTA acted on a queued message, and what it said (one line, for the audit and the user)."""
+
+    ok: bool
+    detail: str
+
+
+class MtaQueue(Protocol):
+    """The MTA's hold queue: release or delete one held message by queue id."""
+
+    def release(self, queue_id: str) -> MtaResult: ...
+
+    def delete(self, queue_id: str) -> MtaResult: ...
+
+
+class Transport(Protocol):
+    """Sends a notification; returns the refused recipients ({} when all accepted); raises on failure."""
+
+    def send(self, message: EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]: ...
