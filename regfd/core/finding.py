@@ -36,6 +36,8 @@ class Finding:
     excerpt: str
     location: str
     severity: str = "high"
+    rule: str = ""  # what found it: a lexicon entry, or the evidence score and its signals
 
     def to_json(self) -> dict[str, str]:
+        """The finding as users see it in JSON (check, records, notifications)."""
         return asdict(self)

@@ -14,6 +14,7 @@ the exclusion file, which only ever run around the few hits.
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +23,18 @@ from typing import Any
 import regex
 
 from regfd.errors import ConfigError
-from regfd.scan.patternset import PatternSet
+from regfd.scan.evidence import Signals, build_signals
 from regfd.scan.normalize import fold
+from regfd.scan.patternset import PatternSet
 
 MATERIAL = "material"
 EMBARGO = "embargo"
 NON_GAAP = "non-gaap"
 GAAP_RECONCILIATION = "gaap-reconciliation"
 EXCLUSION = "exclusion"
-LEXICON_KINDS = (MATERIAL, EMBARGO, NON_GAAP, GAAP_RECONCILIATION, EXCLUSION)
+SIGNAL = "signal"
+EVIDENCE = "evidence"  # evidence.toml: the weights of the signals, not entries
+LEXICON_KINDS = (MATERIAL, EMBARGO, NON_GAAP, GAAP_RECONCILIATION, EXCLUSION, SIGNAL)
 SEVERITIES = ("high", "medium", "low")
 SCOPES = ("phrase", "sentence", "paragraph")
 
@@ -175,6 +179,9 @@ class Hit:
     entry: Entry
     start: int
     end: int
+    why: str = ""  # for evidence hits: the score and the signals that fired
+    excerpt_start: int = -1  # for evidence hits: the sentence, shown to the reviewer
+    excerpt_end: int = -1
 
 
 def _fail(origin: str, problem: str) -> ConfigError:
@@ -203,7 +210,7 @@ def _entries(kind: str, table: dict[str, Any], origin: str) -> list[Entry]:
     unknown = set(table) - _ENTRY_KEYS
     if unknown:
         raise _fail(origin, f"unknown key {sorted(unknown)[0]!r}")
-    category = table.get("category", kind if kind != MATERIAL else None)
+    category = table.get("category", kind if kind not in (MATERIAL, SIGNAL) else None)
     if not isinstance(category, str) or not category.strip():
         raise _fail(origin, "category is required")
     severity = table.get("severity", "high")
@@ -265,24 +272,25 @@ def _window_words(text: str, start: int, end: int, words: int) -> str:
     return " ".join([*before, text[start:end], *after])
 
 
-_SENTENCE_END = regex.compile(r"[.!?](?:\s|$)|\n\s*\n")
+# A sentence ends at . ! ? followed by white space (any line end, CRLF
+# included), or at a blank line; a paragraph ends at a blank line. Mail
+# arrives with CRLF line ends: a bound that only knew "\n\n" or ". " would
+# stretch an exclusion over the whole message.
+_SENTENCE_BREAK = regex.compile(r"[.!?][\"')\]]*\s+|\r?\n[ \t]*\r?\n\s*")
+_PARAGRAPH_BREAK = regex.compile(r"\r?\n[ \t]*\r?\n\s*")
+_LOOK_BACK = 4000  # characters searched back for the start of a sentence or paragraph
 
 
 def _bounds(text: str, start: int, end: int, scope: str) -> tuple[int, int]:
     """The sentence or paragraph around [start, end)."""
     if scope == "phrase":
         return start, end
-    if scope == "paragraph":
-        lo = text.rfind("\n\n", 0, start)
-        lo2 = text.rfind("\r\n\r\n", 0, start)
-        hi = text.find("\n\n", end)
-        hi2 = text.find("\r\n\r\n", end)
-        lo = max(lo, lo2)
-        his = [h for h in (hi, hi2) if h >= 0]
-        return (0 if lo < 0 else lo), (min(his) if his else len(text))
-    lo = max(text.rfind(". ", 0, start), text.rfind("\n\n", 0, start), text.rfind("? ", 0, start), text.rfind("! ", 0, start))
-    m = _SENTENCE_END.search(text, end)
-    return (0 if lo < 0 else lo + 1), (m.end() if m else len(text))
+    rx = _PARAGRAPH_BREAK if scope == "paragraph" else _SENTENCE_BREAK
+    lo = max(0, start - _LOOK_BACK)
+    for m in rx.finditer(text, lo, start):
+        lo = m.end()
+    m = rx.search(text, end)
+    return lo, (m.end() if m else len(text))
 
 
 @dataclass(frozen=True)
@@ -293,6 +301,7 @@ class Lexicons:
     matcher: PatternSet  # every occurrence, for exact spans
     presence: PatternSet  # one report per pattern, the fallback on floods
     files: tuple[str, ...]
+    signals: Signals | None = None  # compositional evidence (signals.toml + evidence.toml)
 
     def categories(self, kind: str) -> set[str]:
         return {e.category for e in self.entries if e.kind == kind}
@@ -346,8 +355,26 @@ class Lexicons:
         exclusion, is dropped.
         """
         raw = self._raw_hits(text)
-        if not raw:
-            return []
+        hits = self._confirmed(text, raw) if raw else []
+        if self.signals is None:
+            return hits
+        material = [i for i, h in enumerate(hits) if h.entry.kind == MATERIAL]
+        evidence, kept = self.signals.find(text, scan_bytes(text),
+                                           [(hits[i].start, hits[i].end, hits[i].entry.category) for i in material])
+        dropped = {i for n, i in enumerate(material) if n not in kept}
+        out = [h for i, h in enumerate(hits) if i not in dropped]
+        for n, i in enumerate(material):
+            if n in kept:
+                ev = kept[n]
+                out[out.index(hits[i])] = Hit(hits[i].entry, hits[i].start, hits[i].end,
+                                              f"{hits[i].entry.origin}; {ev.explain()}", ev.lo, ev.hi)
+        excluded = [_bounds(text, s, e, entry.scope) for entry, s, e in raw if entry.kind == EXCLUSION]
+        out.extend(Hit(_evidence_entry(ev.category, ev.origin), ev.start, ev.end, ev.explain(), ev.lo, ev.hi)
+                   for ev in evidence if not any(lo < ev.end and ev.start < hi for lo, hi in excluded))
+        return out
+
+    def _confirmed(self, text: str, raw: list[tuple[Entry, int, int]]) -> list[Hit]:
+        """Lexicon hits that survive the exclusions and their entry's `near` and `unless`."""
         excluded = [_bounds(text, s, e, entry.scope) for entry, s, e in raw if entry.kind == EXCLUSION]
         hits = []
         for entry, s, e in raw:
@@ -381,12 +408,38 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     if not files:
         raise ConfigError(f"lexicon directory {directory}: no *.toml lexicon files")
     entries: list[Entry] = []
+    evidence_file: Path | None = None
     for path in files:
+        if _file_kind(path) == EVIDENCE:
+            evidence_file = path
+            continue
         entries.extend(_load_file(path))
+    signal_entries = [e for e in entries if e.kind == SIGNAL]
+    entries = [e for e in entries if e.kind != SIGNAL]
+    try:
+        signals = build_signals(signal_entries, evidence_file, cache_dir, _compile_reverse)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"lexicon {directory}: signal patterns do not compile together: {exc}") from None
     try:
         expressions = [e.expression for e in entries]
         matcher = PatternSet(expressions, single_match=False, cache_dir=cache_dir)
         presence = PatternSet(expressions, single_match=True, cache_dir=cache_dir)
     except Exception as exc:  # Hyperscan names the pattern id; map it back
         raise ConfigError(f"lexicon {directory}: patterns do not compile together: {exc}") from None
-    return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files))
+    return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files), signals)
+
+
+def _file_kind(path: Path) -> object:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8")).get("kind")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # _load_file reports it with the precise reason
+
+
+@functools.lru_cache(maxsize=64)
+def _evidence_entry(category: str, origin: str) -> Entry:
+    """The entry an evidence hit is reported under: a material finding of medium severity."""
+    return Entry(MATERIAL, category, "", "medium", "", _compile(r"(?!)"), None, 6, (), 8, "phrase",
+                 f"{origin} (topic:{category})")

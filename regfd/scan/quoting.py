@@ -48,3 +48,28 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
 def in_spans(spans: list[tuple[int, int]], offset: int) -> bool:
     """Whether `offset` lies inside one of the sorted `spans`."""
     return any(lo <= offset < hi for lo, hi in spans)
+
+
+_REPLY_ATTRIBUTION = re.compile(r"(?im)^[ \t]*(?:on [^\n]{1,200}?(?:\r?\n[^\n]{0,200}?)?wrote:[ \t]*\r?$"
+                                r"|-{2,}[ \t]*original message[ \t]*-{2,})")
+
+
+def reply_spans(text: str) -> list[tuple[int, int]]:
+    """Spans that quote the mail being answered ("> " lines, everything after "On ... wrote:").
+
+    Unlike `quoted_spans`, a forwarded message is not included: what a
+    sender forwards is theirs to answer for, what they reply to usually
+    came from the recipient.
+    """
+    spans: list[tuple[int, int]] = []
+    if ">" in text:
+        for m in _QUOTED_LINES.finditer(text):
+            if spans and spans[-1][1] == m.start():
+                spans[-1] = (spans[-1][0], m.end())
+            else:
+                spans.append(m.span())
+    if "wrote:" in text or "original message" in text.lower():
+        header = _REPLY_ATTRIBUTION.search(text)
+        if header:
+            spans.append((header.start(), len(text)))
+    return spans

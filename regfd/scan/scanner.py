@@ -13,10 +13,11 @@ import time
 from regfd.config import ScanLimits
 from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANNABLE, Finding
 from regfd.scan.lexicon import EMBARGO as LEX_EMBARGO
-from regfd.scan.lexicon import GAAP_RECONCILIATION, MATERIAL as LEX_MATERIAL, NON_GAAP, Lexicons
+from regfd.scan.lexicon import GAAP_RECONCILIATION, NON_GAAP, Lexicons
+from regfd.scan.lexicon import MATERIAL as LEX_MATERIAL
 from regfd.scan.mime import Problem, TextPart, iter_parts
-from regfd.scan.quoting import in_spans, quoted_spans
 from regfd.scan.normalize import normalize_forms
+from regfd.scan.quoting import in_spans, quoted_spans
 
 MAX_FINDINGS = 50
 _MAX_TEXT_CHARS = 200
@@ -66,7 +67,12 @@ def _hits(part: TextPart, lexicons: Lexicons) -> list[tuple[str, Finding]]:
                 location = _quoted_location(location)
             text = part.text[start:end][:_MAX_TEXT_CHARS]
             kind = _KIND.get(hit.entry.kind, hit.entry.kind)
-            finding = Finding(kind, hit.entry.category, text, norm.excerpt(hit.start, hit.end), location, hit.entry.severity)
+            if hit.why:  # evidence: the reviewer reads the whole sentence and why it scored
+                excerpt = norm.excerpt(hit.excerpt_start, hit.excerpt_end, width=_MAX_TEXT_CHARS)
+                rule = hit.why
+            else:
+                excerpt, rule = norm.excerpt(hit.start, hit.end), hit.entry.origin
+            finding = Finding(kind, hit.entry.category, text, excerpt, location, hit.entry.severity, rule)
             out.append((hit.entry.kind, finding, start, end))
     return _drop_nested(out) if out else []
 

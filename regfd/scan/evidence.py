@@ -1,0 +1,258 @@
+"""Compositional evidence: a sentence is a disclosure by what it combines.
+
+People leaking in email rarely use the formal term: "the big customer in
+Detroit is walking, keep it under your hat" has no lexicon phrase in it,
+but it names a material topic (a customer), the company as the one
+affected, and secrecy. So besides the phrase lexicons, every sentence that
+names a topic (signals.toml) is scored by the other signal groups around
+it, with weights from evidence.toml, and one that reaches the threshold is
+a `material` finding whose rule lists the signals and the score.
+
+Speed: topics and the other signals are two Hyperscan databases. Text
+without any topic word pays one scan; only text with topics pays the second
+scan and the per-sentence arithmetic, which runs over the few topic hits.
+"""
+
+from __future__ import annotations
+
+import bisect
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from regfd.core.finding import MATERIAL_CATEGORIES
+from regfd.errors import ConfigError
+from regfd.scan.patternset import PatternSet
+from regfd.scan.quoting import reply_spans
+
+SCOPES = ("sentence", "neighbours", "paragraph")
+# Weights evidence.toml may give besides the signal groups of signals.toml:
+# the hit itself (a topic word, or a phrase of the material lexicon), a
+# sentence that is a question, and a hit inside a quoted reply.
+STRUCTURAL = ("topic", "phrase", "question", "quoted")
+TOPIC_PREFIX = "topic:"
+_FILE_KEYS = {"kind", "description", "threshold", "weights", "scope"}
+
+# Sentence and paragraph breaks in normalized text; CRLF line ends included.
+_SENTENCE_BREAK = regex.compile(r"[.!?;][\"')\]]*\s+|\r?\n[ \t]*\r?\n\s*|\r?\n[ \t]*[-*>]+\s")
+_PARAGRAPH_BREAK = regex.compile(r"\r?\n[ \t]*\r?\n\s*")
+_LOOK = 3000  # characters searched each way for a sentence or paragraph break
+
+
+@dataclass(frozen=True)
+class EvidenceModel:
+    """Weights per signal group, where each counts, and the threshold (evidence.toml)."""
+
+    weights: Mapping[str, float]
+    scopes: Mapping[str, str]
+    threshold: float
+    origin: str
+
+    def scope(self, group: str) -> str:
+        """Where a group counts; the topic's own sentence unless configured."""
+        return self.scopes.get(group, "sentence")
+
+
+def load_model(path: Path, groups: set[str]) -> EvidenceModel:
+    """Validate evidence.toml against the signal groups that exist; one line per mistake."""
+    where = f"lexicon {path.name}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read: {exc}") from None
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    threshold = data.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+        raise ConfigError(f"{where}: threshold must be a positive number")
+    weights: dict[str, float] = {}
+    raw_weights = data.get("weights", {})
+    if not isinstance(raw_weights, dict) or "topic" not in raw_weights:
+        raise ConfigError(f"{where}: [weights] must give at least `topic`")
+    known = {g for g in groups if not g.startswith(TOPIC_PREFIX)} | set(STRUCTURAL)
+    for group, w in raw_weights.items():
+        if group not in known:
+            raise ConfigError(f"{where}: weight for unknown signal group {group!r} "
+                              f"(groups: {', '.join(sorted(known))})")
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise ConfigError(f"{where}: weight of {group!r} must be a number")
+        weights[group] = float(w)
+    scopes: dict[str, str] = {}
+    for group, scope in dict(data.get("scope", {})).items():
+        if group not in known:
+            raise ConfigError(f"{where}: scope for unknown signal group {group!r}")
+        if scope not in SCOPES:
+            raise ConfigError(f"{where}: scope of {group!r} must be one of {', '.join(SCOPES)}")
+        scopes[group] = scope
+    return EvidenceModel(weights, scopes, float(threshold), path.name)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A topic sentence that reached the threshold."""
+
+    category: str  # the material category of the topic
+    start: int  # the topic word, in normalized text
+    end: int
+    lo: int  # the sentence
+    hi: int
+    score: float
+    signals: tuple[str, ...]  # "group 'phrase'" for each signal that counted
+    origin: str
+
+    def explain(self) -> str:
+        """The rule behind the finding, for the reviewer."""
+        return f"evidence score {self.score:g} ({' + '.join(self.signals)}); {self.origin}"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Topic and modifier signals compiled, plus the model that scores them."""
+
+    topics: PatternSet
+    topic_categories: tuple[str, ...]  # per topic pattern id
+    topic_rx: tuple[regex.Pattern[str], ...]  # reverse-searching, to find a topic's start from its end
+    modifiers: PatternSet
+    modifier_groups: tuple[str, ...]  # per modifier pattern id
+    modifier_rx: tuple[regex.Pattern[str], ...]
+    model: EvidenceModel
+
+    def find(self, text: str, data: bytes,
+             phrases: Sequence[tuple[int, int, str]] = ()) -> tuple[list[Evidence], dict[int, Evidence]]:
+        """Score every topic sentence, and every material phrase hit of the lexicons, in `text`.
+
+        `text` is normalized, `data` its scan bytes, `phrases` the (start, end,
+        category) of material lexicon hits. Returns the topic sentences that
+        reach the threshold, and for each phrase hit (by index) that keeps
+        it, its evidence: a phrase in a sentence that refuses to comment,
+        cites the public record or tells history is not a disclosure either.
+        """
+        topic_reports, _ = self.topics.matches(data, limit=5000)
+        if not topic_reports and not phrases:
+            return [], {}
+        mod_reports, _ = self.modifiers.matches(data, limit=50_000)
+        ends: dict[str, list[tuple[int, int]]] = {}
+        for pid, end in mod_reports:
+            ends.setdefault(self.modifier_groups[pid], []).append((end, pid))
+        for v in ends.values():
+            v.sort()
+        replies = reply_spans(text)
+        scorer = _Scorer(self, text, ends, replies)
+        best: dict[tuple[int, str], Evidence] = {}
+        for pid, end in topic_reports:
+            m = self.topic_rx[pid].match(text, 0, end)
+            start = m.start() if m is not None else max(0, end - 1)
+            ev = scorer.score(self.topic_categories[pid], start, end, "topic")
+            if ev is None:
+                continue
+            key = (ev.lo, ev.category)
+            prev = best.get(key)
+            if prev is None or ev.score > prev.score:
+                best[key] = ev
+        kept: dict[int, Evidence] = {}
+        for i, (start, end, category) in enumerate(phrases):
+            ev = scorer.score(category, start, end, "phrase")
+            if ev is not None:
+                kept[i] = ev
+        return sorted(best.values(), key=lambda ev: (ev.start, ev.category)), kept
+
+
+class _Scorer:
+    """Scores one text's hits; sentence bounds are computed once per hit end."""
+
+    def __init__(self, signals: Signals, text: str, ends: dict[str, list[tuple[int, int]]],
+                 replies: list[tuple[int, int]]) -> None:
+        self.s = signals
+        self.text = text
+        self.ends = ends
+        self.replies = replies
+        self.bounds: dict[int, tuple[int, int, int, int, int, int]] = {}
+
+    def score(self, category: str, start: int, end: int, base: str) -> Evidence | None:
+        """The evidence for the hit [start, end) as `base` ("topic" or "phrase"), or None under the threshold."""
+        model = self.s.model
+        text = self.text
+        b = self.bounds.get(end)
+        if b is None:
+            b = self.bounds[end] = _all_bounds(text, start, end)
+        score = model.weights.get(base, 1.0)
+        signals = [f"{base} {text[start:end]!r}"]
+        for group, found in self.ends.items():
+            weight = model.weights.get(group)
+            if not weight:
+                continue
+            scope = model.scope(group)
+            lo, hi = (b[0], b[1]) if scope == "sentence" else (b[2], b[3]) if scope == "neighbours" else (b[4], b[5])
+            i = bisect.bisect_right(found, (lo, 1 << 30))
+            if i < len(found) and found[i][0] <= hi:
+                e, mpid = found[i]
+                mm = self.s.modifier_rx[mpid].match(text, 0, e)
+                phrase = text[mm.start():e] if mm is not None else "…"
+                score += weight
+                signals.append(f"{group} {phrase!r}")
+        question = model.weights.get("question", 0.0)
+        if question and text[b[0]:b[1]].rstrip().endswith("?"):
+            score += question
+            signals.append("question")
+        quoted = model.weights.get("quoted", 0.0)
+        if quoted and any(lo <= start < hi for lo, hi in self.replies):
+            score += quoted
+            signals.append("quoted reply")
+        if score < model.threshold:
+            return None
+        return Evidence(category, start, end, b[0], b[1], round(score, 2), tuple(signals), model.origin)
+
+
+def _break_before(rx: regex.Pattern[str], text: str, pos: int) -> int:
+    lo = max(0, pos - _LOOK)
+    for m in rx.finditer(text, lo, pos):
+        lo = m.end()
+    return lo
+
+
+def _break_after(rx: regex.Pattern[str], text: str, pos: int) -> int:
+    m = rx.search(text, pos, min(len(text), pos + _LOOK))
+    return m.start() if m else min(len(text), pos + _LOOK)
+
+
+def _all_bounds(text: str, start: int, end: int) -> tuple[int, int, int, int, int, int]:
+    """Sentence, neighbouring sentences and paragraph around [start, end)."""
+    s_lo = _break_before(_SENTENCE_BREAK, text, start)
+    s_hi = _break_after(_SENTENCE_BREAK, text, end)
+    p_lo = _break_before(_PARAGRAPH_BREAK, text, start)
+    p_hi = _break_after(_PARAGRAPH_BREAK, text, end)
+    n_lo = max(p_lo, _break_before(_SENTENCE_BREAK, text, max(0, s_lo - 1)) if s_lo > 0 else 0)
+    n_hi = min(p_hi, _break_after(_SENTENCE_BREAK, text, min(len(text), s_hi + 1)))
+    return s_lo, s_hi, min(n_lo, s_lo), max(n_hi, s_hi), min(p_lo, s_lo), max(p_hi, s_hi)
+
+
+def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Path | None,
+                  compile_reverse: Any) -> Signals | None:
+    """Compile the signal entries (kind "signal") into the two databases; None without signals."""
+    if not entries:
+        return None
+    if model_path is None:
+        raise ConfigError("lexicon: signals.toml needs evidence.toml (the weights) beside it")
+    topics = [e for e in entries if e.category.startswith(TOPIC_PREFIX)]
+    mods = [e for e in entries if not e.category.startswith(TOPIC_PREFIX)]
+    if not topics:
+        raise ConfigError("lexicon: signals need at least one topic: group")
+    for e in topics:
+        if e.category[len(TOPIC_PREFIX):] not in MATERIAL_CATEGORIES:
+            raise ConfigError(f"lexicon {e.origin}: {e.category!r} is not a material category "
+                              f"(topic:{', topic:'.join(MATERIAL_CATEGORIES)})")
+    model = load_model(model_path, {e.category for e in entries})
+    return Signals(
+        PatternSet([e.expression for e in topics], single_match=False, cache_dir=cache_dir),
+        tuple(e.category[len(TOPIC_PREFIX):] for e in topics),
+        tuple(compile_reverse(e.expression) for e in topics),
+        PatternSet([e.expression for e in mods], single_match=False, cache_dir=cache_dir),
+        tuple(e.category for e in mods),
+        tuple(compile_reverse(e.expression) for e in mods),
+        model,
+    )
