@@ -43,7 +43,7 @@ _FILE_KEYS = {"kind", "description", "entry"}
 
 # Between two words of a pattern: any run of whitespace, hyphens or slashes.
 _SEP = r"[\s\-/]+"
-_WORD = r"[a-z0-9&'.$%]+"
+_WORD = r"[a-z0-9&'.$%,]+"  # a comma is part of a word here, so `~N` skips "150,000" and "yes, we"
 _MAX_WITHIN = 50
 _WINDOW_CHARS = 400  # how far back a reported hit's start is first looked for
 _REPORT_LIMIT = 20_000  # Hyperscan reports per text before falling back

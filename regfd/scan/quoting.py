@@ -50,8 +50,7 @@ def in_spans(spans: list[tuple[int, int]], offset: int) -> bool:
     return any(lo <= offset < hi for lo, hi in spans)
 
 
-_REPLY_ATTRIBUTION = re.compile(r"(?im)^[ \t]*(?:on [^\n]{1,200}?(?:\r?\n[^\n]{0,200}?)?wrote:[ \t]*\r?$"
-                                r"|-{2,}[ \t]*original message[ \t]*-{2,})")
+_REPLY_ATTRIBUTION = re.compile(r"(?im)^[ \t]*on [^\n]{1,200}?(?:\r?\n[^\n]{0,200}?)?wrote:[ \t]*\r?$")
 
 
 def reply_spans(text: str) -> list[tuple[int, int]]:
@@ -68,7 +67,9 @@ def reply_spans(text: str) -> list[tuple[int, int]]:
                 spans[-1] = (spans[-1][0], m.end())
             else:
                 spans.append(m.span())
-    if "wrote:" in text or "original message" in text.lower():
+    if text[:6].lstrip().lower().startswith(("re:", "aw:", "sv:")):
+        spans.append((0, min(len(text), 300)))  # a reply's subject names the recipient's topic
+    if "wrote:" in text:
         header = _REPLY_ATTRIBUTION.search(text)
         if header:
             spans.append((header.start(), len(text)))
