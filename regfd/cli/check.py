@@ -18,17 +18,19 @@ import json
 import mailbox
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from regfd.core.address import normalize_address
 from regfd.core.clock import now, parse_instant
-from regfd.errors import InvalidInput
 from regfd.core.decision import Decider
 from regfd.core.envelope import Envelope
 from regfd.core.policy import ACTIONS, Policy
 from regfd.core.verdict import Verdict
+from regfd.errors import InvalidInput
+
 from . import Context
 
 

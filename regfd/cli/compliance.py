@@ -1,4 +1,4 @@
-"""Compliance commands: records, quarantine, disclosures, the agent and the outbox (PRODUCT.md §6).
+"""Compliance commands: records, quarantine, disclosures, the agent and the outbox.
 
     regfd records [--since DATE] [--json|--csv]
     regfd quarantine list [--all] [--json] | show ID | release ID --by ADDR --reason TEXT [--local] [--timeout S]
@@ -61,12 +61,11 @@ def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
         ctx.out.write(to_csv(rows))
         return
     if a.json:
-        print_json(ctx.out, rows)
+        print_json(ctx.out, [r.to_json() for r in rows])
         return
-    flat = [{"at": r["at"], "queue_id": r["queue_id"], "sender": f"{r['sender']} ({r['sender_class']})",
-             "recipients": ", ".join(x["address"] for x in r["recipients"]), "action": r["action"],
-             "findings": ", ".join(sorted({f"{f['kind']}:{f['category']}" for f in r["findings"]})),
-             "subject": r["subject"]} for r in rows]
+    flat = [{"at": r.at, "queue_id": r.queue_id, "sender": f"{r.sender} ({r.sender_class})",
+             "recipients": r.recipients_line(), "action": r.action, "findings": r.finding_kinds(),
+             "subject": r.subject} for r in rows]
     listing(ctx.out, flat, False, ("at", "queue_id", "sender", "recipients", "action", "findings", "subject"),
             "no records")
 

@@ -119,7 +119,7 @@ def set_nodelay(fds: Iterable[int]) -> int:
     """TCP_NODELAY on libmilter's listening socket: accepted sockets inherit it on Linux.
 
     libmilter does not set it, and Nagle's algorithm meeting delayed ACKs
-    costs 40 ms per reply (FIELD-NOTES section 1). Returns how many sockets were set.
+    costs 40 ms per reply (measured on loopback). Returns how many sockets were set.
     """
     n = 0
     for fd in fds:

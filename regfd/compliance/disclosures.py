@@ -9,9 +9,9 @@ THE DEADLINE RULE (pure, `disclosure_deadline`):
 
 Why: Regulation FD §243.101(d) defines "promptly" as "as soon as reasonably
 practicable (but in no event after the later of 24 hours or the commencement
-of the next day's trading on the New York Stock Exchange)". PRODUCT.md §1/§5
-says the same in plain words: "within 24 hours, or before the next trading
-day's market open when a weekend or holiday intervenes". On an ordinary
+of the next day's trading on the New York Stock Exchange)"; in plain words:
+within 24 hours, or before the next trading day's market open when a
+weekend or holiday intervenes. On an ordinary
 weekday (b) falls before (a) and the deadline is exactly 24 hours; when a
 weekend or exchange holiday follows the delivery, (b) is later and wins
 (Friday 15:00 -> Monday 09:30; the day before Thanksgiving -> Friday 09:30).
@@ -34,10 +34,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from regfd.compliance.records import Record
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.core.tradingcalendar import market_open, new_york_date, next_trading_day
@@ -80,7 +81,7 @@ class Disclosure:
     delivered_at: datetime
     deadline: datetime
     source: str  # "delivered" (tagged/accepted at SMTP time) or "released" (from hold)
-    record: dict[str, Any]  # the communication's record (records.make_record)
+    record: Record  # the communication's record (records.make_record)
     quarantine_id: str = ""
     state: str = OPEN
     opened_at: datetime | None = None
@@ -90,16 +91,18 @@ class Disclosure:
     stage: str = STAGE_REMINDER
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The stored shape (also `regfd disclosures --json`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         for k in ("delivered_at", "deadline", "opened_at", "closed_at"):
             d[k] = to_iso(getattr(self, k))
+        d["record"] = self.record.to_json()
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Disclosure:
         delivered, deadline = from_iso(d["delivered_at"]), from_iso(d["deadline"])
         assert delivered is not None and deadline is not None
-        return cls(d["id"], delivered, deadline, d.get("source", ""), d.get("record", {}),
+        return cls(d["id"], delivered, deadline, d.get("source", ""), Record.from_json(d.get("record", {})),
                    d.get("quarantine_id", ""), d.get("state", OPEN), from_iso(d.get("opened_at")),
                    from_iso(d.get("closed_at")), d.get("closed_by", ""), d.get("reference", ""),
                    d.get("stage", STAGE_REMINDER))
@@ -109,13 +112,12 @@ class Disclosure:
         r = self.record
         return {"id": self.id, "state": self.state, "deadline": to_iso(self.deadline),
                 "delivered_at": to_iso(self.delivered_at), "source": self.source,
-                "sender": r.get("sender", ""), "recipients": ", ".join(x["address"] for x in r.get("recipients", [])),
-                "subject": r.get("subject", ""), "queue_id": r.get("queue_id", ""),
+                "sender": r.sender, "recipients": r.recipients_line(), "subject": r.subject, "queue_id": r.queue_id,
                 "quarantine_id": self.quarantine_id, "closed_by": self.closed_by,
                 "closed_at": to_iso(self.closed_at), "reference": self.reference}
 
 
-def open_disclosure(record: dict[str, Any], delivered_at: datetime, source: str, quarantine_id: str = "",
+def open_disclosure(record: Record, delivered_at: datetime, source: str, quarantine_id: str = "",
                     opened_at: datetime | None = None) -> Disclosure:
     """A new follow-up (pure): the id and the deadline are computed here."""
     return Disclosure(new_id("d"), delivered_at, disclosure_deadline(delivered_at), source, record,
@@ -178,7 +180,7 @@ class Disclosures:
             late = closed.closed_at is not None and closed.closed_at > d.deadline
             self.store.audit_ops(pipe, by, "disclosure.close", did,
                                  {"reference": reference, "deadline": to_iso(d.deadline),
-                                  "late": late, "queue_id": d.record.get("queue_id", "")})
+                                  "late": late, "queue_id": d.record.queue_id})
             return closed
 
         closed = transact(self.store.r, (key,), step, failure="disclosure close failed, nothing changed")

@@ -19,20 +19,24 @@ agent (runs postsuper, or Sendmail's equivalents, for release/reject requests).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any
 
-from regfd.core.clock import now as utcnow
 from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_disclosure
-from regfd.errors import StoreUnavailable
+from regfd.compliance.notify import Outbox, render_decision, render_disclosure_reminder, render_sender_held
+from regfd.compliance.quarantine import Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
+from regfd.compliance.records import Record, Records, make_record
+from regfd.core.clock import now as utcnow
 from regfd.core.message import MessageFacts
-from regfd.compliance.notify import Outbox, Transport, render_decision, render_disclosure_reminder, render_sender_held
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
 from regfd.core.verdict import Verdict
-from regfd.mta.postfix import MtaQueue, PostfixQueue
-from regfd.compliance.quarantine import HELD, Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
-from regfd.compliance.records import Records, make_record
-from regfd.store.redis_store import REDIS_ERRORS
+from regfd.core.vocabulary import QuarantineState
+from regfd.errors import StoreUnavailable
+from regfd.mta.postfix import PostfixQueue
+from regfd.ports import MtaQueue, Transport
+from regfd.store.client import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -42,14 +46,10 @@ NOTIFIED_ACTIONS = (TAG, HOLD, REJECT)
 DELIVERED_ACTIONS = (ACCEPT, TAG)
 
 
-class DecisionSink(Protocol):
-    def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None: ...
-
-
 class Workflow:
     """The DecisionSink the milter uses."""
 
-    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow,
+    def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow,
                  transport: Transport | None = None) -> None:
         self.store = store
         self.config = config
@@ -70,25 +70,24 @@ class Workflow:
         # Delivered at SMTP time with a material finding: the clock starts now.
         # (`accept` too, should a company's policy table ever accept material content.)
         if action in DELIVERED_ACTIONS and verdict.has_material:
-            disclosure = open_disclosure({}, facts.received_at, "delivered", opened_at=now)
+            disclosure = open_disclosure(Record(), facts.received_at, "delivered", opened_at=now)
         record = make_record(verdict, facts, quarantine_id=quarantine_id,
                              disclosure_id=disclosure.id if disclosure else "")
         pipe = self.store.r.pipeline(transaction=True)
         self.records.add_ops(pipe, record, now)
         if action == HOLD:
-            entry = QuarantineEntry(quarantine_id, HELD, facts.received_at, facts.mta_host,
-                                    record["queue_id"], record)
+            entry = QuarantineEntry(quarantine_id, QuarantineState.HELD, facts.received_at, facts.mta_host,
+                                    record.queue_id, record)
             self.quarantine.add_ops(pipe, entry, facts.raw)
         if disclosure is not None:
-            disclosure = Disclosure(disclosure.id, disclosure.delivered_at, disclosure.deadline, disclosure.source,
-                                    record, "", opened_at=now)
+            disclosure = replace(disclosure, record=record)
             self.disclosures.add_ops(pipe, disclosure)
         if action in NOTIFIED_ACTIONS and cfg.corporate_secretary:
             self.outbox.enqueue_ops(pipe, render_decision(
                 record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id,
                 deadline=disclosure.deadline if disclosure else None,
                 disclosure_id=disclosure.id if disclosure else ""))
-        if action == HOLD and cfg.notify.notify_sender_on_hold and record["sender"]:
+        if action == HOLD and cfg.notify.notify_sender_on_hold and record.sender:
             self.outbox.enqueue_ops(pipe, render_sender_held(
                 record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id))
         try:
@@ -101,7 +100,7 @@ class Workflow:
 class Reminders:
     """Hold reminders and disclosure reminders; the outbox worker loop calls `run_due` every tick."""
 
-    def __init__(self, store: "RedisStore", config: "Config", clock: Callable[[], datetime] = utcnow,
+    def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow,
                  outbox: Outbox | None = None) -> None:
         self.config = config
         self.outbox = outbox or Outbox(store, config, clock=clock)
@@ -120,7 +119,7 @@ class Reminders:
         return self.quarantine.remind_due(now) + self.disclosures.remind_due(now, enqueue)
 
 
-def agent_host(config: "Config") -> str:
+def agent_host(config: Config) -> str:
     """The MTA host name an agent serves: config `mta_host`, else Postfix's myhostname, else the FQDN.
 
     (Sendmail's `j` is its canonical host name, which is the FQDN on a sane host.)
@@ -134,7 +133,7 @@ def agent_host(config: "Config") -> str:
     return socket.getfqdn()
 
 
-def start_background(store: "RedisStore", config: "Config", stop: threading.Event, *, mta_host: str = "",
+def start_background(store: RedisStore, config: Config, stop: threading.Event, *, mta_host: str = "",
                      mta: MtaQueue | None = None, transport: Transport | None = None,
                      agent: bool = True, interval: float = 1.0) -> list[threading.Thread]:
     """Start the outbox worker (with reminders) and the quarantine agent as daemon threads.

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from regfd.compliance.disclosures import new_id, to_ms
+from regfd.compliance.records import Record
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.errors import StoreUnavailable
-from regfd.ports import Transport as Transport
+from regfd.ports import Transport
 from regfd.store.client import REDIS_ERRORS, text
 
 if TYPE_CHECKING:
@@ -118,11 +119,6 @@ def local_time(iso_or_dt: str | datetime | None, tz: ZoneInfo) -> str:
     return f"{loc:%a %Y-%m-%d %H:%M} {loc.tzname()}"
 
 
-def _recipient_line(r: dict[str, Any]) -> str:
-    what = ", ".join(x for x in (r.get("category", ""), r.get("firm", "")) if x)
-    return f"{r['address']} ({what})" if what else r["address"]
-
-
 _HEADLINES = {
     "tag": "DELIVERED and tagged: the message went out; review it.",
     "accept": "DELIVERED: the message went out; review it.",
@@ -158,12 +154,12 @@ def _section_text(title: str, body: list[str]) -> list[str]:
     return [title, *body, ""] if body else []
 
 
-def render_case(record: dict[str, Any], *, headline: str, tz: ZoneInfo, quarantine_id: str = "",
+def render_case(record: Record, *, headline: str, tz: ZoneInfo, quarantine_id: str = "",
                 deadline: datetime | None = None, disclosure_id: str = "", extra: Iterable[str] = (),
                 commands: Iterable[Commands] = ()) -> tuple[str, str]:
     """Plain text and HTML bodies describing one message and what to do about it."""
-    recipients = record.get("recipients", [])
-    findings = record.get("findings", [])
+    recipients = record.recipients
+    findings = record.findings
     cmds = [c for group in commands for c in group.lines]
     extra = list(extra)
     # ---- text
@@ -171,27 +167,26 @@ def render_case(record: dict[str, Any], *, headline: str, tz: ZoneInfo, quaranti
     t += extra + ([""] if extra else [])
     if deadline is not None:
         t += [f"PUBLIC DISCLOSURE DUE BY: {local_time(deadline, tz)} (follow-up {disclosure_id})", ""]
-    t += [f"Sender:      {record.get('sender', '')} ({record.get('sender_class', '')})",
+    t += [f"Sender:      {record.sender} ({record.sender_class})",
           "Specified Persons:"]
-    t += [f"  - {_recipient_line(r)}" for r in recipients]
-    others = record.get("other_recipients", [])
+    t += [f"  - {r.line()}" for r in recipients]
+    others = record.other_recipients
     if others:
-        t.append("Other recipients: " + ", ".join(o["address"] for o in others))
-    t += [f"Subject:     {record.get('subject', '')}",
-          f"Received:    {local_time(record.get('at'), tz)} on {record.get('mta_host', '') or '?'}, "
-          f"queue id {record.get('queue_id', '') or '?'}",
-          f"Message-ID:  {record.get('message_id', '')}",
-          f"Action:      {record.get('action', '')}" + (
-              f" (policy: {record['policy_action']})"
-              if record.get("policy_action") not in (None, record.get("action")) else "")]
+        t.append("Other recipients: " + ", ".join(o.address for o in others))
+    t += [f"Subject:     {record.subject}",
+          f"Received:    {local_time(record.at, tz)} on {record.mta_host or '?'}, queue id {record.queue_id or '?'}",
+          f"Message-ID:  {record.message_id}",
+          f"Action:      {record.action}" + (
+              f" (policy: {record.policy_action})"
+              if record.policy_action and record.policy_action != record.action else "")]
     if quarantine_id:
         t.append(f"Quarantine:  {quarantine_id}")
     t.append("")
     t += _section_text("Findings:", [
-        f"  {n}. {f['kind']} ({f['category']}) in {f['location']}:\n"
-        f"       {highlight_text(f['excerpt'], f.get('text', ''))}"
+        f"  {n}. {f.kind} ({f.category}) in {f.location}:\n"
+        f"       {highlight_text(f.excerpt, f.text)}"
         for n, f in enumerate(findings, 1)] or ["  none"])
-    t += _section_text("Why:", [f"  - {r}" for r in record.get("reasons", [])])
+    t += _section_text("Why:", [f"  - {r}" for r in record.reasons])
     for what, cmd in cmds:
         t += [f"{what}:", f"  {cmd}", ""]
     t.append("-- regfd, Regulation FD gateway (automatic message)")
@@ -206,26 +201,26 @@ def render_case(record: dict[str, Any], *, headline: str, tz: ZoneInfo, quaranti
         h.append(f"<p style=\"color:#b00\"><strong>Public disclosure due by {e(local_time(deadline, tz))}</strong>"
                  f" (follow-up {e(disclosure_id)})</p>")
     h.append("<table>")
-    rows = [("Sender", f"{record.get('sender', '')} ({record.get('sender_class', '')})"),
-            ("Specified Persons", "; ".join(_recipient_line(r) for r in recipients)),
-            ("Subject", record.get("subject", "")),
-            ("Received", f"{local_time(record.get('at'), tz)} on {record.get('mta_host', '') or '?'}, "
-                         f"queue id {record.get('queue_id', '') or '?'}"),
-            ("Message-ID", record.get("message_id", "")),
-            ("Action", record.get("action", ""))]
+    rows = [("Sender", f"{record.sender} ({record.sender_class})"),
+            ("Specified Persons", "; ".join(r.line() for r in recipients)),
+            ("Subject", record.subject),
+            ("Received", f"{local_time(record.at, tz)} on {record.mta_host or '?'}, "
+                         f"queue id {record.queue_id or '?'}"),
+            ("Message-ID", record.message_id),
+            ("Action", record.action)]
     if quarantine_id:
         rows.append(("Quarantine", quarantine_id))
     for k, v in rows:
         h.append(f"<tr><th align=\"left\">{e(k)}</th><td>{e(str(v))}</td></tr>")
     h.append("</table><h3>Findings</h3><ol>")
     for f in findings:
-        h.append(f"<li><strong>{e(f['kind'])}</strong> ({e(f['category'])}) in {e(f['location'])}:<br>"
-                 f"<q>{highlight_html(f['excerpt'], f.get('text', ''))}</q></li>")
+        h.append(f"<li><strong>{e(f.kind)}</strong> ({e(f.category)}) in {e(f.location)}:<br>"
+                 f"<q>{highlight_html(f.excerpt, f.text)}</q></li>")
     if not findings:
         h.append("<li>none</li>")
     h.append("</ol>")
-    if record.get("reasons"):
-        h.append("<h3>Why</h3><ul>" + "".join(f"<li>{e(r)}</li>" for r in record["reasons"]) + "</ul>")
+    if record.reasons:
+        h.append("<h3>Why</h3><ul>" + "".join(f"<li>{e(r)}</li>" for r in record.reasons) + "</ul>")
     if cmds:
         h.append("<h3>What to do</h3>")
         for what, cmd in cmds:
@@ -239,15 +234,15 @@ def _short(subject: str, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _to_line(record: dict[str, Any]) -> str:
-    rs = [r["address"] for r in record.get("recipients", [])]
+def _to_line(record: Record) -> str:
+    rs = [r.address for r in record.recipients]
     return rs[0] + (f" +{len(rs) - 1}" if len(rs) > 1 else "") if rs else "?"
 
 
-def render_decision(record: dict[str, Any], *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
+def render_decision(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
                     quarantine_id: str = "", deadline: datetime | None = None, disclosure_id: str = "") -> Notification:
     """To the Corporate Secretary: a message was tagged, held or rejected."""
-    action = record.get("action", "")
+    action = record.action
     commands = []
     if quarantine_id:
         commands.append(quarantine_commands(quarantine_id))
@@ -256,44 +251,42 @@ def render_decision(record: dict[str, Any], *, to: tuple[str, ...], tz: ZoneInfo
     text, body = render_case(record, headline=_HEADLINES.get(action, action.upper()), tz=tz,
                              quarantine_id=quarantine_id, deadline=deadline, disclosure_id=disclosure_id,
                              commands=commands)
-    kinds = sorted({f["kind"] for f in record.get("findings", [])})
+    kinds = sorted({f.kind for f in record.findings})
     subject = (f"[RegFD] {action.upper()}{' ' + quarantine_id if quarantine_id else ''}: "
-               f"{record.get('sender', '')} to {_to_line(record)}"
-               f"{' (' + ', '.join(kinds) + ')' if kinds else ''}: {_short(record.get('subject', ''))}")
+               f"{record.sender} to {_to_line(record)}"
+               f"{' (' + ', '.join(kinds) + ')' if kinds else ''}: {_short(record.subject)}")
     return Notification(new_id("n"), "decision", to, subject, text, body, quarantine_id or disclosure_id, to_iso(now))
 
 
-def render_sender_held(record: dict[str, Any], *, corpsec: tuple[str, ...], tz: ZoneInfo, now: datetime,
+def render_sender_held(record: Record, *, corpsec: tuple[str, ...], tz: ZoneInfo, now: datetime,
                        quarantine_id: str) -> Notification:
     """To the sender: the message waits for review (no findings: the reviewer explains if needed)."""
     contact = ", ".join(corpsec) or "the Corporate Secretary"
-    text = (f"Your message \"{record.get('subject', '')}\" to "
-            f"{', '.join(r['address'] for r in record.get('recipients', []))}\n"
-            f"(sent {local_time(record.get('at'), tz)}) is held for review under the company's "
+    text = (f"Your message \"{record.subject}\" to {record.recipients_line()}\n"
+            f"(sent {local_time(record.at, tz)}) is held for review under the company's "
             f"Regulation FD communications policy.\n\n"
             f"It has not been delivered yet. The Corporate Secretary will release or reject it; "
             f"you will be told if it is rejected.\nQuestions: {contact}. Reference: {quarantine_id}.\n\n"
             f"-- regfd, Regulation FD gateway (automatic message)\n")
-    return Notification(new_id("n"), "held-sender", (record["sender"],),
-                        f"[RegFD] Your message is held for review: {_short(record.get('subject', ''))}",
+    return Notification(new_id("n"), "held-sender", (record.sender,),
+                        f"[RegFD] Your message is held for review: {_short(record.subject)}",
                         text, "", quarantine_id, to_iso(now))
 
 
-def render_sender_rejected(record: dict[str, Any], *, corpsec: tuple[str, ...], tz: ZoneInfo, now: datetime,
+def render_sender_rejected(record: Record, *, corpsec: tuple[str, ...], tz: ZoneInfo, now: datetime,
                            quarantine_id: str, by: str, reason: str) -> Notification:
     contact = ", ".join(corpsec) or "the Corporate Secretary"
-    text = (f"Your message \"{record.get('subject', '')}\" to "
-            f"{', '.join(r['address'] for r in record.get('recipients', []))}\n"
-            f"(sent {local_time(record.get('at'), tz)}) was NOT delivered: after review under the company's "
+    text = (f"Your message \"{record.subject}\" to {record.recipients_line()}\n"
+            f"(sent {local_time(record.at, tz)}) was NOT delivered: after review under the company's "
             f"Regulation FD communications policy it was rejected by {by}.\n\n"
             f"Reason: {reason}\n\nQuestions: {contact}. Reference: {quarantine_id}.\n\n"
             f"-- regfd, Regulation FD gateway (automatic message)\n")
-    return Notification(new_id("n"), "rejected-sender", (record["sender"],),
-                        f"[RegFD] Your message was not delivered: {_short(record.get('subject', ''))}",
+    return Notification(new_id("n"), "rejected-sender", (record.sender,),
+                        f"[RegFD] Your message was not delivered: {_short(record.subject)}",
                         text, "", quarantine_id, to_iso(now))
 
 
-def render_outcome(record: dict[str, Any], *, to: tuple[str, ...], tz: ZoneInfo, now: datetime, quarantine_id: str,
+def render_outcome(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime, quarantine_id: str,
                    outcome: str, by: str, reason: str, deadline: datetime | None = None,
                    disclosure_id: str = "") -> Notification:
     """To the Corporate Secretary: who released or rejected a held message, and why (the others need to know)."""
@@ -302,11 +295,11 @@ def render_outcome(record: dict[str, Any], *, to: tuple[str, ...], tz: ZoneInfo,
     text, body = render_case(record, headline=headline, tz=tz, quarantine_id=quarantine_id, deadline=deadline,
                              disclosure_id=disclosure_id, commands=commands)
     return Notification(new_id("n"), outcome, to,
-                        f"[RegFD] {outcome.upper()} {quarantine_id} by {by}: {_short(record.get('subject', ''))}",
+                        f"[RegFD] {outcome.upper()} {quarantine_id} by {by}: {_short(record.subject)}",
                         text, body, quarantine_id, to_iso(now))
 
 
-def render_hold_reminder(record: dict[str, Any], *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
+def render_hold_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
                          quarantine_id: str, held_since: datetime) -> Notification:
     hours = (now - held_since).total_seconds() / 3600
     headline = (f"REMINDER: held for {hours:.1f} hours and still waiting for your decision "
@@ -314,11 +307,11 @@ def render_hold_reminder(record: dict[str, Any], *, to: tuple[str, ...], tz: Zon
     text, body = render_case(record, headline=headline, tz=tz, quarantine_id=quarantine_id,
                              commands=[quarantine_commands(quarantine_id)])
     return Notification(new_id("n"), "hold-reminder", to,
-                        f"[RegFD] REMINDER: {quarantine_id} held {hours:.0f} h: {_short(record.get('subject', ''))}",
+                        f"[RegFD] REMINDER: {quarantine_id} held {hours:.0f} h: {_short(record.subject)}",
                         text, body, quarantine_id, to_iso(now))
 
 
-def render_disclosure_reminder(record: dict[str, Any], *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
+def render_disclosure_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
                                disclosure_id: str, deadline: datetime, overdue: bool) -> Notification:
     if overdue:
         headline = f"OVERDUE: public disclosure was due by {local_time(deadline, tz)} and the follow-up is still open."
@@ -329,7 +322,7 @@ def render_disclosure_reminder(record: dict[str, Any], *, to: tuple[str, ...], t
                              commands=[disclosure_commands(disclosure_id)])
     word = "OVERDUE" if overdue else "due soon"
     return Notification(new_id("n"), "disclosure-overdue" if overdue else "disclosure-reminder", to,
-                        f"[RegFD] Disclosure {word} ({disclosure_id}): {_short(record.get('subject', ''))}",
+                        f"[RegFD] Disclosure {word} ({disclosure_id}): {_short(record.subject)}",
                         text, body, disclosure_id, to_iso(now))
 
 

@@ -45,7 +45,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -58,8 +58,10 @@ from regfd.compliance.notify import (
     render_outcome,
     render_sender_rejected,
 )
+from regfd.compliance.records import Record
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
+from regfd.core.vocabulary import QuarantineState, Review
 from regfd.errors import InvalidInput, StoreUnavailable
 from regfd.ports import MtaQueue, MtaResult
 from regfd.store.client import REDIS_ERRORS, dumps, text, transact
@@ -68,9 +70,8 @@ if TYPE_CHECKING:
     from regfd.config import Config
     from regfd.store.redis_store import RedisStore
 
-HELD, RELEASING, REJECTING, RELEASED, REJECTED = "held", "releasing", "rejecting", "released", "rejected"
-RELEASE, REJECT = "release", "reject"
-UNDECIDED = (HELD, RELEASING, REJECTING)
+IN_PROGRESS = (QuarantineState.RELEASING, QuarantineState.REJECTING)
+UNDECIDED = (QuarantineState.HELD, *IN_PROGRESS)
 STALE_REQUEST = timedelta(minutes=10)  # a request nobody finished may be issued again after this
 HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
 
@@ -93,12 +94,14 @@ def host_key(host: str) -> str:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
+    """A held message as the reviewers see it: its record, its state, and who decided it and why."""
+
     id: str
-    state: str
+    state: QuarantineState
     created_at: datetime
     mta_host: str
     queue_id: str
-    record: dict[str, Any]
+    record: Record
     request: dict[str, Any] | None = None
     decided_by: str = ""
     decided_at: datetime | None = None
@@ -109,33 +112,37 @@ class QuarantineEntry:
     disclosure_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The stored shape (also `regfd quarantine show --json`)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["created_at"] = to_iso(self.created_at)
+        d["record"] = self.record.to_json()
         d["decided_at"] = to_iso(self.decided_at)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> QuarantineEntry:
+        """Tolerant of entries written by older versions (missing keys read as empty)."""
         created = from_iso(d["created_at"])
         assert created is not None
-        return cls(d["id"], d["state"], created, d.get("mta_host", ""), d.get("queue_id", ""), d.get("record", {}),
+        return cls(d["id"], QuarantineState(d["state"]), created, d.get("mta_host", ""), d.get("queue_id", ""),
+                   Record.from_json(d.get("record", {})),
                    d.get("request"), d.get("decided_by", ""), from_iso(d.get("decided_at")), d.get("reason", ""),
                    d.get("detail", ""), d.get("last_error", ""), int(d.get("reminders", 0)),
                    d.get("disclosure_id", ""))
 
     def summary(self) -> dict[str, Any]:
+        """A flat row for `regfd quarantine list`."""
         r = self.record
         return {"id": self.id, "state": self.state, "held_since": to_iso(self.created_at),
-                "queue_id": self.queue_id, "mta_host": self.mta_host, "sender": r.get("sender", ""),
-                "recipients": ", ".join(x["address"] for x in r.get("recipients", [])),
-                "subject": r.get("subject", ""),
-                "findings": ", ".join(sorted({f"{f['kind']}:{f['category']}" for f in r.get("findings", [])})),
+                "queue_id": self.queue_id, "mta_host": self.mta_host, "sender": r.sender,
+                "recipients": r.recipients_line(), "subject": r.subject, "findings": r.finding_kinds(),
                 "decided_by": self.decided_by, "decided_at": to_iso(self.decided_at), "reason": self.reason,
                 "last_error": self.last_error, "disclosure_id": self.disclosure_id}
 
     @property
     def has_material(self) -> bool:
-        return any(f.get("kind") == "material" for f in self.record.get("findings", []))
+        """Releasing a material message starts the disclosure clock."""
+        return self.record.has_material
 
 
 @dataclass(frozen=True)
@@ -241,23 +248,23 @@ class Quarantine:
 
     def begin(self, ref: str, action: str, by: str, reason: str, via: str) -> dict[str, Any]:
         """held -> releasing/rejecting, once. With via="agent" the request is queued for the MTA host's agent."""
-        if action not in (RELEASE, REJECT):
+        if action not in (Review.RELEASE, Review.REJECT):
             raise InvalidInput(f"unknown action {action!r}")
         qid = self.resolve(ref)
         now = self.clock()
 
         def fn(e: QuarantineEntry, pipe: Any) -> dict[str, Any]:
-            if e.state in (RELEASED, REJECTED):
+            if e.state in (QuarantineState.RELEASED, QuarantineState.REJECTED):
                 raise InvalidInput(f"quarantine {e.id} was already {e.state} by {e.decided_by} at "
                                    f"{to_iso(e.decided_at)} (reason: {e.reason}); nothing done")
-            if e.state in (RELEASING, REJECTING) and e.request:
+            if e.state in IN_PROGRESS and e.request:
                 started = from_iso(e.request.get("at")) or now
                 if now - started < STALE_REQUEST:
                     raise InvalidInput(f"quarantine {e.id}: a {e.request.get('action')} requested by "
                                        f"{e.request.get('by')} at {e.request.get('at')} is in progress; nothing done")
             req = {"req_id": new_id("r"), "id": e.id, "action": action, "by": by, "reason": reason,
                    "at": to_iso(now), "via": via, "host": host_key(e.mta_host)}
-            state = RELEASING if action == RELEASE else REJECTING
+            state = QuarantineState.RELEASING if action == Review.RELEASE else QuarantineState.REJECTING
             pipe.hset(self.store.k("quarantine"), e.id, dumps(replace(e, state=state, request=req).to_json()))
             if via == "agent":
                 pipe.lpush(self.store.k(f"agent:req:{req['host']}"), dumps(req))
@@ -271,7 +278,7 @@ class Quarantine:
         now = self.clock()
 
         def take(e: QuarantineEntry, pipe: Any) -> QuarantineEntry | None:
-            if not e.request or e.request.get("req_id") != req["req_id"] or e.state not in (RELEASING, REJECTING):
+            if not e.request or e.request.get("req_id") != req["req_id"] or e.state not in IN_PROGRESS:
                 return None
             taken = replace(e, request={**e.request, "taken_by": worker, "taken_at": to_iso(now)})
             pipe.hset(self.store.k("quarantine"), e.id, dumps(taken.to_json()))
@@ -285,7 +292,7 @@ class Quarantine:
             return out
         result: MtaResult
         try:
-            result = mta.release(entry.queue_id) if action == RELEASE else mta.delete(entry.queue_id)
+            result = mta.release(entry.queue_id) if action == Review.RELEASE else mta.delete(entry.queue_id)
         except Exception as exc:  # an adapter bug must not leave the entry stuck in releasing
             result = MtaResult(False, f"{type(exc).__name__}: {exc}")
         return self._finish(entry, req, result, worker)
@@ -298,18 +305,18 @@ class Quarantine:
 
         def fn(e: QuarantineEntry, pipe: Any) -> Outcome:
             audit = {"queue_id": e.queue_id, "mta_host": e.mta_host, "reason": reason, "via": req.get("via", ""),
-                     "worker": worker, "mta": result.detail, "sender": e.record.get("sender", ""),
-                     "recipients": [r["address"] for r in e.record.get("recipients", [])],
-                     "subject": e.record.get("subject", "")}
+                     "worker": worker, "mta": result.detail, "sender": e.record.sender,
+                     "recipients": [r.address for r in e.record.recipients], "subject": e.record.subject}
             if not result.ok:
-                back = replace(e, state=HELD, request=None, last_error=result.detail)
+                back = replace(e, state=QuarantineState.HELD, request=None, last_error=result.detail)
                 pipe.hset(self.store.k("quarantine"), e.id, dumps(back.to_json()))
                 self.store.audit_ops(pipe, by, f"quarantine.{action}.failed", e.id, audit)
-                return Outcome(False, e.id, action, HELD, f"{action} of {e.id} failed at the MTA: {result.detail}")
-            final = RELEASED if action == RELEASE else REJECTED
+                return Outcome(False, e.id, action, QuarantineState.HELD,
+                               f"{action} of {e.id} failed at the MTA: {result.detail}")
+            final = QuarantineState.RELEASED if action == Review.RELEASE else QuarantineState.REJECTED
             disclosure = None
-            if action == RELEASE and e.has_material:
-                disclosure = open_disclosure({**e.record, "quarantine_id": e.id}, now, "released", e.id, now)
+            if action == Review.RELEASE and e.has_material:
+                disclosure = open_disclosure(replace(e.record, quarantine_id=e.id), now, "released", e.id, now)
                 self.disclosures.add_ops(pipe, disclosure)
                 audit["disclosure_id"] = disclosure.id
                 audit["deadline"] = to_iso(disclosure.deadline)
@@ -324,7 +331,7 @@ class Quarantine:
                     e.record, to=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, outcome=final, by=by,
                     reason=reason, deadline=disclosure.deadline if disclosure else None,
                     disclosure_id=disclosure.id if disclosure else ""))
-            if action == REJECT and e.record.get("sender"):
+            if action == Review.REJECT and e.record.sender:
                 self.outbox.enqueue_ops(pipe, render_sender_rejected(
                     e.record, corpsec=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, by=by, reason=reason))
             msg = f"{final} {e.id} (queue id {e.queue_id} on {e.mta_host or 'the MTA'}): {result.detail}"
@@ -374,7 +381,7 @@ class Quarantine:
                     return Outcome(**d)
             # nobody answered: withdraw the request if no agent took it, atomically
             current = self.get(entry.id)
-            restored = replace(current, state=HELD, request=None,
+            restored = replace(current, state=QuarantineState.HELD, request=None,
                                last_error=f"no agent answered a {action} request within {timeout:.0f}s")
             withdrawn = self._cancel(keys=[self.store.k(f"agent:req:{host}"), self.store.k("quarantine")],
                                      args=[dumps(req), entry.id, dumps(restored.to_json())])
@@ -483,10 +490,9 @@ def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 200
                 if entry.decided_by else ""),
              f"Held since:  {local_time(entry.created_at, tz)} on {entry.mta_host or '?'}, "
              f"queue id {entry.queue_id or '?'}",
-             f"Sender:      {r.get('sender', '')} ({r.get('sender_class', '')})",
-             "Specified:   " + "; ".join(
-                 f"{x['address']} ({', '.join(v for v in (x.get('category', ''), x.get('firm', '')) if v)})"
-                 for x in r.get("recipients", []))]
+             f"Sender:      {r.sender} ({r.sender_class})",
+             "Specified:   " + "; ".join(f"{x.address} ({', '.join(v for v in (x.category, x.firm) if v)})"
+                                         for x in r.recipients)]
     if entry.last_error:
         lines.append(f"Last error:  {entry.last_error}")
     if entry.request:
@@ -495,12 +501,11 @@ def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 200
     if entry.disclosure_id:
         lines.append(f"Disclosure:  {entry.disclosure_id}")
     lines += ["", "Findings:"]
-    for n, f in enumerate(r.get("findings", []), 1):
-        lines.append(f"  {n}. {f['kind']} ({f['category']}) in {f['location']}: "
-                     f"{highlight_text(f['excerpt'], f.get('text', ''))}")
-    if not r.get("findings"):
+    for n, f in enumerate(r.findings, 1):
+        lines.append(f"  {n}. {f.kind} ({f.category}) in {f.location}: {highlight_text(f.excerpt, f.text)}")
+    if not r.findings:
         lines.append("  none")
-    lines += ["", "Why:"] + [f"  - {x}" for x in r.get("reasons", [])]
+    lines += ["", "Why:"] + [f"  - {x}" for x in r.reasons]
     lines += ["", "-" * 72]
     if not raw:
         lines.append("(the message text was not kept)")
@@ -525,8 +530,8 @@ def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 200
     except Exception as exc:  # hostile MIME: still show what we can
         body = f"(could not decode the body: {type(exc).__name__})"
     text = body if isinstance(body, str) else "(no text part)"
-    for f in r.get("findings", []):
-        t = f.get("text", "")
+    for f in r.findings:
+        t = f.text
         if t and t in text and "»" + t not in text:
             text = text.replace(t, f"»{t}«")
     if len(text) > max_body:

@@ -1,4 +1,4 @@
-"""Address and domain normalization (PRODUCT.md section 3).
+"""Address and domain normalization.
 
 One canonical form for every address and domain so that a registry entry,
 an envelope recipient and a delegate's scope compare equal exactly when a

@@ -7,59 +7,51 @@ disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable
 
 from regfd.core.clock import to_iso
-from regfd.core.directory import (
-    DELEGATE,
-    EMPLOYEE,
-    EXTERNAL,
-    OFFICER,
-    SPECIFIED,
-    SYSTEM,
-    DirectorySnapshot,
-    classify_recipient,
-    is_internal,
-    sender_class_for,
-)
+from regfd.core.directory import DirectorySnapshot, classify_recipient, is_internal, sender_class_for
 from regfd.core.envelope import Envelope
 from regfd.core.finding import UNSCANNABLE, Finding
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Policy, Rule, rank, strictest
 from regfd.core.verdict import Classification, RecipientVerdict, Verdict
+from regfd.core.vocabulary import RecipientKind, SenderClass
 
 
 def classify(envelope: Envelope, snap: DirectorySnapshot, at: datetime, policy: Policy) -> Classification:
     """Who is talking to whom, from one directory snapshot; each conclusion leaves a readable reason."""
     sender = envelope.sender
     if sender and sender == policy.system_sender:
-        return Classification(envelope, at, True, SYSTEM, (), None, ("system sender: the gateway's own mail",))
+        return Classification(envelope, at, True, SenderClass.SYSTEM, (), None,
+                              ("system sender: the gateway's own mail",))
     outbound = bool(envelope.auth) or (bool(sender) and is_internal(sender, policy.internal_domains))
     quiet = next((q for q in snap.quiet_periods if q.contains(at)), None)
     if not outbound:
-        others = tuple(RecipientVerdict(r, "other") for r in envelope.recipients)
-        return Classification(envelope, at, False, EXTERNAL, others, quiet, ("inbound message: not subject to the policy",))
+        others = tuple(RecipientVerdict(r, RecipientKind.OTHER) for r in envelope.recipients)
+        return Classification(envelope, at, False, SenderClass.EXTERNAL, others, quiet,
+                              ("inbound message: not subject to the policy",))
     recipients: list[RecipientVerdict] = []
     for address in envelope.recipients:
         rc = classify_recipient(address, snap, policy.internal_domains, at)
         sclass = ""
-        if rc.cls == SPECIFIED:
+        if rc.cls == RecipientKind.SPECIFIED:
             sclass = sender_class_for(sender, address, snap, policy.authorized_roles, policy.system_sender, at)
         recipients.append(RecipientVerdict(address, rc.cls, rc.category, rc.firm, sclass))
-    specified_classes = {r.sender_class for r in recipients if r.cls == SPECIFIED}
+    specified_classes = {r.sender_class for r in recipients if r.cls == RecipientKind.SPECIFIED}
     if snap.officer is not None and snap.officer.role.upper() in policy.authorized_roles:
-        sender_class = OFFICER
-    elif specified_classes == {DELEGATE}:
-        sender_class = DELEGATE
+        sender_class = SenderClass.OFFICER
+    elif specified_classes == {SenderClass.DELEGATE}:
+        sender_class = SenderClass.DELEGATE
     else:
-        sender_class = EMPLOYEE
+        sender_class = SenderClass.EMPLOYEE
     reasons: list[str] = []
     for r in recipients:
-        if r.cls == SPECIFIED:
+        if r.cls == RecipientKind.SPECIFIED:
             firm = f", {r.firm}" if r.firm else ""
             reasons.append(f"recipient {r.address} is a Specified Person ({r.category}{firm})")
-    if recipients and not any(r.cls == SPECIFIED for r in recipients):
+    if recipients and not any(r.cls == RecipientKind.SPECIFIED for r in recipients):
         reasons.append("no Specified Person among the recipients")
     if quiet is not None:
         reasons.append(f"quiet period in force: {quiet.label or 'quiet period ' + quiet.id} "
@@ -67,10 +59,10 @@ def classify(envelope: Envelope, snap: DirectorySnapshot, at: datetime, policy: 
     return Classification(envelope, at, True, sender_class, tuple(recipients), quiet, tuple(reasons))
 
 
-_SENDER_WORDS = {
-    OFFICER: "an authorized officer",
-    DELEGATE: "a delegate authorized for this recipient",
-    EMPLOYEE: "an employee not authorized to contact this Specified Person",
+_SENDER_WORDS: dict[str, str] = {
+    SenderClass.OFFICER: "an authorized officer",
+    SenderClass.DELEGATE: "a delegate authorized for this recipient",
+    SenderClass.EMPLOYEE: "an employee not authorized to contact this Specified Person",
 }
 
 
@@ -88,7 +80,7 @@ def judge(c: Classification, findings: Iterable[Finding], policy: Policy) -> Ver
     seen: set[tuple[str, str]] = set()
     deciding: Rule | None = None
     for r in c.recipients:
-        if r.cls != SPECIFIED:
+        if r.cls != RecipientKind.SPECIFIED:
             recipients.append(r)
             continue
         action, rule = policy.table.action_for(r.sender_class, kinds, quiet)
@@ -102,7 +94,7 @@ def judge(c: Classification, findings: Iterable[Finding], policy: Policy) -> Ver
             reasons.append(f"{why}; {what}; {'in' if quiet else 'outside'} a quiet period: {action}")
     if deciding is not None:
         reasons.append(deciding.describe())
-    policy_action = strictest(r.action for r in recipients if r.cls == SPECIFIED)
+    policy_action = strictest(r.action for r in recipients if r.cls == RecipientKind.SPECIFIED)
     action = policy_action
     if policy.mode == "monitor" and policy_action in (HOLD, REJECT):
         action = TAG
@@ -139,7 +131,7 @@ class Decider:
     def at_mail(self, envelope: Envelope, at: datetime) -> Verdict | None:
         """A verdict from the sender alone (inbound mail, the gateway's own), or None to go on."""
         early = classify(envelope, DirectorySnapshot(), at, self.policy)
-        if early.outbound and early.sender_class != SYSTEM:
+        if early.outbound and early.sender_class != SenderClass.SYSTEM:
             return None
         return judge(early, (), self.policy)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from regfd.core.address import candidates, domain_of, pattern_covers
 from regfd.core.clock import from_iso, to_iso
+from regfd.core.vocabulary import RecipientKind, SenderClass
 
 REGISTRY_CATEGORIES: tuple[str, ...] = (
     "analyst",
@@ -31,9 +32,6 @@ OFFICER_ROLES: tuple[str, ...] = (
     "CEO", "CFO", "COO", "CAO", "CTO", "GC", "IRO", "PRESIDENT", "CHAIR",
     "TREASURER", "CONTROLLER", "SECRETARY", "DIRECTOR",
 )
-
-SPECIFIED, EXEMPT, INTERNAL, OTHER = "specified", "exempt", "internal", "other"
-SYSTEM, OFFICER, DELEGATE, EMPLOYEE, EXTERNAL = "system", "officer", "delegate", "employee", "external"
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,7 @@ class DirectorySnapshot:
 @dataclass(frozen=True)
 class RecipientClass:
     address: str
-    cls: str  # specified | exempt | internal | other
+    cls: RecipientKind
     category: str = ""  # registry category, or exemption kind
     firm: str = ""
     matched: str = ""  # the directory pattern that decided
@@ -185,13 +183,13 @@ def classify_recipient(address: str, snap: DirectorySnapshot, internal_domains: 
     for key in candidates(address):
         entry = snap.registry.get(key)
         if entry is not None:
-            return RecipientClass(address, SPECIFIED, entry.category, entry.firm, key)
+            return RecipientClass(address, RecipientKind.SPECIFIED, entry.category, entry.firm, key)
         exemption = snap.exemptions.get(key)
         if exemption is not None and exemption.active(at):
-            return RecipientClass(address, EXEMPT, exemption.kind, "", key)
+            return RecipientClass(address, RecipientKind.EXEMPT, exemption.kind, "", key)
     if is_internal(address, internal_domains):
-        return RecipientClass(address, INTERNAL)
-    return RecipientClass(address, OTHER)
+        return RecipientClass(address, RecipientKind.INTERNAL)
+    return RecipientClass(address, RecipientKind.OTHER)
 
 
 def is_internal(address: str, internal_domains: tuple[str, ...]) -> bool:
@@ -200,13 +198,13 @@ def is_internal(address: str, internal_domains: tuple[str, ...]) -> bool:
 
 
 def sender_class_for(sender: str, recipient: str, snap: DirectorySnapshot, authorized_roles: tuple[str, ...],
-                     system_sender: str, at: datetime) -> str:
+                     system_sender: str, at: datetime) -> SenderClass:
     """The sender's class towards one recipient (a delegate's scope is per recipient)."""
     if sender == system_sender:
-        return SYSTEM
+        return SenderClass.SYSTEM
     if snap.officer is not None and snap.officer.role.upper() in authorized_roles:
-        return OFFICER
+        return SenderClass.OFFICER
     auth = snap.authorization
     if auth is not None and auth.active(at) and auth.covers(recipient):
-        return DELEGATE
-    return EMPLOYEE
+        return SenderClass.DELEGATE
+    return SenderClass.EMPLOYEE

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from regfd.core.address import envelope_address
 
@@ -20,7 +20,7 @@ class Envelope:
 
     @classmethod
     def from_raw(cls, sender: str, recipients: Iterable[str], auth: str = "", queue_id: str = "",
-                 client_addr: str = "") -> "Envelope":
+                 client_addr: str = "") -> Envelope:
         """Normalize wire addresses; never raises (the MTA already accepted them)."""
         rcpts: list[str] = []
         for r in recipients:

@@ -9,27 +9,29 @@ reading the file.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from regfd.core.directory import DELEGATE, EMPLOYEE, OFFICER
-from regfd.core.finding import FINDING_KINDS
+from regfd.core.vocabulary import Action, FindingKind, SenderClass
 from regfd.errors import ConfigError
 
-ACCEPT, TAG, HOLD, REJECT = "accept", "tag", "hold", "reject"
-ACTIONS: tuple[str, ...] = (ACCEPT, TAG, HOLD, REJECT)  # in order of strictness
+# The short names other modules (and `regfd evaluate`) already import.
+ACCEPT, TAG, HOLD, REJECT = Action.ACCEPT, Action.TAG, Action.HOLD, Action.REJECT
+ACTIONS: tuple[Action, ...] = tuple(Action)  # in order of strictness
 _RANK = {a: i for i, a in enumerate(ACTIONS)}
-POLICY_SENDERS: tuple[str, ...] = (OFFICER, DELEGATE, EMPLOYEE)
+POLICY_SENDERS: tuple[SenderClass, ...] = (SenderClass.OFFICER, SenderClass.DELEGATE, SenderClass.EMPLOYEE)
+FINDING_KINDS: tuple[str, ...] = tuple(FindingKind)
 NONE, ANY = "none", "any"
 
 
 def rank(action: str) -> int:
     """An action's strictness: accept 0 < tag 1 < hold 2 < reject 3."""
-    return _RANK[action]
+    return _RANK[Action(action)]
 
 
-def strictest(actions: Iterable[str]) -> str:
+def strictest(actions: Iterable[Action]) -> Action:
     """The strictest of several actions (accept < tag < hold < reject); accept when there are none."""
     return max(actions, key=_RANK.__getitem__, default=ACCEPT)
 
@@ -41,7 +43,7 @@ class Rule:
     senders: tuple[str, ...]
     findings: tuple[str, ...]  # finding kinds, or ("none",) or ("any",)
     quiet: str  # "yes" | "no" | "any"
-    action: str
+    action: Action
     number: int = 0  # 1-based position in the file
     why: str = ""
 
@@ -66,13 +68,25 @@ class PolicyTable:
 
     rules: tuple[Rule, ...]
 
-    def action_for(self, sender: str, kinds: frozenset[str], quiet: bool) -> tuple[str, Rule | None]:
+    def action_for(self, sender: str, kinds: frozenset[str], quiet: bool) -> tuple[Action, Rule | None]:
         """Strictest action over the rules matching each finding kind present (or "none"),
         and the first rule in file order that gives it (the one a reviewer is shown)."""
         keys: list[str | None] = [*sorted(kinds)] if kinds else [None]
         matched = [r for r in self.rules if any(r.matches(sender, k, quiet) for k in keys)]
         action = strictest(r.action for r in matched)
         return action, next((r for r in matched if r.action == action), None)
+
+
+def _as_tuple(raw: dict[str, Any], where: str, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A rule's key as a tuple of allowed words (TOML lets a single word stand for a list of one)."""
+    v = raw.get(key)
+    vals = (v,) if isinstance(v, str) else tuple(v) if isinstance(v, list) else ()
+    if not vals:
+        raise ConfigError(f"{where}: {key} is missing")
+    for x in vals:
+        if x not in allowed:
+            raise ConfigError(f"{where}: unknown {key} {x!r} (expected one of {', '.join(allowed)})")
+    return vals
 
 
 def load_policy_table(path: Path) -> PolicyTable:
@@ -92,19 +106,8 @@ def load_policy_table(path: Path) -> PolicyTable:
         unknown = set(raw) - {"sender", "finding", "quiet", "action", "why"}
         if unknown:
             raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
-
-        def as_tuple(key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-            v = raw.get(key)
-            vals = (v,) if isinstance(v, str) else tuple(v) if isinstance(v, list) else ()
-            if not vals:
-                raise ConfigError(f"{where}: {key} is missing")
-            for x in vals:
-                if x not in allowed:
-                    raise ConfigError(f"{where}: unknown {key} {x!r} (expected one of {', '.join(allowed)})")
-            return vals
-
-        senders = as_tuple("sender", POLICY_SENDERS)
-        findings = as_tuple("finding", (NONE, ANY) + FINDING_KINDS)
+        senders = _as_tuple(raw, where, "sender", POLICY_SENDERS)
+        findings = _as_tuple(raw, where, "finding", (NONE, ANY) + FINDING_KINDS)
         quiet = raw.get("quiet", ANY)
         if quiet not in ("yes", "no", ANY):
             raise ConfigError(f"{where}: unknown quiet {quiet!r} (expected yes, no or any)")
@@ -114,7 +117,7 @@ def load_policy_table(path: Path) -> PolicyTable:
         why = raw.get("why", "")
         if not isinstance(why, str):
             raise ConfigError(f"{where}: why must be a string")
-        rules.append(Rule(senders, findings, quiet, action, n, " ".join(why.split())))
+        rules.append(Rule(senders, findings, quiet, Action(action), n, " ".join(why.split())))
     table = PolicyTable(tuple(rules))
     for sender in POLICY_SENDERS:
         for quiet_flag in (False, True):
@@ -138,7 +141,7 @@ class Policy:
     mode: str = "enforce"
 
     @classmethod
-    def from_config(cls, config: Any) -> "Policy":
+    def from_config(cls, config: Any) -> Policy:
         """Load the table named by the configuration (fails with one line on a bad table)."""
         return cls(load_policy_table(config.policy_file), config.internal_domains, config.authorized_roles,
                    config.smtp.sender, config.mode)

@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from regfd.core.clock import to_iso
-from regfd.core.directory import SPECIFIED, SYSTEM, QuietPeriod
+from regfd.core.directory import QuietPeriod
 from regfd.core.envelope import Envelope
 from regfd.core.finding import Finding
 from regfd.core.policy import ACCEPT, Rule
+from regfd.core.vocabulary import Action, FindingKind, RecipientKind, SenderClass
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,11 @@ class RecipientVerdict:
     """One recipient's class, and for a Specified Person the sender's class towards them and the action."""
 
     address: str
-    cls: str
+    cls: RecipientKind
     category: str = ""
     firm: str = ""
-    sender_class: str = ""  # the sender's class towards this recipient
-    action: str = ACCEPT
+    sender_class: SenderClass | str = ""  # the sender's class towards a Specified Person; "" for the others
+    action: Action = ACCEPT
 
     def to_json(self) -> dict[str, str]:
         return {"address": self.address, "class": self.cls, "category": self.category, "firm": self.firm,
@@ -40,27 +41,27 @@ class Classification:
     envelope: Envelope
     at: datetime
     outbound: bool
-    sender_class: str
+    sender_class: SenderClass
     recipients: tuple[RecipientVerdict, ...]
     quiet_period: QuietPeriod | None
     reasons: tuple[str, ...] = ()
 
     @property
     def specified(self) -> tuple[RecipientVerdict, ...]:
-        return tuple(r for r in self.recipients if r.cls == SPECIFIED)
+        return tuple(r for r in self.recipients if r.cls == RecipientKind.SPECIFIED)
 
     @property
     def needs_content(self) -> bool:
         """False when the content cannot change the verdict (inbound, system, no Specified Person)."""
-        return self.outbound and self.sender_class != SYSTEM and bool(self.specified)
+        return self.outbound and self.sender_class != SenderClass.SYSTEM and bool(self.specified)
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The decision for one message: what the MTA does, why, and which policy row decided."""
 
-    action: str  # what the MTA does (monitor mode turns hold/reject into tag)
-    policy_action: str  # what the policy table says
+    action: Action  # what the MTA does (monitor mode turns hold/reject into tag)
+    policy_action: Action  # what the policy table says
     classification: Classification
     findings: tuple[Finding, ...] = ()
     reasons: tuple[str, ...] = ()
@@ -78,11 +79,12 @@ class Verdict:
     @property
     def recorded(self) -> bool:
         """Every outbound message with a Specified Person is recorded, whatever its action."""
-        return self.classification.outbound and bool(self.specified) and self.classification.sender_class != SYSTEM
+        c = self.classification
+        return c.outbound and bool(self.specified) and c.sender_class != SenderClass.SYSTEM
 
     @property
     def has_material(self) -> bool:
-        return any(f.kind == "material" for f in self.findings)
+        return any(f.kind == FindingKind.MATERIAL for f in self.findings)
 
     def header_reasons(self) -> str:
         """For X-RegFD-Reasons: categories only, never matched text or addresses."""

@@ -16,7 +16,7 @@ Fail closed: any exception inside a callback, Redis unreachable, or a
 decision slower than `milter.decision_timeout` answers the configured
 failure action (default 451 4.7.1). Nothing is ever accepted by accident.
 
-Round trips (FIELD-NOTES section 1): on an inet socket every event the MTA
+Round trips: on an inet socket every event the MTA
 sends must get a reply or the MTA's next write waits for a delayed ACK
 (40 ms). So every stage the MTA sends has a callback that replies, the
 `data()` callback is kept (deciding there also lets us accept mail without
@@ -31,24 +31,23 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import Milter
 import structlog
 
 from regfd.core.clock import now
-
-from regfd.errors import StoreUnavailable
-from regfd.core.finding import Finding
-from regfd.core.message import MessageFacts
 from regfd.core.decision import Decider
 from regfd.core.envelope import Envelope
+from regfd.core.finding import Finding
+from regfd.core.message import MessageFacts
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Policy
 from regfd.core.verdict import Classification, Verdict
-from regfd.store.redis_store import DirectoryReader
-from regfd.compliance.executor import DecisionSink
+from regfd.errors import StoreUnavailable
+from regfd.ports import DecisionSink, DirectoryReader
 
 log = structlog.get_logger("regfd.mta.libmilter")
 
@@ -99,7 +98,7 @@ class MilterApp:
 
     @classmethod
     def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, scan: Scan,
-                    policy: Policy | None = None) -> "MilterApp":
+                    policy: Policy | None = None) -> MilterApp:
         """Build from the configuration; `policy` when the caller already loaded it."""
         m = config.milter
         decider = Decider(policy or Policy.from_config(config), scan, config.limits.max_message_bytes)
@@ -111,7 +110,7 @@ class MilterApp:
     # True on a unix socket: no Nagle there, so the quieter protocol is safe (see QuietRegfdMilter).
     quiet: bool = False
 
-    def factory(self) -> "RegfdMilter":
+    def factory(self) -> RegfdMilter:
         return QuietRegfdMilter(self) if self.quiet else RegfdMilter(self)
 
     @property
@@ -201,7 +200,7 @@ def _guarded(stage: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Any exception inside a callback becomes the failure action, logged with its traceback."""
 
     def wrap(fn: Callable[..., int]) -> Callable[..., int]:
-        def inner(self: "RegfdMilter", *args: Any) -> int:
+        def inner(self: RegfdMilter, *args: Any) -> int:
             try:
                 return fn(self, *args)
             except Exception as exc:  # fail closed, whatever went wrong
@@ -494,7 +493,7 @@ class QuietRegfdMilter(RegfdMilter):
     No connect/helo callbacks (the client address comes from the
     `{client_addr}` macro at MAIL), and headers and end-of-headers are
     negotiated no-reply: the MTA streams them without waiting. On a TCP
-    socket that would stall 40 ms on delayed ACKs (FIELD-NOTES section 1);
+    socket that would stall 40 ms on delayed ACKs (Nagle meets delayed ACK);
     a unix socket has no Nagle. An error in a no-reply stage cannot be
     answered there, so it is kept and answered at end of message.
     """

@@ -1,7 +1,7 @@
 """The MTA's hold queue, as the quarantine sees it: release or delete one message.
 
 `MtaQueue` (regfd.ports) is the port (tests substitute a fake); `PostfixQueue` is the
-adapter over postsuper/postqueue (FIELD-NOTES §3):
+adapter over postsuper/postqueue (both accept `-c DIR`, so one host can run several instances):
 
 - release: `postsuper [-c DIR] -H QID hold` moves the message from hold to
   deferred, then `postqueue [-c DIR] -i QID` schedules it now (otherwise it
@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from regfd.ports import MtaQueue as MtaQueue
-from regfd.ports import MtaResult as MtaResult
+from regfd.ports import MtaResult
 
 _QUEUE_ID = re.compile(r"^[0-9A-Za-z]{5,32}$")
 _RELEASED = re.compile(r"Released from hold: (\d+) message", re.IGNORECASE)

@@ -40,10 +40,7 @@ from regfd.core.directory import (
     RegistryEntry,
 )
 from regfd.errors import InvalidInput, StoreUnavailable
-from regfd.ports import DirectoryReader as DirectoryReader
-from regfd.store.client import REDIS_ERRORS as REDIS_ERRORS
-from regfd.store.client import client_from_url as client_from_url
-from regfd.store.client import dumps, text, transact
+from regfd.store.client import REDIS_ERRORS, client_from_url, dumps, text, transact
 from regfd.store.private_redis import PrivateRedis
 
 if TYPE_CHECKING:
