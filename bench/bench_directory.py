@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from regfd.core.directory import RegistryEntry, classify_recipient  # noqa: E402
-from regfd.store.redis_store import RedisStore, client_from_url  # noqa: E402
+from regfd.store.client import client_from_url
+from regfd.store.redis_store import RedisStore  # noqa: E402
 from tests.conftest import start_redis, stop_redis  # noqa: E402
 
 CATS = ("analyst", "institutional-investor", "money-manager", "broker-dealer", "shareholder")

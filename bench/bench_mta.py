@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import Regfd, start_redis, stop_redis  # noqa: E402
-from tests.mta import MilterProcess, PostfixInstance, free_port, make_mta_dir, wait_until  # noqa: E402
+from tests.conftest import Regfd, free_port, start_redis, stop_redis  # noqa: E402
+from tests.mta import MilterProcess, PostfixInstance, make_mta_dir, wait_until  # noqa: E402
 
 SENDER = "ceo@allient.com"
 SPECIFIED = "analyst@bank.com"

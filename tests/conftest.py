@@ -132,7 +132,7 @@ class Regfd:
     def env(self) -> dict[str, str]:
         return {"REGFD_CONFIG": str(self.config), "REGFD_REDIS_URL": self.redis_url, "REGFD_ACTOR": "tester"}
 
-    def __call__(self, *args: str) -> Result:
+    def __call__(self, *args: str | os.PathLike[str]) -> Result:
         from regfd.cli import main
 
         out, err = io.StringIO(), io.StringIO()
@@ -152,7 +152,7 @@ class Regfd:
                     os.environ[k] = v
         return Result(rc, out.getvalue(), err.getvalue())
 
-    def subprocess(self, *args: str, input: str | None = None, timeout: float = 60) -> Result:
+    def subprocess(self, *args: str | os.PathLike[str], input: str | None = None, timeout: float = 60) -> Result:
         env = {**os.environ, **self.env}
         p = subprocess.run([sys.executable, "-m", "regfd.cli", *map(str, args)], capture_output=True, text=True,
                            env=env, input=input, timeout=timeout, cwd=self.tmp)
@@ -166,7 +166,8 @@ def regfd(redis_server: RedisServer, tmp_path: Path) -> Regfd:
 
 @pytest.fixture
 def store(regfd: Regfd):  # type: ignore[no-untyped-def]
-    from regfd.store.redis_store import RedisStore, client_from_url
+    from regfd.store.client import client_from_url
+    from regfd.store.redis_store import RedisStore
 
     s = RedisStore(client_from_url(regfd.redis_url), regfd.prefix)
     yield s

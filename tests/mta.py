@@ -22,8 +22,8 @@ uses it as a library. Fixtures (all session-scoped but `postfix_bin`'s install i
                     `.maillog`.
 
 Everything listens on 127.0.0.1 or unix sockets; nothing is chrooted; the
-instance's config directory lives outside its queue directory (FIELD-NOTES
-section 2). One instance serves the whole session: tests use distinct
+instance's config directory lives outside its queue directory (Postfix
+refuses a main.cf inside the queue directory it manages). One instance serves the whole session: tests use distinct
 addresses and never flush anything.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import json
 import os
 import shutil
@@ -44,7 +45,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -102,7 +103,7 @@ class SinkMessage:
 
     @property
     def msg(self) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+        return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
 class SmtpSink:
@@ -131,8 +132,9 @@ class SmtpSink:
             return [m for m in self.messages if address in m.rcpt_tos]
 
     def wait_for(self, address: str, timeout: float = 15.0, count: int = 1) -> list[SinkMessage]:
-        return wait_until(lambda: len(self.to(address)) >= count and self.to(address), timeout,
-                          what=f"a message to {address} at the sink")
+        got = wait_until(lambda: len(self.to(address)) >= count and self.to(address), timeout,
+                         what=f"a message to {address} at the sink")
+        return cast("list[SinkMessage]", got)
 
     def stop(self) -> None:
         self.controller.stop()
@@ -182,8 +184,9 @@ class MilterProcess:
         return out
 
     def decision_for(self, sender: str, timeout: float = 10.0) -> dict[str, Any]:
-        return wait_until(lambda: next((d for d in reversed(self.decisions()) if d.get("sender") == sender), None),
-                          timeout, what=f"regfd's decision for {sender}")
+        got = wait_until(lambda: next((d for d in reversed(self.decisions()) if d.get("sender") == sender), None),
+                         timeout, what=f"regfd's decision for {sender}")
+        return cast("dict[str, Any]", got)
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
@@ -325,7 +328,7 @@ class PostfixInstance:
         if r.returncode != 0:
             raise RuntimeError(f"postfix start failed: {r.stderr}{r.stdout}")
         for port in self.ports.values():
-            wait_until(lambda p=port: _connectable(p), 15, what=f"postfix smtpd on {port}")
+            wait_until(functools.partial(_connectable, port), 15, what=f"postfix smtpd on {port}")
 
     def stop(self) -> None:
         pid = self.master_pid()
@@ -365,7 +368,8 @@ class PostfixInstance:
             try:
                 code, text = s.data(message)
             except smtplib.SMTPResponseException as exc:  # refused at DATA (the milter's data stage)
-                return exc.smtp_code, exc.smtp_error.decode()
+                err = exc.smtp_error
+                return exc.smtp_code, err.decode() if isinstance(err, bytes) else err
             return code, text.decode()
 
     def sendmail(self, sender: str, rcpts: list[str], message: bytes | str) -> subprocess.CompletedProcess[bytes]:

@@ -1,4 +1,4 @@
-"""Normalization rules of PRODUCT.md section 3, on the pure functions."""
+"""Address normalization rules, on the pure functions."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import mailbox
 from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,10 +33,11 @@ def eml(tmp: Path, body: str, name: str = "m.eml", sender: str = "bob@allient.co
     return path
 
 
-def check(regfd: Regfd, path: Path, *args: str) -> dict:
+def check(regfd: Regfd, path: Path, *args: str) -> dict[str, Any]:
     r = regfd("check", path, "--json", *args)
     assert r.rc == 0, r.err
-    return json.loads(r.out)
+    verdict: dict[str, Any] = json.loads(r.out)
+    return verdict
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def test_quiet_period_boundaries_and_time_zone(company: Regfd, tmp_path: Path) -
 
     def action(at: datetime) -> str:
         out = check(company, path, "--from", "ir@allient.com", "--to", "ana@bank.com", "--at", at.isoformat())
-        return out["action"]
+        return str(out["action"])
 
     assert action(start - timedelta(seconds=1)) == "accept"
     assert action(start) == "hold"  # start inclusive

@@ -1,4 +1,4 @@
-"""Recipient and sender classification over a real store snapshot (PRODUCT.md section 3)."""
+"""Recipient and sender classification over a real store snapshot ."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""The directory CLI (PRODUCT.md section 6) against a real private redis-server."""
+"""The directory CLI against a real private redis-server."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,11 @@ def past(days: int = 3) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
 
 
-def listed(regfd: Regfd, *group: str) -> list[dict]:
+def listed(regfd: Regfd, *group: str) -> list[dict[str, Any]]:
     r = regfd(*group, "list", "--json")
     assert r.rc == 0, r.err
-    return json.loads(r.out)
+    rows: list[dict[str, Any]] = json.loads(r.out)
+    return rows
 
 
 # ----- registry

@@ -8,6 +8,7 @@ the calendar is computed by rule, so any year works.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -90,10 +91,10 @@ def test_deadline_properties(delivered: datetime) -> None:
 
 
 # ---------------------------------------------------------------- follow-ups through the CLI
-def _open_one(store, regfd):  # type: ignore[no-untyped-def]
+def _open_one(store: Any, regfd: Any) -> Any:
     from regfd.compliance.executor import Workflow
     from regfd.config import load_config
-    from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
+    from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict
 
     config = load_config(regfd.config)
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
@@ -134,7 +135,7 @@ def test_close_after_the_deadline_is_marked_late(store, regfd) -> None:  # type:
 
     from regfd.compliance.disclosures import Disclosures
     from regfd.config import load_config
-    from tests.test_workflow import FixedClock
+    from tests.builders import FixedClock
 
     d = _open_one(store, regfd)
     late = Disclosures(store, load_config(regfd.config), FixedClock(d.deadline + timedelta(minutes=1)))

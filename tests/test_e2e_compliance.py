@@ -22,7 +22,8 @@ import pytest
 
 from regfd.compliance.disclosures import disclosure_deadline
 from regfd.core.clock import from_iso
-from regfd.store.redis_store import RedisStore, client_from_url
+from regfd.store.client import client_from_url
+from regfd.store.redis_store import RedisStore
 from tests.conftest import Regfd
 from tests.mta import make_message, queue_id_of, wait_until
 

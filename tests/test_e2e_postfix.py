@@ -105,8 +105,8 @@ def test_local_submission_goes_through_non_smtpd_milters(world, smtp_sink, regfd
     assert smtp_sink.to(rcpt) == []
 
 
-def test_redis_down_tempfails_then_retry_gets_its_verdict(world, smtp_sink, mta_dir: Path,
-                                                          tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_redis_down_tempfails_then_retry_gets_its_verdict(world: Any, smtp_sink: Any, mta_dir: Path,
+                                                          tmp_path: Path) -> None:
     """A DEDICATED redis-server and milter (on the instance's second listener) so stopping Redis
     touches no other test."""
     from tests.conftest import Regfd, start_redis, stop_redis
@@ -137,8 +137,8 @@ def test_redis_down_tempfails_then_retry_gets_its_verdict(world, smtp_sink, mta_
         stop_redis(server)
 
 
-def test_sigterm_lets_the_message_in_flight_finish(world, smtp_sink, mta_regfd,
-                                                   tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_sigterm_lets_the_message_in_flight_finish(world: Any, smtp_sink: Any, mta_regfd: Any,
+                                                   tmp_path: Path) -> None:
     """SIGTERM arrives between RCPT and DATA: regfd stops listening but still decides that message."""
     import signal
     import smtplib
@@ -174,8 +174,8 @@ def test_sigterm_lets_the_message_in_flight_finish(world, smtp_sink, mta_regfd,
 
 @pytest.mark.parametrize("sender_local,body", [("ceo", MATERIAL), ("bob", MATERIAL), ("bob", "Lunch on Friday?"),
                                                ("dana", EMBARGO)])
-def test_check_takes_the_milter_decision(world, smtp_sink, regfd_milter, mta_regfd, tmp_path: Path,
-                                         sender_local: str, body: str):  # type: ignore[no-untyped-def]
+def test_check_takes_the_milter_decision(world: Any, smtp_sink: Any, regfd_milter: Any, mta_regfd: Any,
+                                         tmp_path: Path, sender_local: str, body: str) -> None:
     """`regfd check` on the same message and envelope gives the milter's verdict (same core, same directory)."""
     sender = "ceo@allient.com" if sender_local == "ceo" else uniq(sender_local, "allient.com")
     rcpt = uniq("analyst", "bank.com")

@@ -10,6 +10,8 @@ adapter, not the lexicons; the end-to-end tests use the real scanner.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ import pytest
 from regfd.config import load_config
 from regfd.core.finding import Finding
 from regfd.mta.libmilter import MilterApp, QuietRegfdMilter, RegfdMilter
-from regfd.store.redis_store import RedisStore, client_from_url
+from regfd.store.client import client_from_url
+from regfd.store.redis_store import RedisStore
 
 
 @dataclass
@@ -28,7 +31,7 @@ class FakeCtx:
     """Records what the milter asks of the MTA (libmilter's ctx cannot exist without one)."""
 
     macros: dict[str, str] = field(default_factory=dict)
-    reply: tuple[Any, ...] | None = None
+    reply: tuple[Any, ...] = ()
     headers: list[tuple[str, str]] = field(default_factory=list)
     changed: list[tuple[str, int, str]] = field(default_factory=list)
     rcpts: list[str] = field(default_factory=list)
@@ -114,11 +117,11 @@ def run_message(app: MilterApp, sender: str, rcpts: list[str], body: bytes = b"H
     m._setctx(ctx)
     opts = [Milter.CURR_ACTS, 0x1FFFFF, 0, 0]
     assert m.negotiate(opts) == Milter.CONTINUE
-    steps = [
+    steps: list[Callable[[], int]] = [
         lambda: m.connect("client", 2, ("127.0.0.1", 4000)),
         lambda: m.hello("client"),
         lambda: m.envfrom_bytes(f"<{sender}>".encode()),
-        *[(lambda r=r: m.envrcpt_bytes(f"<{r}>".encode())) for r in rcpts],
+        *[functools.partial(m.envrcpt_bytes, f"<{r}>".encode()) for r in rcpts],
         lambda: m.data(),
         lambda: m.header_bytes("Subject", subject.encode()),
         lambda: m.header_bytes("Message-ID", b"<x@allient.com>"),
@@ -145,7 +148,7 @@ def test_negotiates_only_needed_actions_and_keeps_data(directory):  # type: igno
     opts = [Milter.CURR_ACTS, 0x1FFFFF, 0, 0]
     m.negotiate(opts)
     assert opts[0] == Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT | Milter.QUARANTINE | Milter.SETSYMLIST
-    assert not opts[1] & Milter.P_NODATA, "data() must stay negotiated (FIELD-NOTES section 1)"
+    assert not opts[1] & Milter.P_NODATA, "data() must stay negotiated (a reply per event avoids delayed-ACK stalls)"
     assert not opts[1] & (Milter.P_NR_DATA | Milter.P_NR_HDR | Milter.P_NR_BODY | Milter.P_NR_EOH)
     assert "{auth_authen}" in ctx.symlists[Milter.M_ENVFROM].split()
     assert "i" in ctx.symlists[Milter.M_EOM].split()
@@ -291,12 +294,14 @@ def test_redis_reconnects_after_restart(tmp_path: Path, regfd):  # type: ignore[
     server = start_redis(tmp_path / "r")
     try:
         app, sink = make_app(regfd, url=server.url)
-        app.store.r.hset(regfd.prefix + "registry", "bank.com", '{"pattern":"bank.com","category":"analyst"}')
+        client_from_url(server.url).hset(regfd.prefix + "registry", "bank.com",
+                                         '{"pattern":"bank.com","category":"analyst"}')
         assert run_message(app, "bob@allient.com", ["analyst@bank.com"])[1][-1] == Milter.ACCEPT
         stop_redis(server)
         assert run_message(app, "bob@allient.com", ["analyst@bank.com"])[1][-1] == Milter.TEMPFAIL
         server = start_redis(tmp_path / "r")
-        app.store.r.hset(regfd.prefix + "registry", "bank.com", '{"pattern":"bank.com","category":"analyst"}')
+        client_from_url(server.url).hset(regfd.prefix + "registry", "bank.com",
+                                         '{"pattern":"bank.com","category":"analyst"}')
         ctx, codes = run_message(app, "bob@allient.com", ["analyst@bank.com"])
         assert codes[-1] == Milter.ACCEPT and dict(ctx.headers)["X-RegFD-Action"] == "tag"
     finally:

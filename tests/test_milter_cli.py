@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from tests.mta import PYTHON, REPO, MilterProcess, free_port, make_mta_dir, wait_until
+from tests.conftest import free_port
+from tests.mta import PYTHON, REPO, MilterProcess, make_mta_dir, wait_until
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ def test_inet_socket_gets_tcp_nodelay_and_sigterm_exits_cleanly(regfd, workdir):
     try:
         wait_until(lambda: "milter.start" in log.read_text() or proc.poll() is not None, 20)
         start = next(json.loads(line) for line in log.read_text().splitlines() if "milter.start" in line)
-        assert start["tcp_nodelay"] is True  # FIELD-NOTES section 1
+        assert start["tcp_nodelay"] is True  # no 40 ms Nagle/delayed-ACK stall per reply
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

@@ -16,8 +16,15 @@ from regfd.compliance.executor import Workflow
 from regfd.compliance.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
 from regfd.config import Config, load_config
 from regfd.store.redis_store import RedisStore
+from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict
 from tests.conftest import free_port
-from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict
+
+
+def body_of(msg: email.message.EmailMessage, subtype: str) -> str:
+    """The text of the message's plain or HTML alternative (the notifications always have the plain one)."""
+    part = msg.get_body((subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    return str(part.get_content())
 
 
 class Sink:
@@ -40,7 +47,7 @@ class Sink:
         self.controller.start()
 
     def parsed(self) -> list[email.message.EmailMessage]:
-        return [email.message_from_bytes(m[2], policy=email.policy.default) for m in self.messages]  # type: ignore[misc]
+        return [email.message_from_bytes(m[2], policy=email.policy.default) for m in self.messages]
 
     def stop(self) -> None:
         self.controller.stop()
@@ -89,8 +96,8 @@ def test_hold_notification_content_at_the_sink(store: RedisStore, config: Config
     assert msg.get_content_type() == "multipart/alternative"
     assert msg["From"] == "regfd@allient.com" and msg["Auto-Submitted"] == "auto-generated"
     assert msg["Subject"].startswith(f"[RegFD] HOLD {entry.id}: alice@allient.com to bob@bank.com (material)")
-    text = msg.get_body(("plain",)).get_content()
-    html = msg.get_body(("html",)).get_content()
+    text = body_of(msg, "plain")
+    html = body_of(msg, "html")
     assert "HELD for your review" in text
     assert "alice@allient.com (employee)" in text
     assert "bob@bank.com (analyst, Big Bank)" in text
@@ -110,7 +117,7 @@ def test_tag_notification_names_the_deadline(store: RedisStore, config: Config, 
     wf.on_decision(v, facts_for(v))
     Outbox(store, config, clock=clock).deliver_due()
     [msg] = sink.parsed()
-    text = msg.get_body(("plain",)).get_content()
+    text = body_of(msg, "plain")
     [d] = wf.disclosures.list()
     assert "DELIVERED and tagged" in text
     assert f"PUBLIC DISCLOSURE DUE BY: Wed 2026-11-18 10:00 EST (follow-up {d.id})" in text

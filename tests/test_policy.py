@@ -1,21 +1,21 @@
-"""The pure decision core: every row of the default policy table (PRODUCT.md section 5)."""
+"""The pure decision core: every row of the default policy table (config/policy.toml)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from regfd.config import DEFAULT_POLICY_FILE
-from regfd.core.directory import Authorization, DirectorySnapshot, Exemption, Officer, QuietPeriod, RegistryEntry
-from regfd.errors import ConfigError
-from regfd.core.finding import Finding
 from regfd.core.decision import decide
+from regfd.core.directory import Authorization, DirectorySnapshot, Exemption, Officer, QuietPeriod, RegistryEntry
 from regfd.core.envelope import Envelope
+from regfd.core.finding import Finding
 from regfd.core.policy import Policy, load_policy_table
+from regfd.errors import ConfigError
 
-AT = datetime(2030, 6, 12, 15, 0, tzinfo=timezone.utc)  # an explicit instant: no dependence on today
+AT = datetime(2030, 6, 12, 15, 0, tzinfo=UTC)  # an explicit instant: no dependence on today
 QUIET = QuietPeriod("1", AT - timedelta(days=1), AT + timedelta(days=1), "Q2 quiet period")
 
 
@@ -55,7 +55,7 @@ def sender_snap(sender: str, quiet: bool) -> DirectorySnapshot:
         registry=s.registry, exemptions=s.exemptions, quiet_periods=s.quiet_periods)
 
 
-# (sender class, finding kinds, quiet, expected action): PRODUCT.md section 5, row by row
+# (sender class, finding kinds, quiet, expected action): the shipped policy table, row by row
 TABLE = [
     ("officer", (), False, "accept"),
     ("officer", (), True, "accept"),

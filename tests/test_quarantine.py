@@ -23,9 +23,10 @@ from regfd.compliance.disclosures import disclosure_deadline
 from regfd.compliance.executor import Reminders, Workflow
 from regfd.compliance.quarantine import Quarantine, QuarantineAgent
 from regfd.config import Config, load_config
-from regfd.mta.postfix import MtaResult, PostfixQueue
+from regfd.mta.postfix import PostfixQueue
+from regfd.ports import MtaResult
 from regfd.store.redis_store import RedisStore
-from tests.test_workflow import MATERIAL, T0, FixedClock, facts_for, make_verdict, outbox_items
+from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict, outbox_items
 
 HOST = "mta1.test"
 

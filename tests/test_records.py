@@ -10,17 +10,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from regfd.compliance.executor import Workflow
-from regfd.compliance.records import Records
+from regfd.compliance.records import Record, Records
 from regfd.config import load_config
 from regfd.store.redis_store import RedisStore
-from tests.test_workflow import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_verdict
+from tests.builders import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_verdict
 
 
 def _decide_three(store: RedisStore, regfd: Any) -> None:
     config = load_config(regfd.config)
     wf = Workflow(store, config, FixedClock(T0))
-    for kw in (dict(officer=True), dict(findings=(MATERIAL,)), dict(findings=(EMBARGO,))):
-        v = make_verdict(config, **kw)  # type: ignore[arg-type]
+    for v in (make_verdict(config, officer=True), make_verdict(config, findings=(MATERIAL,)),
+              make_verdict(config, findings=(EMBARGO,))):
         wf.on_decision(v, facts_for(v))
 
 
@@ -83,9 +83,9 @@ def test_retention_trims_old_records(store: RedisStore, regfd: Any) -> None:
     recs = Records(store, retention_days=1)
     now = datetime.now(UTC)
     two_days_ago = int((now - timedelta(days=2)).timestamp() * 1000)
-    store.r.xadd(recs.key, {"r": json.dumps({"n": 1})}, id=f"{two_days_ago}-0")  # an old record
+    store.r.xadd(recs.key, {"r": json.dumps({"subject": "old"})}, id=f"{two_days_ago}-0")  # an old record
     pipe = store.r.pipeline()
-    recs.add_ops(pipe, {"n": 2}, now)
+    recs.add_ops(pipe, Record(subject="new"), now)
     pipe.execute()
-    assert [r["n"] for r in recs.list()] == [2]
+    assert [r.subject for r in recs.list()] == ["new"]
     assert config.records_retention_days == 2555  # the default keeps seven years

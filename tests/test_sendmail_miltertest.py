@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mta import MilterProcess, free_port, make_mta_dir
+from tests.conftest import free_port
+from tests.mta import MilterProcess, make_mta_dir
 
 SCRIPT = Path(__file__).parent / "miltertest" / "verdicts.lua"
 

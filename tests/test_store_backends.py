@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from regfd.core.directory import RegistryEntry
-from regfd.store.redis_store import RedisStore, client_from_url
+from regfd.store.client import client_from_url
+from regfd.store.redis_store import RedisStore
 from tests.conftest import Regfd, free_port
 
 

@@ -1,89 +1,25 @@
-"""Workflow.on_decision: one transaction that records, notifies, quarantines and starts the disclosure clock.
-
-The helpers here (`make_verdict`, `facts_for`, `FixedClock`) are imported by
-the other compliance test files.
-"""
+"""Workflow.on_decision: one transaction that records, notifies, quarantines and starts the disclosure clock."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from regfd.config import Config, load_config
-from regfd.core.directory import DirectorySnapshot, Officer, QuietPeriod, RegistryEntry
 from regfd.compliance.disclosures import disclosure_deadline
-from regfd.errors import StoreUnavailable
-from regfd.core.finding import Finding
-from regfd.core.message import MessageFacts
-from regfd.core.decision import decide
-from regfd.core.envelope import Envelope
-from regfd.core.policy import Policy, load_policy_table
-from regfd.core.verdict import Verdict
-from regfd.store.redis_store import RedisStore, client_from_url
 from regfd.compliance.executor import Reminders, Workflow
-
-REPO = Path(__file__).resolve().parent.parent
-# A Tuesday, 10:00 in New York: an ordinary trading day (the calendar is computed by rule).
-T0 = datetime(2026, 11, 17, 15, 0, tzinfo=timezone.utc)
-
-MATERIAL = Finding("material", "earnings", "record revenue",
-                   "we now expect record revenue for the quarter, well above", "body")
-EMBARGO = Finding("embargo", "embargo", "draft press release", "attached is the draft press release for", "attachment:pr.docx")
-
-
-class FixedClock:
-    """A clock the test moves by hand: no test depends on today."""
-
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def __call__(self) -> datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> datetime:
-        self.t += timedelta(**kw)
-        return self.t
-
-
-def policy_for(config: Config) -> Policy:
-    return Policy(load_policy_table(REPO / "config" / "policy.toml"), ("allient.com",), ("CEO", "CFO"),
-                  config.smtp.sender)
-
-
-def make_verdict(config: Config, *, sender: str = "alice@allient.com", to: tuple[str, ...] = ("bob@bank.com",),
-                 findings: tuple[Finding, ...] = (), officer: bool = False, quiet: bool = False,
-                 at: datetime = T0, queue_id: str = "4ABCDEF123") -> Verdict:
-    snap = DirectorySnapshot(
-        officer=Officer(sender, "CFO") if officer else None,
-        registry={"bank.com": RegistryEntry("bank.com", "analyst", "Big Bank")},
-        quiet_periods=(QuietPeriod("1", at - timedelta(days=1), at + timedelta(days=1), "Q4 quiet"),) if quiet else ())
-    env = Envelope.from_raw(sender, to, queue_id=queue_id)
-    return decide(env, snap, findings, at, policy_for(config))
-
-
-def raw_message(sender: str = "alice@allient.com", to: str = "bob@bank.com", subject: str = "Q4 update",
-                body: str = "Hi Bob,\nwe now expect record revenue for the quarter, well above consensus.\n") -> bytes:
-    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <m1@allient.com>\r\n"
-            f"Date: Tue, 17 Nov 2026 10:00:00 -0500\r\nMIME-Version: 1.0\r\n"
-            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
-
-
-def facts_for(verdict: Verdict, at: datetime = T0, subject: str = "Q4 update", host: str = "mta1.test") -> MessageFacts:
-    raw = raw_message(verdict.envelope.sender, verdict.envelope.recipients[0], subject)
-    return MessageFacts(at, verdict.envelope.queue_id, "<m1@allient.com>", subject, host, len(raw), raw)
+from regfd.config import Config, load_config
+from regfd.errors import StoreUnavailable
+from regfd.store.client import client_from_url
+from regfd.store.redis_store import RedisStore
+from tests.builders import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_verdict, outbox_items
 
 
 @pytest.fixture
 def config(regfd: Any) -> Config:
     return load_config(regfd.config)
-
-
-def outbox_items(store: RedisStore) -> list[dict[str, Any]]:
-    return [json.loads(v) for v in store.r.hvals(store.k("outbox:msg"))]
 
 
 def test_unrecorded_verdict_writes_nothing(store: RedisStore, config: Config) -> None:
@@ -111,7 +47,11 @@ def test_tag_with_material_opens_disclosure_in_one_round_trip(store: RedisStore,
     def counting_pipeline(*a: Any, **kw: Any) -> Any:
         p = real(*a, **kw)
         orig = p.execute
-        p.execute = lambda *x, **y: (executes.append(1), orig(*x, **y))[1]  # type: ignore[method-assign]
+        def counted(*x: Any, **y: Any) -> Any:
+            executes.append(1)
+            return orig(*x, **y)
+
+        p.execute = counted  # type: ignore[method-assign]
         return p
 
     store.r.pipeline = counting_pipeline  # type: ignore[method-assign]
@@ -127,7 +67,7 @@ def test_tag_with_material_opens_disclosure_in_one_round_trip(store: RedisStore,
     assert n["kind"] == "decision" and n["to"] == ["corpsec@allient.com"]
     assert ds[0].id in n["text"] and "PUBLIC DISCLOSURE DUE BY" in n["text"]
     rec = wf.records.list()[0]
-    assert rec["disclosure_id"] == ds[0].id and rec["action"] == "tag"
+    assert rec.disclosure_id == ds[0].id and rec.action == "tag"
 
 
 def test_hold_registers_quarantine_and_notifies_both(store: RedisStore, config: Config) -> None:
@@ -142,7 +82,7 @@ def test_hold_registers_quarantine_and_notifies_both(store: RedisStore, config: 
     kinds = sorted((n["kind"], tuple(n["to"])) for n in outbox_items(store))
     assert kinds == [("decision", ("corpsec@allient.com",)), ("held-sender", ("alice@allient.com",))]
     assert wf.disclosures.list() == []  # not delivered: no clock yet
-    assert wf.records.list()[0]["quarantine_id"] == entry.id
+    assert wf.records.list()[0].quarantine_id == entry.id
 
 
 def test_hold_without_sender_notice(store: RedisStore, regfd: Any) -> None:
@@ -161,7 +101,7 @@ def test_reject_records_and_notifies_without_quarantine(store: RedisStore, confi
     assert wf.quarantine.list() == []
     [n] = outbox_items(store)
     assert n["subject"].startswith("[RegFD] REJECT")
-    assert wf.records.list()[0]["findings"][0]["location"] == "attachment:pr.docx"
+    assert wf.records.list()[0].findings[0].location == "attachment:pr.docx"
 
 
 def test_redis_down_raises_store_unavailable(config: Config, tmp_path: Path) -> None:
@@ -203,8 +143,8 @@ def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Confi
     """What `regfd milter` starts: the outbox worker (with reminders) and the quarantine agent."""
     import threading
 
-    from regfd.mta.postfix import MtaResult
     from regfd.compliance.executor import start_background
+    from regfd.ports import MtaResult
 
     sent: list[Any] = []
 
@@ -223,7 +163,7 @@ def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Confi
     v = make_verdict(config, findings=(MATERIAL,))
     wf = Workflow(store, config)
     # received now (not at T0): a message held since T0 would also, rightly, get a hold reminder
-    wf.on_decision(v, facts_for(v, at=datetime.now(timezone.utc), host="mta1.test"))
+    wf.on_decision(v, facts_for(v, at=datetime.now(UTC), host="mta1.test"))
     stop = threading.Event()
     threads = start_background(store, config, stop, mta_host="MTA1.test", mta=Mta(), transport=Transport(),
                                interval=0.05)
