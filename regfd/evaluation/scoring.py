@@ -145,8 +145,8 @@ class Report:
 
 
 def _evidence(findings: Iterable[Finding]) -> list[dict[str, str]]:
-    return [{"kind": f.kind, "category": f.category, "text": f.text, "excerpt": f.excerpt, "location": f.location}
-            for f in findings]
+    return [{"kind": f.kind, "category": f.category, "text": f.text, "excerpt": f.excerpt, "location": f.location,
+             "rule": f.rule} for f in findings]
 
 
 def score(name: str, outcomes: Sequence[Outcome], categories: Iterable[str]) -> Report:

@@ -29,7 +29,7 @@ from regfd.errors import ConfigError
 from regfd.scan.patternset import PatternSet
 from regfd.scan.quoting import reply_spans
 
-SCOPES = ("sentence", "neighbours", "paragraph")
+SCOPES = ("sentence", "neighbours", "paragraph", "part")
 # Weights evidence.toml may give besides the signal groups of signals.toml:
 # the hit itself (a topic word, or a phrase of the material lexicon), a
 # sentence that is a question, and a hit inside a quoted reply.
@@ -187,7 +187,10 @@ class _Scorer:
             if not weight:
                 continue
             scope = model.scope(group)
-            lo, hi = (b[0], b[1]) if scope == "sentence" else (b[2], b[3]) if scope == "neighbours" else (b[4], b[5])
+            if scope == "part":
+                lo, hi = 0, len(text)
+            else:
+                lo, hi = (b[0], b[1]) if scope == "sentence" else (b[2], b[3]) if scope == "neighbours" else (b[4], b[5])
             i = bisect.bisect_right(found, (lo, 1 << 30))
             if i < len(found) and found[i][0] <= hi:
                 e, mpid = found[i]

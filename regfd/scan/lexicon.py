@@ -42,7 +42,7 @@ _ENTRY_KEYS = {"category", "pattern", "patterns", "severity", "near", "within", 
 _FILE_KEYS = {"kind", "description", "entry"}
 
 # Between two words of a pattern: any run of whitespace, hyphens or slashes.
-_SEP = r"[\s\-/]+"
+_SEP = r"[\s\-/()\[\]:]+"  # brackets and colons separate words too: "net income (gaap)", "revenue: $139m"
 _WORD = r"[a-z0-9&'.$%,]+"  # a comma is part of a word here, so `~N` skips "150,000" and "yes, we"
 _MAX_WITHIN = 50
 _WINDOW_CHARS = 400  # how far back a reported hit's start is first looked for
