@@ -131,7 +131,8 @@ def register(sub: Any) -> None:
                                    "through the gateway's decision path and print precision and recall per "
                                    "finding and category, the action confusion table, the benign-held rate "
                                    "and every miss with its evidence.")
-    p.add_argument("corpus", nargs="+", metavar="CORPUS", help="a folder with manifest.csv files below it, or a manifest")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS",
+                   help="a folder with manifest.csv files below it, or a manifest")
     p.add_argument("--directory", metavar="FILE.toml",
                    help="the directory the corpus is labelled against (default: the live registry)")
     p.add_argument("--json", action="store_true")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,10 +187,7 @@ class _Scorer:
             if not weight:
                 continue
             scope = model.scope(group)
-            if scope == "part":
-                lo, hi = 0, len(text)
-            else:
-                lo, hi = (b[0], b[1]) if scope == "sentence" else (b[2], b[3]) if scope == "neighbours" else (b[4], b[5])
+            lo, hi = _SCOPE_SPAN[scope](b, len(text))
             i = bisect.bisect_right(found, (lo, 1 << 30))
             if i < len(found) and found[i][0] <= hi:
                 e, mpid = found[i]
@@ -209,6 +206,16 @@ class _Scorer:
         if score < model.threshold:
             return None
         return Evidence(category, start, end, b[0], b[1], round(score, 2), tuple(signals), model.origin)
+
+
+# Where a group counts, from the bounds of a hit (see _all_bounds) and the text's length.
+_Bounds = tuple[int, int, int, int, int, int]
+_SCOPE_SPAN: dict[str, Callable[[_Bounds, int], tuple[int, int]]] = {
+    "sentence": lambda b, n: (b[0], b[1]),
+    "neighbours": lambda b, n: (b[2], b[3]),
+    "paragraph": lambda b, n: (b[4], b[5]),
+    "part": lambda b, n: (0, n),
+}
 
 
 def _break_before(rx: regex.Pattern[str], text: str, pos: int) -> int:

@@ -38,7 +38,8 @@ LEXICON_KINDS = (MATERIAL, EMBARGO, NON_GAAP, GAAP_RECONCILIATION, EXCLUSION, SI
 SEVERITIES = ("high", "medium", "low")
 SCOPES = ("phrase", "sentence", "paragraph")
 
-_ENTRY_KEYS = {"category", "pattern", "patterns", "severity", "near", "within", "unless", "unless_within", "scope", "note"}
+_ENTRY_KEYS = {"category", "pattern", "patterns", "severity", "near", "within", "unless", "unless_within", "scope",
+               "note"}
 _FILE_KEYS = {"kind", "description", "entry"}
 
 # Between two words of a pattern: any run of whitespace, hyphens or slashes.
@@ -238,7 +239,8 @@ def _entries(kind: str, table: dict[str, Any], origin: str) -> list[Entry]:
     out = []
     for p in raw:
         expr, rx = _pattern(origin, "pattern", p)
-        out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope, origin, _compile_reverse(expr)))
+        out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope,
+                         origin, _compile_reverse(expr)))
     return out
 
 
@@ -287,10 +289,10 @@ def _bounds(text: str, start: int, end: int, scope: str) -> tuple[int, int]:
         return start, end
     rx = _PARAGRAPH_BREAK if scope == "paragraph" else _SENTENCE_BREAK
     lo = max(0, start - _LOOK_BACK)
-    for m in rx.finditer(text, lo, start):
-        lo = m.end()
-    m = rx.search(text, end)
-    return lo, (m.end() if m else len(text))
+    for brk in rx.finditer(text, lo, start):
+        lo = brk.end()
+    after = rx.search(text, end)
+    return lo, (after.end() if after else len(text))
 
 
 @dataclass(frozen=True)
@@ -339,10 +341,10 @@ class Lexicons:
                 # spread over a long run of separators) or one hidden behind
                 # an overlapping match, so look backwards from the end itself.
                 rx_end = entry.rx_end or _compile_reverse(entry.expression)
-                m = rx_end.match(text, 0, end)
-                if m is None:
+                back = rx_end.match(text, 0, end)
+                if back is None:
                     continue
-                start = m.start()
+                start = back.start()
             seen[pid] = count + 1
             hits.append((entry, start, end))
         return hits
