@@ -22,6 +22,8 @@ from regfd.errors import StoreUnavailable
 
 
 class PrivateRedis:
+    """The redis-server regfd runs for itself when no redis_url is configured (see the module docstring)."""
+
     def __init__(self, state_dir: Path) -> None:
         self.dir = (state_dir / "redis").resolve()
         self.socket = self.dir / "redis.sock"
@@ -29,9 +31,11 @@ class PrivateRedis:
 
     @property
     def url(self) -> str:
+        """The socket URL, valid whether or not the server is running yet."""
         return f"unix://{self.socket}"
 
     def answering(self) -> bool:
+        """Whether a server, started by anyone, answers PING on the socket; never raises."""
         if not self.socket.exists():
             return False
         try:

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class AuditEvent:
+    """One entry of the audit stream; `id` is the Redis stream id, so entries sort by time."""
+
     id: str
     at: str
     who: str
@@ -56,11 +58,14 @@ class AuditEvent:
     detail: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON shape `regfd directory audit` prints."""
         return {"id": self.id, "at": self.at, "who": self.who, "action": self.action,
                 "target": self.target, "detail": self.detail}
 
 
 class RedisStore:
+    """The directory over one Redis client; every key lives under `prefix`, so instances can share a server."""
+
     def __init__(self, client: redis.Redis, prefix: str = "regfd:") -> None:
         self.r = client
         self.p = prefix
@@ -68,6 +73,7 @@ class RedisStore:
 
     # ----- keys
     def k(self, name: str) -> str:
+        """The full key for `name`; the compliance services use it so their keys share the prefix."""
         return self.p + name
 
     # ----- the hot path
@@ -111,6 +117,7 @@ class RedisStore:
         )
 
     def ping(self) -> None:
+        """Raise StoreUnavailable now rather than on the first real command."""
         try:
             self.r.ping()
         except REDIS_ERRORS as exc:
@@ -159,12 +166,15 @@ class RedisStore:
 
     # registry
     def registry_add(self, entry: RegistryEntry, who: str) -> None:
+        """Add or replace the entry for its pattern (an address or a domain)."""
         self._put("registry", entry.pattern, entry.to_json(), who, "registry.add")
 
     def registry_remove(self, pattern: str, who: str) -> None:
+        """Raise InvalidInput if no entry has exactly this pattern."""
         self._delete("registry", pattern, who, "registry.remove", "registry entry")
 
     def registry_list(self) -> list[RegistryEntry]:
+        """Sorted by pattern; read with HSCAN, so a large registry does not block Redis."""
         return sorted((RegistryEntry.from_json(d) for d in self._all("registry")), key=lambda e: e.pattern)
 
     def registry_import(self, entries: list[RegistryEntry], replace: bool, who: str, source: str) -> None:
@@ -179,31 +189,39 @@ class RedisStore:
         self._write(who, "registry.import", source, {"rows": len(entries), "replace": replace}, ops)
 
     def registry_count(self) -> int:
+        """Cheap (HLEN), unlike registry_list."""
         return int(self.r.hlen(self.k("registry")))
 
     # officers
     def officer_add(self, officer: Officer, who: str) -> None:
+        """Add or replace; whether the role authorizes is decided at lookup, from config."""
         self._put("officers", officer.address, officer.to_json(), who, "officer.add")
 
     def officer_get(self, address: str) -> Officer | None:
+        """None when the address is not an officer."""
         d = self._get("officers", address)
         return Officer.from_json(d) if d else None
 
     def officer_remove(self, address: str, who: str) -> None:
+        """Raise InvalidInput if the address is not an officer."""
         self._delete("officers", address, who, "officer.remove", "officer")
 
     def officer_list(self) -> list[Officer]:
+        """Sorted by address."""
         return sorted((Officer.from_json(d) for d in self._all("officers")), key=lambda o: o.address)
 
     # delegates
     def delegate_add(self, auth: Authorization, who: str) -> None:
+        """Add or replace the authorization for its address (a new one replaces a revoked one)."""
         self._put("delegates", auth.address, auth.to_json(), who, "delegate.add")
 
     def delegate_get(self, address: str) -> Authorization | None:
+        """The authorization, revoked or expired included; None when there is none."""
         d = self._get("delegates", address)
         return Authorization.from_json(d) if d else None
 
     def delegate_revoke(self, address: str, who: str, at: datetime) -> Authorization:
+        """Keep the authorization, marked revoked at `at`, so the record shows what was approved."""
         auth = self.delegate_get(address)
         if auth is None:
             raise InvalidInput(f"no delegate {address!r}")
@@ -214,20 +232,25 @@ class RedisStore:
         return revoked
 
     def delegate_list(self) -> list[Authorization]:
+        """Sorted by address; revoked and expired authorizations included."""
         return sorted((Authorization.from_json(d) for d in self._all("delegates")), key=lambda a: a.address)
 
     # exemptions
     def exempt_add(self, exemption: Exemption, who: str) -> None:
+        """Add or replace the exemption for its pattern (an address or a domain)."""
         self._put("exempt", exemption.pattern, exemption.to_json(), who, "exempt.add")
 
     def exempt_remove(self, pattern: str, who: str) -> None:
+        """Raise InvalidInput if no exemption has exactly this pattern."""
         self._delete("exempt", pattern, who, "exempt.remove", "exemption")
 
     def exempt_list(self) -> list[Exemption]:
+        """Sorted by pattern; expired exemptions included."""
         return sorted((Exemption.from_json(d) for d in self._all("exempt")), key=lambda e: e.pattern)
 
     # quiet periods
     def quiet_add(self, start: datetime, end: datetime, label: str, who: str) -> QuietPeriod:
+        """Add a period under a fresh id from a Redis counter, so ids are never reused."""
         try:
             qid = str(self.r.incr(self.k("quiet:seq")))
         except REDIS_ERRORS as exc:
@@ -237,9 +260,11 @@ class RedisStore:
         return period
 
     def quiet_remove(self, qid: str, who: str) -> None:
+        """Raise InvalidInput if no period has this id."""
         self._delete("quiet", qid, who, "quiet.remove", "quiet period")
 
     def quiet_list(self) -> list[QuietPeriod]:
+        """Sorted by start; past periods included."""
         return sorted((QuietPeriod.from_json(d) for d in self._all("quiet")), key=lambda q: q.start)
 
     # scheduled work (reminders)
@@ -284,6 +309,7 @@ class RedisStore:
         self._write(who, action, target, detail, [])
 
     def audit_list(self, since: datetime | None = None) -> list[AuditEvent]:
+        """Entries at or after `since` (all when None), oldest first."""
         start = f"{int(since.timestamp() * 1000)}-0" if since else "-"
         try:
             rows = self.r.xrange(self.k("audit"), min=start, max="+")
@@ -315,6 +341,7 @@ class StoreHandle:
         self.close()
 
     def close(self) -> None:
+        """Close the client, then stop the private server if this handle started it."""
         self.store.r.close()
         if self.private is not None:
             self.private.stop()
