@@ -92,6 +92,7 @@ def normalize_pattern(pattern: str) -> str:
 
 
 def domain_of(address: str) -> str:
+    """Everything after the last `@`; expects a normalized address (an address without `@` is its own domain)."""
     return address.rpartition("@")[2]
 
 

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 
 def now() -> datetime:
+    """Aware and in UTC, as every stored instant is."""
     return datetime.now(UTC)
 
 
@@ -41,10 +42,12 @@ def parse_instant(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datet
 
 
 def to_iso(dt: datetime | None) -> str:
+    """The stored form (ISO 8601 in UTC); None becomes "" so optional instants fit a JSON string field."""
     return "" if dt is None else dt.astimezone(UTC).isoformat()
 
 
 def from_iso(text: str | None) -> datetime | None:
+    """The inverse of to_iso ("" or None give None); a stored instant without an offset is read as UTC."""
     if not text:
         return None
     dt = datetime.fromisoformat(text)

@@ -36,6 +36,8 @@ OFFICER_ROLES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class RegistryEntry:
+    """A Specified Person: an address, or a domain covering its subdomains; `category` is in REGISTRY_CATEGORIES."""
+
     pattern: str
     category: str
     firm: str = ""
@@ -44,17 +46,21 @@ class RegistryEntry:
     added_by: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The row stored in Redis and printed by the CLI."""
         return {"pattern": self.pattern, "category": self.category, "firm": self.firm,
                 "note": self.note, "added_at": self.added_at, "added_by": self.added_by}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RegistryEntry:
+        """The inverse of to_json; optional fields may be absent."""
         return cls(d["pattern"], d["category"], d.get("firm", ""), d.get("note", ""),
                    d.get("added_at", ""), d.get("added_by", ""))
 
 
 @dataclass(frozen=True)
 class Exemption:
+    """A recipient outside Regulation FD (an attorney, auditor, banker or NDA party); it lapses at `until`."""
+
     pattern: str
     kind: str
     until: datetime | None = None
@@ -63,30 +69,37 @@ class Exemption:
     added_by: str = ""
 
     def active(self, at: datetime) -> bool:
+        """Exclusive at `until`; None means it never lapses."""
         return self.until is None or at < self.until
 
     def to_json(self) -> dict[str, Any]:
+        """The row stored in Redis and printed by the CLI."""
         return {"pattern": self.pattern, "kind": self.kind, "until": to_iso(self.until),
                 "note": self.note, "added_at": self.added_at, "added_by": self.added_by}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Exemption:
+        """The inverse of to_json; optional fields may be absent."""
         return cls(d["pattern"], d["kind"], from_iso(d.get("until")), d.get("note", ""),
                    d.get("added_at", ""), d.get("added_by", ""))
 
 
 @dataclass(frozen=True)
 class Officer:
+    """A company officer; only a role in config `authorized_roles` makes the sender class `officer`."""
+
     address: str
     role: str
     added_at: str = ""
     added_by: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The row stored in Redis and printed by the CLI."""
         return {"address": self.address, "role": self.role, "added_at": self.added_at, "added_by": self.added_by}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Officer:
+        """The inverse of to_json; optional fields may be absent."""
         return cls(d["address"], d["role"], d.get("added_at", ""), d.get("added_by", ""))
 
 
@@ -108,20 +121,24 @@ class Authorization:
     added_at: str = ""
 
     def active(self, at: datetime) -> bool:
+        """Neither revoked by `at` nor past `until` (both exclusive ends)."""
         if self.revoked_at is not None and self.revoked_at <= at:
             return False
         return self.until is None or at < self.until
 
     def covers(self, recipient: str) -> bool:
+        """Whether the approval extends to this normalized recipient (an empty `to` covers everyone)."""
         return not self.to or any(pattern_covers(p, recipient) for p in self.to)
 
     def to_json(self) -> dict[str, Any]:
+        """The row stored in Redis and printed by the CLI."""
         return {"address": self.address, "by": self.by, "to": list(self.to), "until": to_iso(self.until),
                 "scope": self.scope, "revoked_at": to_iso(self.revoked_at), "revoked_by": self.revoked_by,
                 "added_at": self.added_at}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Authorization:
+        """The inverse of to_json; optional fields may be absent."""
         return cls(d["address"], d["by"], tuple(d.get("to", ())), from_iso(d.get("until")), d.get("scope", ""),
                    from_iso(d.get("revoked_at")), d.get("revoked_by", ""), d.get("added_at", ""))
 
@@ -136,13 +153,16 @@ class QuietPeriod:
     label: str = ""
 
     def contains(self, at: datetime) -> bool:
+        """Start inclusive, end exclusive, so back-to-back periods never overlap."""
         return self.start <= at < self.end
 
     def to_json(self) -> dict[str, Any]:
+        """The row stored in Redis and printed by the CLI."""
         return {"id": self.id, "start": to_iso(self.start), "end": to_iso(self.end), "label": self.label}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> QuietPeriod:
+        """The inverse of to_json; `start` and `end` are required."""
         start, end = from_iso(d["start"]), from_iso(d["end"])
         assert start is not None and end is not None
         return cls(str(d["id"]), start, end, d.get("label", ""))
@@ -165,6 +185,8 @@ class DirectorySnapshot:
 
 @dataclass(frozen=True)
 class RecipientClass:
+    """How the directory classed one recipient, with the pattern that decided, for the record."""
+
     address: str
     cls: RecipientKind
     category: str = ""  # registry category, or exemption kind
@@ -193,6 +215,7 @@ def classify_recipient(address: str, snap: DirectorySnapshot, internal_domains: 
 
 
 def is_internal(address: str, internal_domains: tuple[str, ...]) -> bool:
+    """Whether a normalized address is at one of the company's domains or their subdomains."""
     domain = domain_of(address)
     return any(domain == d or domain.endswith("." + d) for d in internal_domains)
 

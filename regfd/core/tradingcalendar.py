@@ -111,6 +111,7 @@ def holiday_name(d: date, extra_closures: frozenset[date] = frozenset()) -> str:
 
 
 def is_trading_day(d: date, extra_closures: frozenset[date] = frozenset()) -> bool:
+    """A weekday that is neither an NYSE holiday nor an unscheduled or configured closure."""
     return d.weekday() < SAT and not holiday_name(d, extra_closures)
 
 

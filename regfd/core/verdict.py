@@ -30,6 +30,7 @@ class RecipientVerdict:
     action: Action = ACCEPT
 
     def to_json(self) -> dict[str, str]:
+        """One element of `recipients` in Verdict.to_json."""
         return {"address": self.address, "class": self.cls, "category": self.category, "firm": self.firm,
                 "sender_class": self.sender_class, "action": self.action}
 
@@ -48,6 +49,7 @@ class Classification:
 
     @property
     def specified(self) -> tuple[RecipientVerdict, ...]:
+        """The recipients who are Specified Persons, in envelope order."""
         return tuple(r for r in self.recipients if r.cls == RecipientKind.SPECIFIED)
 
     @property
@@ -70,10 +72,12 @@ class Verdict:
 
     @property
     def envelope(self) -> Envelope:
+        """Shortcut to the classification's envelope."""
         return self.classification.envelope
 
     @property
     def specified(self) -> tuple[RecipientVerdict, ...]:
+        """Shortcut to the classification's Specified Persons."""
         return self.classification.specified
 
     @property
@@ -84,6 +88,7 @@ class Verdict:
 
     @property
     def has_material(self) -> bool:
+        """Whether delivering the message starts the public-disclosure clock."""
         return any(f.kind == FindingKind.MATERIAL for f in self.findings)
 
     def header_reasons(self) -> str:
@@ -96,6 +101,7 @@ class Verdict:
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
+        """The shape `regfd check --json` prints."""
         c = self.classification
         return {
             "action": self.action,
