@@ -35,7 +35,7 @@ SCOPES = ("sentence", "neighbours", "paragraph", "part")
 # sentence that is a question, and a hit inside a quoted reply.
 STRUCTURAL = ("topic", "phrase", "question", "quoted")
 TOPIC_PREFIX = "topic:"
-_FILE_KEYS = {"kind", "description", "threshold", "weights", "scope"}
+_FILE_KEYS = {"kind", "description", "threshold", "weights", "scope", "anchors", "default_category"}
 
 # Sentence and paragraph breaks in normalized text; CRLF line ends included.
 _SENTENCE_BREAK = regex.compile(r"[.!?;][\"')\]]*\s+|\r?\n[ \t]*\r?\n\s*|\r?\n[ \t]*[-*>]+\s")
@@ -51,6 +51,8 @@ class EvidenceModel:
     scopes: Mapping[str, str]
     threshold: float
     origin: str
+    anchors: tuple[str, ...] = ()  # groups that make a sentence a candidate even without a topic word
+    default_category: str = "prospects-strategy"  # for an anchored sentence with no topic anywhere near
 
     def scope(self, group: str) -> str:
         """Where a group counts; the topic's own sentence unless configured."""
@@ -89,7 +91,13 @@ def load_model(path: Path, groups: set[str]) -> EvidenceModel:
         if scope not in SCOPES:
             raise ConfigError(f"{where}: scope of {group!r} must be one of {', '.join(SCOPES)}")
         scopes[group] = scope
-    return EvidenceModel(weights, scopes, float(threshold), path.name)
+    anchors = data.get("anchors", [])
+    if not isinstance(anchors, list) or any(a not in known - set(STRUCTURAL) for a in anchors):
+        raise ConfigError(f"{where}: anchors must be a list of signal groups")
+    default = data.get("default_category", "prospects-strategy")
+    if default not in MATERIAL_CATEGORIES:
+        raise ConfigError(f"{where}: default_category {default!r} is not a material category")
+    return EvidenceModel(weights, scopes, float(threshold), path.name, tuple(anchors), default)
 
 
 @dataclass(frozen=True)
@@ -144,16 +152,30 @@ class Signals:
         replies = reply_spans(text)
         scorer = _Scorer(self, text, ends, replies)
         best: dict[tuple[int, str], Evidence] = {}
+        anchors: list[tuple[int, int]] = []
+        topics: list[tuple[int, str]] = []
         for pid, end in topic_reports:
             m = self.topic_rx[pid].match(text, 0, end)
             start = m.start() if m is not None else max(0, end - 1)
-            ev = scorer.score(self.topic_categories[pid], start, end, "topic")
+            category = self.topic_categories[pid]
+            if not category:  # an anchor: scored below, if its sentence has no finding yet
+                anchors.append((start, end))
+                continue
+            topics.append((end, category))
+            ev = scorer.score(category, start, end, "topic")
             if ev is None:
                 continue
             key = (ev.lo, ev.category)
             prev = best.get(key)
             if prev is None or ev.score > prev.score:
                 best[key] = ev
+        covered = {ev.lo for ev in best.values()}
+        for start, end in anchors:
+            nearest = min(topics, key=lambda t: abs(t[0] - end), default=(0, self.model.default_category))
+            ev = scorer.score(nearest[1], start, end, "topic")
+            if ev is not None and ev.lo not in covered:
+                covered.add(ev.lo)
+                best[(ev.lo, ev.category)] = ev
         kept: dict[int, Evidence] = {}
         for i, (start, end, category) in enumerate(phrases):
             ev = scorer.score(category, start, end, "phrase")
@@ -248,6 +270,8 @@ def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Pa
         return None
     if model_path is None:
         raise ConfigError("lexicon: signals.toml needs evidence.toml (the weights) beside it")
+    model = load_model(model_path, {e.category for e in entries})
+    anchors = [e for e in entries if e.category in model.anchors]
     topics = [e for e in entries if e.category.startswith(TOPIC_PREFIX)]
     mods = [e for e in entries if not e.category.startswith(TOPIC_PREFIX)]
     if not topics:
@@ -256,11 +280,11 @@ def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Pa
         if e.category[len(TOPIC_PREFIX):] not in MATERIAL_CATEGORIES:
             raise ConfigError(f"lexicon {e.origin}: {e.category!r} is not a material category "
                               f"(topic:{', topic:'.join(MATERIAL_CATEGORIES)})")
-    model = load_model(model_path, {e.category for e in entries})
+    candidates = topics + anchors  # an anchor's category is "": see Signals.find
     return Signals(
-        PatternSet([e.expression for e in topics], single_match=False, cache_dir=cache_dir),
-        tuple(e.category[len(TOPIC_PREFIX):] for e in topics),
-        tuple(compile_reverse(e.expression) for e in topics),
+        PatternSet([e.expression for e in candidates], single_match=False, cache_dir=cache_dir),
+        tuple(e.category[len(TOPIC_PREFIX):] if e in topics else "" for e in candidates),
+        tuple(compile_reverse(e.expression) for e in candidates),
         PatternSet([e.expression for e in mods], single_match=False, cache_dir=cache_dir),
         tuple(e.category for e in mods),
         tuple(compile_reverse(e.expression) for e in mods),
