@@ -1,3 +1,5 @@
+"""`python -m regfd`: the same as the `regfd` command."""
+
 import sys
 
 from regfd.cli import main

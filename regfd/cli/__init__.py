@@ -24,7 +24,10 @@ EXIT_ERROR, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 70
 
 
 class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line pointing to --help, not the whole usage."""
+
     def error(self, message: str) -> NoReturn:
+        """Exit with EXIT_USAGE after one line naming the error and pointing to --help."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -39,18 +42,21 @@ class Context:
 
     @property
     def config(self) -> Config:
+        """Loaded on first use, so commands that need no config never read one."""
         if self._config is None:
             self._config = load_config(self.config_path)
         return self._config
 
     @property
     def store(self) -> RedisStore:
+        """Opened and pinged on first use, so commands without a store start no redis-server."""
         if self._handle is None:
             self._handle = open_store(self.config)
             self._handle.store.ping()
         return self._handle.store
 
     def close(self) -> None:
+        """Idempotent; closes the store (and its private server, if this process started it)."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -72,6 +78,7 @@ Handler = Callable[[Context, argparse.Namespace], int | None]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser for every command; each command module adds itself through its `register`."""
     from . import check, compliance, directory, evaluate, milter
 
     parser = Parser(prog="regfd", description="Regulation FD gateway for outgoing email")
@@ -83,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error is one line on stderr and an exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     ctx = Context(args.config)

@@ -1,3 +1,5 @@
+"""`python -m regfd.cli`: the same as the `regfd` command."""
+
 import sys
 
 from . import main

@@ -80,6 +80,7 @@ def _lexicons(directory: Path, cache_dir: Path, stamp: tuple[tuple[str, int], ..
 
 
 def lexicons_for(directory: Path, cache_dir: Path) -> Any:
+    """The compiled lexicons of `directory`, compiled again only when a file in it changes (name or mtime)."""
     stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()))
     return _lexicons(directory, cache_dir, stamp)
 
@@ -128,6 +129,7 @@ def _human(v: Verdict, out: Any, name: str | None = None) -> None:
 
 
 def check_cmd(ctx: Context, a: argparse.Namespace) -> int:
+    """`regfd check`: a batch goes on past a message without recipients, and exits 1 at the end."""
     try:
         at = parse_instant(a.at, ctx.config.tz) if a.at else now()
     except ValueError as exc:
@@ -180,6 +182,7 @@ def check_cmd(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    """Add `regfd check` to the top-level parser."""
     p = sub.add_parser("check", help="what the gateway would do with a message (.eml, directory or mbox)")
     p.add_argument("path", metavar="FILE.eml|DIR|MBOX")
     p.add_argument("--from", dest="sender", metavar="ADDR", help="envelope sender (default: the From: header)")

@@ -48,6 +48,7 @@ def _nonempty(text: str, what: str) -> str:
 
 # ----- records
 def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd records`: the table is a summary per message; --json carries every field, --csv a spreadsheet row."""
     from regfd.compliance.records import Records, to_csv
 
     since = None
@@ -78,12 +79,14 @@ def _quarantine(ctx: Context) -> Any:
 
 
 def quarantine_list(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd quarantine list`; only messages awaiting a decision unless --all."""
     rows = [e.summary() for e in _quarantine(ctx).list(include_decided=a.all)]
     listing(ctx.out, rows, a.json, ("id", "state", "held_since", "queue_id", "sender", "recipients", "findings",
                                     "subject"), "no held messages")
 
 
 def quarantine_show(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd quarantine show`; --json includes the raw message, decoded with replacement characters."""
     from regfd.compliance.quarantine import render_show
 
     q = _quarantine(ctx)
@@ -113,15 +116,18 @@ def _act(ctx: Context, a: argparse.Namespace, action: str) -> int:
 
 
 def quarantine_release(ctx: Context, a: argparse.Namespace) -> int:
+    """`regfd quarantine release`: delivers the held message (see the module docstring for --local)."""
     return _act(ctx, a, "release")
 
 
 def quarantine_reject(ctx: Context, a: argparse.Namespace) -> int:
+    """`regfd quarantine reject`: deletes the held message and tells the sender."""
     return _act(ctx, a, "reject")
 
 
 # ----- disclosures
 def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd disclosures`; the table shows deadlines in the company time zone, --json in UTC."""
     from regfd.compliance.disclosures import Disclosures
 
     ds = Disclosures(ctx.store, ctx.config).list(open_only=a.open)
@@ -141,6 +147,7 @@ def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def disclosures_close(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd disclosures close`: a close after the deadline is accepted and reported as late."""
     from regfd.compliance.disclosures import Disclosures
     from regfd.compliance.notify import local_time
 
@@ -163,6 +170,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd agent`: in the foreground until SIGTERM or SIGINT; --once serves at most one request."""
     from regfd.compliance.executor import agent_host
     from regfd.compliance.quarantine import QuarantineAgent, mta_queue
 
@@ -181,6 +189,7 @@ def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- outbox
 def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd outbox`: what is waiting to be sent (or, with --sent, what was sent recently)."""
     from regfd.compliance.notify import Outbox
 
     ob = Outbox(ctx.store, ctx.config)
@@ -196,6 +205,7 @@ def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def outbox_flush(ctx: Context, a: argparse.Namespace) -> int:
+    """`regfd outbox flush`: send every pending notification, due or not; exit status 1 if any send failed."""
     from regfd.compliance.notify import Outbox
 
     report = Outbox(ctx.store, ctx.config).deliver_due(everything=True)
@@ -205,6 +215,7 @@ def outbox_flush(ctx: Context, a: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    """Add the compliance commands (records, quarantine, disclosures, agent, outbox) to the top-level parser."""
     def json_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -1,7 +1,7 @@
 """Directory maintenance: registry, officers, delegates, exemptions, quiet periods, audit.
 
 Every input is validated before anything is written; every write carries its
-audit entry (see store.py).
+audit entry (see RedisStore).
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def _done(ctx: Context, message: str) -> None:
 
 # ----- registry
 def registry_add(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd registry add`; with --check-dns an unknown domain gets a warning but is still added."""
     pattern = _pattern(a.pattern)
     category = _choice(a.category, REGISTRY_CATEGORIES, "category")
     if a.check_dns and "@" not in pattern:
@@ -122,12 +123,14 @@ def dns_warning(domain: str) -> str:
 
 
 def registry_remove(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd registry remove`; the pattern is normalized first, so any spelling of it matches."""
     pattern = _pattern(a.pattern)
     ctx.store.registry_remove(pattern, actor(a.by))
     _done(ctx, f"registry: removed {pattern}")
 
 
 def registry_list(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd registry list`; --json adds who added each entry and when."""
     rows = [e.to_json() for e in ctx.store.registry_list()]
     listing(ctx.out, rows, a.json, ("pattern", "category", "firm", "note"), "registry is empty")
 
@@ -176,6 +179,7 @@ def parse_registry_csv(path: Path, who: str) -> list[RegistryEntry]:
 
 
 def registry_import(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd registry import`: every row valid or nothing written (see parse_registry_csv)."""
     who = actor(a.by)
     entries = parse_registry_csv(Path(a.file), who)
     ctx.store.registry_import(entries, a.replace, who, str(a.file))
@@ -184,6 +188,7 @@ def registry_import(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def registry_export(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd registry export`: CSV in the import format, so a registry can be edited and imported back."""
     w = csv.writer(ctx.out, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for e in ctx.store.registry_list():
@@ -192,6 +197,7 @@ def registry_export(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- officers
 def officer_add(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd officer add`: any known role is accepted; the reply says whether it is an authorized one."""
     address = _address(a.address)
     roles = tuple(dict.fromkeys(OFFICER_ROLES + ctx.config.authorized_roles))
     role = a.role.strip().upper()
@@ -203,12 +209,14 @@ def officer_add(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def officer_remove(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd officer remove`; authorizations the officer approved stay in force until revoked."""
     address = _address(a.address)
     ctx.store.officer_remove(address, actor(a.by))
     _done(ctx, f"officer: removed {address}")
 
 
 def officer_list(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd officer list`, with whether each role is authorized under the current config."""
     roles = ctx.config.authorized_roles
     rows = [{**o.to_json(), "authorized": o.role in roles} for o in ctx.store.officer_list()]
     listing(ctx.out, rows, a.json, ("address", "role", "authorized"), "no officers")
@@ -216,6 +224,10 @@ def officer_list(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- delegates
 def delegate_add(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd delegate add`: the delegate must be internal and --by an authorized officer.
+
+    Here --by names the approver, so the audit trail records the OS user (or $REGFD_ACTOR) as the actor.
+    """
     address = _address(a.address)
     if ctx.config.internal_domains and not is_internal(address, ctx.config.internal_domains):
         domains = ", ".join(ctx.config.internal_domains)
@@ -233,12 +245,14 @@ def delegate_add(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def delegate_revoke(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd delegate revoke`: effective now; the authorization stays listed, as revoked."""
     address = _address(a.address)
     ctx.store.delegate_revoke(address, actor(a.by), now())
     _done(ctx, f"delegate: revoked {address}")
 
 
 def delegate_list(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd delegate list`, with each authorization's status now (active, expired or revoked)."""
     rows = []
     for d in ctx.store.delegate_list():
         j = d.to_json()
@@ -250,6 +264,7 @@ def delegate_list(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- exemptions
 def exempt_add(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd exempt add`; a bare --until date runs through the end of that day and must be in the future."""
     pattern = _pattern(a.pattern)
     kind = _choice(a.kind, EXEMPTION_KINDS, "kind")
     until = _future(ctx, a.until, "--until")
@@ -258,18 +273,21 @@ def exempt_add(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def exempt_remove(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd exempt remove`; the pattern is normalized first, so any spelling of it matches."""
     pattern = _pattern(a.pattern)
     ctx.store.exempt_remove(pattern, actor(a.by))
     _done(ctx, f"exempt: removed {pattern}")
 
 
 def exempt_list(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd exempt list`, with each exemption's status now (active or expired)."""
     rows = [{**e.to_json(), "status": _status(e.until)} for e in ctx.store.exempt_list()]
     listing(ctx.out, rows, a.json, ("pattern", "kind", "until", "status", "note"), "no exemptions")
 
 
 # ----- quiet periods
 def quiet_add(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd quiet add`: END is exclusive and must not be past; a bare date is midnight in the company time zone."""
     start = _instant(ctx, a.start, "START")
     end = _instant(ctx, a.end, "END")
     if end <= start:
@@ -281,11 +299,13 @@ def quiet_add(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def quiet_remove(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd quiet remove ID`, with the id `regfd quiet list` shows."""
     ctx.store.quiet_remove(a.id, actor(a.by))
     _done(ctx, f"quiet: removed period {a.id}")
 
 
 def quiet_list(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd quiet list`, each period marked in force, past or upcoming."""
     t = now()
     rows = []
     for q in ctx.store.quiet_list():
@@ -296,6 +316,7 @@ def quiet_list(ctx: Context, a: argparse.Namespace) -> None:
 
 # ----- audit
 def audit_cmd(ctx: Context, a: argparse.Namespace) -> None:
+    """`regfd audit`; the table flattens each detail to key=value pairs, --json keeps it whole."""
     since = _instant(ctx, a.since, "--since") if a.since else None
     rows: list[dict[str, Any]] = [e.to_json() for e in ctx.store.audit_list(since)]
     if not a.json:
@@ -307,6 +328,7 @@ def audit_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def register(sub: Any) -> None:
+    """Add the directory commands (registry, officer, delegate, exempt, quiet, audit) to the top-level parser."""
     def by(p: argparse.ArgumentParser) -> None:
         p.add_argument("--by", help="who is making the change (default: $REGFD_ACTOR or the OS user)")
 

@@ -34,6 +34,7 @@ log = structlog.get_logger("regfd.mta.libmilter")
 
 
 def register(sub: Any) -> None:
+    """Add `regfd milter` to the top-level parser."""
     p = sub.add_parser("milter", help="run the milter daemon",
                        description="Run the Regulation FD milter (Postfix smtpd_milters / Sendmail INPUT_MAIL_FILTER).")
     p.add_argument("--config", dest="milter_config", metavar="FILE",
@@ -146,6 +147,7 @@ class RedisSupervisor(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        """Poll until `stopping` is set; a failed restart is logged and retried, never raised."""
         while not self.stopping.wait(self.interval):
             try:
                 if self.private.answering():
@@ -179,6 +181,7 @@ def load_scanner(config: Any) -> Callable[[bytes], Any]:
 
 
 def run(ctx: Any, args: argparse.Namespace) -> int:
+    """`regfd milter`: fails before listening on any bad setting; returns after a stop signal and the drain."""
     import Milter
     import milter as libmilter
 

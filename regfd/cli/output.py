@@ -8,10 +8,12 @@ from typing import Any
 
 
 def print_json(out: Any, obj: Any) -> None:
+    """Indented and not ASCII-escaped, so names and subjects stay readable."""
     out.write(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def print_table(out: Any, rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str) -> None:
+    """Columns padded to their widest cell, headers in capitals; `empty` is printed instead when there are no rows."""
     if not rows:
         out.write(empty + "\n")
         return
@@ -23,6 +25,7 @@ def print_table(out: Any, rows: Sequence[dict[str, Any]], columns: Sequence[str]
 
 
 def listing(out: Any, rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str], empty: str) -> None:
+    """The one switch every list command uses between --json and the table."""
     if as_json:
         print_json(out, list(rows))
     else:
