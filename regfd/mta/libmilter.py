@@ -111,10 +111,12 @@ class MilterApp:
     quiet: bool = False
 
     def factory(self) -> RegfdMilter:
+        """Milter.factory: a milter object per MTA connection, the quiet one on a unix socket."""
         return QuietRegfdMilter(self) if self.quiet else RegfdMilter(self)
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The scan pool, created on first use; judge_bounded says why scans leave libmilter's threads."""
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
@@ -151,6 +153,7 @@ class MilterApp:
             raise _Failed(f"scan not finished within milter.decision_timeout ({self.decision_timeout:g}s)") from None
 
     def shutdown(self) -> None:
+        """Drop queued scans without waiting; call it after drain, when no message needs one any more."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -169,6 +172,7 @@ class MilterApp:
 
     @property
     def inflight(self) -> int:
+        """Messages between MAIL and their answer, for the stop log (read without the lock)."""
         return self._inflight
 
     def drain(self, timeout: float) -> bool:
@@ -292,6 +296,7 @@ class RegfdMilter(Milter.Base):
     # ----- callbacks (each replies: see module doc)
     @_guarded("connect")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        """Remember the client address for the envelope and the log."""
         if isinstance(hostaddr, tuple) and hostaddr:
             self.client_addr = str(hostaddr[0])
         elif hostaddr:
@@ -300,10 +305,15 @@ class RegfdMilter(Milter.Base):
 
     @_guarded("helo")
     def hello(self, hostname: str) -> int:
+        """Negotiated only so the stage gets a reply (see the module docstring on round trips)."""
         return Milter.CONTINUE
 
     @_guarded("mail")
     def envfrom(self, mailfrom: str, *params: str) -> int:
+        """Start a message: inbound and system mail is accepted here, before any lookup or body.
+
+        During a graceful stop the answer is 451, so the client keeps the message and retries.
+        """
         self._end()
         self._reset()
         if not self._begin():  # stopping: the MTA keeps the message and retries
@@ -322,6 +332,7 @@ class RegfdMilter(Milter.Base):
 
     @_guarded("rcpt")
     def envrcpt(self, rcpt: str, *params: str) -> int:
+        """Collect the recipient; nothing is decided until data(), when all are known."""
         a = _addr(rcpt) or _addr(self._macro("{rcpt_addr}"))
         if a:
             self.recipients.append(a)
@@ -364,6 +375,7 @@ class RegfdMilter(Milter.Base):
 
     @Milter.decode("bytes")
     def header(self, name: str, value: bytes) -> int:
+        """Keep the header for the scan; an error gives the failure action at once."""
         try:
             self._header(name, value)
             return Milter.CONTINUE
@@ -381,11 +393,13 @@ class RegfdMilter(Milter.Base):
 
     @_guarded("eoh")
     def eoh(self) -> int:
+        """Keep the blank line that ends the headers, so the buffer is the message as sent."""
         self._keep(b"\r\n")
         return Milter.CONTINUE
 
     @_guarded("body")
     def body(self, chunk: bytes) -> int:
+        """Buffer the chunk; once over the size limit, ask the MTA to skip the rest if it can."""
         self._keep(chunk)
         if self.truncated and self._protocol & Milter.P_SKIP:
             return Milter.SKIP  # over the limit: no need to receive the rest
@@ -446,11 +460,13 @@ class RegfdMilter(Milter.Base):
 
     @_guarded("abort")
     def abort(self) -> int:
+        """The MTA abandoned the message (RSET, or the client left): forget it, stop counting it in flight."""
         self._end()
         self._reset()
         return Milter.CONTINUE
 
     def close(self) -> int:
+        """The connection ended: a message still open stops counting as in flight."""
         self._end()
         return Milter.CONTINUE
 
@@ -500,15 +516,18 @@ class QuietRegfdMilter(RegfdMilter):
 
     @Milter.nocallback
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        """Not negotiated: the client address comes from the `{client_addr}` macro at MAIL instead."""
         return Milter.CONTINUE
 
     @Milter.nocallback
     def hello(self, hostname: str) -> int:
+        """Not negotiated: nothing here is needed."""
         return Milter.CONTINUE
 
     @Milter.noreply
     @Milter.decode("bytes")
     def header(self, name: str, value: bytes) -> int:
+        """No reply is possible here, so an error is kept and answered at end of message."""
         try:
             self._header(name, value)
         except Exception as exc:
@@ -517,6 +536,7 @@ class QuietRegfdMilter(RegfdMilter):
 
     @Milter.noreply
     def eoh(self) -> int:
+        """No reply is possible here, so an error is kept and answered at end of message."""
         try:
             self._keep(b"\r\n")
         except Exception as exc:

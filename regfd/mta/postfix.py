@@ -47,10 +47,13 @@ def run_mta_command(argv: list[str], timeout: float, mta: str) -> tuple[int, str
 
 
 def one_line(text: str) -> str:
+    """Command output folded to one line of at most 500 characters, for a result message or the audit trail."""
     return " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())[:500]
 
 
 class PostfixQueue:
+    """The MtaQueue adapter for Postfix; `config_directory` selects an instance (`-c DIR`)."""
+
     def __init__(self, config_directory: str = "", postsuper: str = "postsuper", postqueue: str = "postqueue",
                  timeout: float = 60.0) -> None:
         self.config_directory = config_directory
@@ -77,6 +80,7 @@ class PostfixQueue:
         return out.strip().splitlines()[0].strip() if rc == 0 and out.strip() else ""
 
     def release(self, queue_id: str) -> MtaResult:
+        """From hold to delivery now; a failed `postqueue -i` still succeeds (the next queue run sends it)."""
         bad = self._check(queue_id)
         if bad:
             return bad
@@ -91,6 +95,7 @@ class PostfixQueue:
         return MtaResult(True, f"released {queue_id} from hold; {flush}")
 
     def delete(self, queue_id: str) -> MtaResult:
+        """Only from the hold queue, so a message already released is never deleted."""
         bad = self._check(queue_id)
         if bad:
             return bad

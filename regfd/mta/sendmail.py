@@ -1,6 +1,6 @@
 """Sendmail's quarantine, as the quarantine workflow sees it: release or delete one job.
 
-`SendmailQueue` implements `MtaQueue` (regfd/postfix.py) for Sendmail 8.13+.
+`SendmailQueue` implements `MtaQueue` (regfd.ports) for Sendmail 8.13+.
 When the milter calls `quarantine(reason)`, Sendmail keeps the job in its
 queue directory but renames its control file from `qf<ID>` to `hf<ID>` and
 writes the reason on a `q` line; `mailq -qQ` (`sendmail -bp -qQ`) lists such
@@ -53,6 +53,8 @@ _MAILQ_QUARANTINE = re.compile(r"^\s+QUARANTINE:\s*(.*)$")
 
 
 class SendmailQueue:
+    """The MtaQueue adapter for Sendmail 8.13+ (see the module docstring for how each action works)."""
+
     def __init__(self, binary: str = "/usr/sbin/sendmail", config_file: str = "", queue_directory: str = "",
                  timeout: float = 60.0) -> None:
         self.binary = binary
@@ -141,6 +143,7 @@ class SendmailQueue:
         return jobs
 
     def release(self, queue_id: str) -> MtaResult:
+        """Unquarantine and start delivery now; refused when the id is a substring of another held job's."""
         bad = self._check(queue_id)
         if bad:
             return bad
@@ -162,6 +165,7 @@ class SendmailQueue:
         return MtaResult(True, f"released {queue_id} from Sendmail's quarantine; {run}")
 
     def delete(self, queue_id: str) -> MtaResult:
+        """Only a quarantined job, under Sendmail's own lock; a released or running job is refused."""
         bad = self._check(queue_id)
         if bad:
             return bad
