@@ -15,6 +15,7 @@ import random
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Sequence
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from regfd.config import ScanLimits  # noqa: E402
 from regfd.scan import normalize as textnorm  # noqa: E402
-from regfd.scan.lexicon import load_lexicons  # noqa: E402
+from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
 from regfd.scan.normalize import normalize  # noqa: E402
 from regfd.scan.scanner import scan_message  # noqa: E402
 from tests.scanner_fixtures import make_pdf  # noqa: E402
@@ -83,7 +84,7 @@ def abbreviated(text: str, rng: random.Random, spelled: bool = False) -> str:
     return " ".join(words)
 
 
-def message(body: str, attachments: list[tuple[str, bytes]] = ()) -> bytes:
+def message(body: str, attachments: Sequence[tuple[str, bytes]] = ()) -> bytes:
     msg = MIMEMultipart()
     msg["From"] = "employee@corp.example"
     msg["To"] = "analyst@bank.example"
@@ -96,7 +97,7 @@ def message(body: str, attachments: list[tuple[str, bytes]] = ()) -> bytes:
     return msg.as_bytes()
 
 
-def measure(label: str, raw: bytes, lexicons, limits: ScanLimits, min_seconds: float = 1.0) -> None:
+def measure(label: str, raw: bytes, lexicons: Lexicons, limits: ScanLimits, min_seconds: float = 1.0) -> None:
     findings = scan_message(raw, lexicons, limits)
     runs, start = 0, time.perf_counter()
     while True:
@@ -109,15 +110,16 @@ def measure(label: str, raw: bytes, lexicons, limits: ScanLimits, min_seconds: f
     print(f"{label:<34} {len(raw) / 1e6:8.3f} MB  {per * 1000:9.2f} ms  {len(raw) / per / 1e6:8.1f} MB/s  findings={len(findings)}")
 
 
-def compare_matchers(text: str, lexicons) -> None:
-    """The options of FIELD-NOTES section 6, on this lexicon and this text."""
+def compare_matchers(text: str, lexicons: Lexicons) -> None:
+    """The multi-pattern matchers (Hyperscan, pyahocorasick, one `regex`
+    alternation) and normalization, on this lexicon and this text."""
     import regex
 
     norm = normalize(text).text
     data = norm.encode()
     print(f"\nmatcher comparison on {len(data) / 1e6:.1f} MB of normalized text, {len(lexicons.entries)} patterns:")
 
-    def rate(fn, repeat: int = 3) -> float:
+    def rate(fn: Callable[[], object], repeat: int = 3) -> float:
         best = min(_timed(fn) for _ in range(repeat))
         return len(data) / best / 1e6
 
@@ -145,7 +147,7 @@ def compare_matchers(text: str, lexicons) -> None:
     print(f"  regex, one alternation of all patterns {len(sample) / (time.perf_counter() - start) / 1e6:9.1f} MB/s")
 
 
-def _timed(fn) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

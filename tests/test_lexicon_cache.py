@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from regfd.scan.lexicon import load_lexicons
+from regfd.scan.lexicon import Lexicons, load_lexicons
 from tests.scanner_fixtures import LEXICON_DIR
 
 TEXT = "Between us, we're going to miss the quarter. Adjusted EBITDA came in at $45 million."
 
 
-def _hits(lex) -> list[tuple[str, int, int]]:
+def _hits(lex: Lexicons) -> list[tuple[str, int, int]]:
     return [(h.entry.origin, h.start, h.end) for h in lex.find(TEXT.lower())]
 
 

@@ -20,7 +20,9 @@ separators and entries.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -75,7 +77,10 @@ _HYPHEN_FORMS = ["-", "", " ", "/", "  "]
 @dataclass(frozen=True)
 class _Node:
     kind: str  # "lit", "sep", "group", "gap", "word", "num", "star", "apos", "hyph"
-    value: object = None
+    value: object = None  # str (lit, ...), int (gap), _Group (group)
+
+
+_Group = tuple[list[list[_Node]], bool]  # a group's alternatives (node lists), and whether it is optional
 
 
 def _parse(p: str, i: int = 0) -> tuple[list[_Node], int]:
@@ -120,10 +125,10 @@ def _max_choices(nodes: list[_Node]) -> int:
     best = 1
     for n in nodes:
         if n.kind == "group":
-            alternatives, optional = n.value
+            alternatives, optional = cast(_Group, n.value)
             best = max(best, len(alternatives) + optional, *(_max_choices(a) for a in alternatives))
         elif n.kind == "gap":
-            best = max(best, n.value + 1)
+            best = max(best, cast(int, n.value) + 1)
     return best
 
 
@@ -136,13 +141,13 @@ def _render(nodes: list[_Node], k: int, rng: random.Random, seps: list[str], fil
         elif n.kind == "sep":
             out.append(rng.choice(seps))
         elif n.kind == "group":
-            alternatives, optional = n.value
+            alternatives, optional = cast(_Group, n.value)
             options = len(alternatives) + optional
             pick = (k + rng.randrange(2)) % options if rng.random() < 0.3 else k % options
             if pick < len(alternatives):
                 out.extend(_render(alternatives[pick], k, rng, seps, fill))
         elif n.kind == "gap":
-            count = k % (n.value + 1)
+            count = k % (cast(int, n.value) + 1)
             for _ in range(count):
                 out.append(rng.choice(fill))
                 out.append(rng.choice(seps))
@@ -186,7 +191,7 @@ def _prose(rng: random.Random, size: int) -> str:
     return text[start : start + size]
 
 
-CONTEXTS = [
+CONTEXTS: list[tuple[str, Callable[[str, random.Random], str]]] = [
     ("alone", lambda s, r: s),
     ("start", lambda s, r: s + ". " + _prose(r, 600)),
     ("end", lambda s, r: _prose(r, 600) + " " + s),
@@ -323,7 +328,16 @@ _gap = st.sampled_from([" ", "  ", "\n", " " * 15, " " * 16, " " * 17, "\t", ", 
     k=st.integers(min_value=0, max_value=30),
     pad=st.integers(min_value=0, max_value=3000),
 )
-def test_hypothesis_prefilter_never_misses(lex, pid_seed, before, after, lead, seps, k, pad) -> None:
+def test_hypothesis_prefilter_never_misses(
+    lex: Lexicons,
+    pid_seed: int,
+    before: list[tuple[str, str]],
+    after: list[tuple[str, str]],
+    lead: str,
+    seps: list[str],
+    k: int,
+    pad: int,
+) -> None:
     rng = random.Random(pid_seed)
     pid = pid_seed % len(lex.entries)
     phrase = sample(lex.entries[pid], k, rng, seps=seps)

@@ -26,11 +26,13 @@ from regfd.scan.mime import _fast_parse, parse_message
 from tests.scanner_fixtures import make_pdf
 
 
-def _shape(msg: Message) -> tuple:
-    payload = msg._payload
+def _shape(msg: Message) -> tuple[object, ...]:
+    # the raw tree, as the parsers left it: `_payload` and `_headers` are
+    # undeclared in typeshed
+    payload = msg._payload  # type: ignore[attr-defined]
     if isinstance(payload, list):
         payload = [_shape(p) for p in payload]
-    return (msg.get_unixfrom(), list(msg._headers), msg.get_default_type(), payload)
+    return (msg.get_unixfrom(), list(msg._headers), msg.get_default_type(), payload)  # type: ignore[attr-defined]
 
 
 def _stdlib(raw: bytes) -> Message:
@@ -189,11 +191,11 @@ def test_decoded_payload_equals_get_payload_decode(body: str, cte: str) -> None:
     part = Message()
     part["Content-Type"] = "text/plain"
     part["Content-Transfer-Encoding"] = cte
-    part._payload = body
+    part._payload = body  # type: ignore[attr-defined]  # undeclared in typeshed; what the parsers set
     assert mimeparts.decoded_payload(part) == part.get_payload(decode=True)
 
 
 def test_decoded_payload_without_transfer_encoding_header() -> None:
     part = Message()
-    part._payload = "aGVsbG8=\n"
+    part._payload = "aGVsbG8=\n"  # type: ignore[attr-defined]  # undeclared in typeshed; what the parsers set
     assert mimeparts.decoded_payload(part) == part.get_payload(decode=True) == b"aGVsbG8=\n"

@@ -7,13 +7,15 @@ import dataclasses
 import io
 import time
 import zipfile
+from collections.abc import Iterable
+from email.message import Message
 from email.mime.application import MIMEApplication
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 from regfd.config import ScanLimits
-from regfd.core.finding import UNSCANNABLE
+from regfd.core.finding import UNSCANNABLE, Finding
 from tests.scanner_fixtures import encrypt_pdf, make_docx, make_pdf, scan, zip_bomb_docx
 
 
@@ -23,12 +25,12 @@ def _attach(msg: MIMEMultipart, data: bytes, subtype: str, filename: str) -> Non
     msg.attach(part)
 
 
-def _unscannable(findings) -> set[tuple[str, str]]:
+def _unscannable(findings: Iterable[Finding]) -> set[tuple[str, str]]:
     return {(f.category, f.location) for f in findings if f.kind == UNSCANNABLE}
 
 
 def test_max_depth() -> None:
-    inner = MIMEText("we got hacked", "plain")
+    inner: Message = MIMEText("we got hacked", "plain")
     for _ in range(6):
         outer = MIMEMultipart()
         outer.attach(inner)
@@ -37,7 +39,7 @@ def test_max_depth() -> None:
 
 
 def test_nested_messages_count_towards_depth() -> None:
-    msg = MIMEText("hello", "plain")
+    msg: Message = MIMEText("hello", "plain")
     for i in range(5):
         outer = MIMEMultipart()
         wrapped = MIMEMessage(msg)

@@ -116,8 +116,9 @@ def test_pdf_attachment() -> None:
     msg = _message()
     msg.attach(MIMEText("Deck attached.", "plain"))
     pdf = make_pdf([["Investor update"], ["Confidential: we will cut the dividend in Q3."]])
-    msg.attach(MIMEApplication(pdf, "pdf", Name="update.pdf"))
-    msg.get_payload()[1].add_header("Content-Disposition", "attachment", filename="update.pdf")
+    attachment = MIMEApplication(pdf, "pdf", Name="update.pdf")
+    attachment.add_header("Content-Disposition", "attachment", filename="update.pdf")
+    msg.attach(attachment)
     findings = scan(msg.as_bytes())
     assert ("attachment:update.pdf", "dividends") in {(f.location, f.category) for f in findings}
 

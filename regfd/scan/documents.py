@@ -41,7 +41,19 @@ class BudgetExceeded(Exception):
 
 # --- charsets ---------------------------------------------------------------
 
-_LATIN_LABELS = {"iso-8859-1", "latin-1", "latin1", "l1", "iso8859-1", "iso_8859-1", "windows-1252", "cp1252", "us-ascii", "ascii", "ansi_x3.4-1968"}
+_LATIN_LABELS = {
+    "iso-8859-1",
+    "latin-1",
+    "latin1",
+    "l1",
+    "iso8859-1",
+    "iso_8859-1",
+    "windows-1252",
+    "cp1252",
+    "us-ascii",
+    "ascii",
+    "ansi_x3.4-1968",
+}
 
 
 def decode_text(data: bytes, charset: str | None) -> str:
@@ -167,7 +179,10 @@ def pdf_text(data: bytes, limits: ScanLimits, deadline: float) -> str:
 # --- ZIP and Office Open XML --------------------------------------------------
 
 OOXML_KINDS = {"docx": "word/", "docm": "word/", "xlsx": "xl/", "xlsm": "xl/", "pptx": "ppt/", "pptm": "ppt/"}
-_OOXML_SKIP = re.compile(r"(?:styles|settings|fontTable|webSettings|theme\d*|numbering|stylesWithEffects|app|core|calcChain|presProps|viewProps|tableStyles)\.xml$")
+_OOXML_SKIP = re.compile(
+    r"(?:styles|settings|fontTable|webSettings|theme\d*|numbering|stylesWithEffects"
+    r"|app|core|calcChain|presProps|viewProps|tableStyles)\.xml$"
+)
 _XML_BREAKS = re.compile(r"</(?:w:p|a:p|si|row|w:tr)>|<w:br\b[^>]*/>|<w:cr\b[^>]*/>")
 _XML_SPACES = re.compile(r"<w:tab\b[^>]*/>|</c>|</w:tc>")
 
@@ -182,7 +197,10 @@ def checked_members(archive: zipfile.ZipFile, limits: ScanLimits) -> list[zipfil
         if info.flag_bits & 0x1:
             raise Unreadable("encrypted-zip")
         total += info.file_size
-        ratio_ok = info.file_size <= 1_000_000 or info.file_size <= max(info.compress_size, 1) * limits.max_compression_ratio
+        ratio_ok = (
+            info.file_size <= 1_000_000
+            or info.file_size <= max(info.compress_size, 1) * limits.max_compression_ratio
+        )
         if not ratio_ok or total > limits.max_decompressed_bytes:
             raise Unreadable("decompression-bomb")
     return infos
@@ -193,7 +211,11 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ScanLim
     (the sizes in the ZIP directory are declared by the sender, not trusted)."""
     with archive.open(info) as f:
         data = f.read(budget[0] + 1)
-    if len(data) > budget[0] or (info.compress_size and len(data) > max(info.compress_size, 1) * limits.max_compression_ratio and len(data) > 1_000_000):
+    if len(data) > budget[0] or (
+        info.compress_size
+        and len(data) > max(info.compress_size, 1) * limits.max_compression_ratio
+        and len(data) > 1_000_000
+    ):
         raise Unreadable("decompression-bomb")
     budget[0] -= len(data)
     return data

@@ -15,7 +15,7 @@ last spaced letter kept apart, "a merger"), and the scanner matches all of
 them: no joining decision can hide a phrase. Text without spaced letters has
 one form, so this costs nothing there.
 
-Speed (FIELD-NOTES section 6): a per-character Python loop caps throughput at
+Speed (measured): a per-character Python loop caps throughput at
 about 14 MB/s, so the common ASCII text is handled by C-level `str.lower()`
 and regex searches; Python only loops over runs of non-ASCII characters and
 over the few spans that a join rule rewrites.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -173,7 +174,7 @@ def _fold_run(b: _Builder, run: str, offset: int) -> None:
         b.add("".join(folded[start:]), offset + start, len(run) - start)
 
 
-def _non_ascii_runs(text: str):
+def _non_ascii_runs(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of the runs of non-ASCII characters (the same runs as
     `_NON_ASCII_RUN`, split at any literal '?'). The ASCII encoder turns
     each into '?' at C speed and `bytes.find` (memchr) finds those, where a
@@ -246,8 +247,8 @@ def _join_spans(text: str) -> list[tuple[int, int, str]]:
         hints = None
     if hints is None:  # a flood: full regex passes
         for rule in _JOIN_RULES:
-            for m in rule.finditer(text):
-                spans.append((m.start(), m.end(), _NOT_LETTER.sub("", m.group()) if rule is _SPACED else ""))
+            for fm in rule.finditer(text):
+                spans.append((fm.start(), fm.end(), _NOT_LETTER.sub("", fm.group()) if rule is _SPACED else ""))
         return spans
     done = [-1, -1, -1]  # per rule: end of the last span already found
     for rule_id, end in hints:
@@ -270,13 +271,15 @@ _Pieces = tuple[tuple[str, int, int], ...]
 _Span = tuple[int, int, "str | _Pieces"]
 
 
-def _apply(text: str, spans: list[_Span]) -> tuple[str, PieceMap]:
+def _apply(text: str, spans: Sequence[_Span]) -> tuple[str, PieceMap]:
     """`text` with each span replaced; overlapping spans: the first one wins."""
     if not spans:
         return text, _identity(len(text))
     b = _Builder()
     last = 0
-    for s, e, repl in sorted(spans, key=lambda sp: (sp[0], sp[1], isinstance(sp[2], tuple), sp[2] if isinstance(sp[2], str) else "")):
+    for s, e, repl in sorted(
+        spans, key=lambda sp: (sp[0], sp[1], isinstance(sp[2], tuple), sp[2] if isinstance(sp[2], str) else "")
+    ):
         if s < last:  # overlapping rules: the first one wins
             continue
         if s > last:
