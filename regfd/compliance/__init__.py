@@ -1,0 +1,1 @@
+"""What follows a decision: the records, the quarantine, the disclosure clock and the notifications."""

@@ -66,6 +66,7 @@ def disclosure_deadline(delivered_at: datetime, extra_closures: frozenset[date] 
 
 
 def to_ms(dt: datetime) -> int:
+    """Epoch milliseconds: the score of the Redis sorted sets that schedule work."""
     return int(dt.timestamp() * 1000)
 
 
@@ -77,6 +78,8 @@ def new_id(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class Disclosure:
+    """A disclosure follow-up: the deadline for making public what reached a Specified Person, open until closed."""
+
     id: str
     delivered_at: datetime
     deadline: datetime
@@ -100,6 +103,7 @@ class Disclosure:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Disclosure:
+        """The inverse of to_json; optional fields may be absent."""
         delivered, deadline = from_iso(d["delivered_at"]), from_iso(d["deadline"])
         assert delivered is not None and deadline is not None
         return cls(d["id"], delivered, deadline, d.get("source", ""), Record.from_json(d.get("record", {})),
@@ -133,14 +137,17 @@ class Disclosures:
         self.clock = clock
 
     def first_reminder(self, d: Disclosure) -> datetime:
+        """When the Corporate Secretary is first reminded: `disclosure_reminder_before` ahead of the deadline."""
         return d.deadline - timedelta(seconds=self.config.notify.disclosure_reminder_before)
 
     def add_ops(self, pipe: Any, d: Disclosure) -> None:
+        """Register a new follow-up and its first reminder on the caller's pipeline (the decision's transaction)."""
         pipe.hset(self.store.k("disclosure"), d.id, dumps(d.to_json()))
         pipe.zadd(self.store.k("disclosure:open"), {d.id: to_ms(d.deadline)})
         pipe.zadd(self.store.k("disclosure:due"), {d.id: to_ms(self.first_reminder(d))})
 
     def get(self, did: str) -> Disclosure | None:
+        """None when there is no follow-up with this id."""
         try:
             raw = self.store.r.hget(self.store.k("disclosure"), did)
         except REDIS_ERRORS as exc:
@@ -148,6 +155,7 @@ class Disclosures:
         return Disclosure.from_json(json.loads(raw)) if raw else None
 
     def list(self, open_only: bool = False) -> list[Disclosure]:
+        """Open ones first, each group by deadline; only open ones with `open_only`."""
         try:
             if open_only:
                 ids = cast("list[bytes]", self.store.r.zrange(self.store.k("disclosure:open"), 0, -1))

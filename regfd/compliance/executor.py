@@ -60,6 +60,11 @@ class Workflow:
         self.disclosures = Disclosures(store, config, clock)
 
     def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None:
+        """Record, hold, open the disclosure follow-up and queue the notifications in one transaction.
+
+        Raises StoreUnavailable when that fails, so the milter answers the failure action instead of
+        delivering a message nobody recorded.
+        """
         if not verdict.recorded:
             return
         now = self.clock()
@@ -108,6 +113,7 @@ class Reminders:
         self.disclosures = Disclosures(store, config, clock)
 
     def run_due(self, now: datetime) -> int:
+        """Queue the hold and disclosure reminders now due, each once whichever worker runs; returns how many."""
         cfg = self.config
 
         def enqueue(pipe: Any, d: Disclosure, stage: str) -> None:

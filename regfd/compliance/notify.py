@@ -52,6 +52,8 @@ LEASE_SECONDS = 600.0  # > smtp timeout many times over: a live worker finishes 
 # ---------------------------------------------------------------- the message
 @dataclass(frozen=True)
 class Notification:
+    """One message to send, as stored in the outbox; `attempts`, `last_error` and `next_at` track its retries."""
+
     id: str
     # decision | held-sender | rejected-sender | released | rejected | hold-reminder
     # | disclosure-reminder | disclosure-overdue
@@ -67,12 +69,14 @@ class Notification:
     next_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The stored row (`to` as a JSON list)."""
         d = asdict(self)
         d["to"] = list(self.to)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Notification:
+        """The inverse of to_json."""
         return cls(**{**d, "to": tuple(d.get("to", ()))})
 
     def email(self, sender: str, domain: str = "") -> EmailMessage:
@@ -112,6 +116,7 @@ def highlight_html(excerpt: str, matched: str) -> str:
 
 
 def local_time(iso_or_dt: str | datetime | None, tz: ZoneInfo) -> str:
+    """For people: the instant in the company's time zone with the zone's name; '' for no instant."""
     dt = from_iso(iso_or_dt) if isinstance(iso_or_dt, str) or iso_or_dt is None else iso_or_dt
     if dt is None:
         return ""
@@ -135,6 +140,7 @@ class Commands:
 
 
 def quarantine_commands(qid: str) -> Commands:
+    """What a reviewer runs to read, release or reject a held message (YOU@company left to fill in)."""
     return Commands((
         ("Read the whole message", f"regfd quarantine show {qid}"),
         ("Release (deliver now)", f'regfd quarantine release {qid} --by YOU@company --reason "why it may go"'),
@@ -143,6 +149,7 @@ def quarantine_commands(qid: str) -> Commands:
 
 
 def disclosure_commands(did: str) -> Commands:
+    """What a reviewer runs to close a disclosure follow-up once the information is public."""
     return Commands((
         ("When the information is public",
          f'regfd disclosures close {did} --by YOU@company --reference "8-K filed ..."'),
@@ -275,6 +282,7 @@ def render_sender_held(record: Record, *, corpsec: tuple[str, ...], tz: ZoneInfo
 
 def render_sender_rejected(record: Record, *, corpsec: tuple[str, ...], tz: ZoneInfo, now: datetime,
                            quarantine_id: str, by: str, reason: str) -> Notification:
+    """To the sender: not delivered, by whom and why, with whom to ask."""
     contact = ", ".join(corpsec) or "the Corporate Secretary"
     text = (f"Your message \"{record.subject}\" to {record.recipients_line()}\n"
             f"(sent {local_time(record.at, tz)}) was NOT delivered: after review under the company's "
@@ -301,6 +309,7 @@ def render_outcome(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: da
 
 def render_hold_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
                          quarantine_id: str, held_since: datetime) -> Notification:
+    """To the Corporate Secretary: a held message is still waiting, with how long and the commands again."""
     hours = (now - held_since).total_seconds() / 3600
     headline = (f"REMINDER: held for {hours:.1f} hours and still waiting for your decision "
                 f"(held since {local_time(held_since, tz)}).")
@@ -313,6 +322,7 @@ def render_hold_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, n
 
 def render_disclosure_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
                                disclosure_id: str, deadline: datetime, overdue: bool) -> Notification:
+    """To the Corporate Secretary: a disclosure deadline is near, or with `overdue` has passed."""
     if overdue:
         headline = f"OVERDUE: public disclosure was due by {local_time(deadline, tz)} and the follow-up is still open."
     else:
@@ -334,6 +344,10 @@ class SmtpTransport:
         self.host, self.port, self.timeout = host, port, timeout
 
     def send(self, message: EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]:
+        """One SMTP session per message; returns the refused recipients (empty when all were accepted).
+
+        Raises (OSError or SMTPException) when the relay is unreachable or refuses every recipient.
+        """
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             return dict(smtp.send_message(message, from_addr=sender, to_addrs=list(recipients)))
 
@@ -356,6 +370,8 @@ return ids
 
 @dataclass
 class DeliveryReport:
+    """What one delivery pass did: the ids sent, and (id, error) for each failure."""
+
     sent: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
@@ -366,6 +382,8 @@ def backoff(attempts: int, initial: float, maximum: float) -> float:
 
 
 class Outbox:
+    """The durable outbox in Redis (see the module docstring); `transport` and `clock` may be replaced in tests."""
+
     def __init__(self, store: RedisStore, config: Config, transport: Transport | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
@@ -378,6 +396,7 @@ class Outbox:
 
     # --- enqueue (in the caller's transaction)
     def enqueue_ops(self, pipe: Any, n: Notification, at: datetime | None = None) -> None:
+        """Queue `n` on the caller's pipeline, due at `at` (default: its creation); no recipients, no message."""
         if not n.to:
             return
         when = at or from_iso(n.created_at) or self.clock()
@@ -386,6 +405,7 @@ class Outbox:
         pipe.zadd(self.due_key, {n.id: to_ms(when)})
 
     def enqueue(self, n: Notification) -> None:
+        """Enqueue in a transaction of its own, when there is no decision pipeline to join."""
         pipe = self.store.r.pipeline(transaction=True)
         self.enqueue_ops(pipe, n)
         try:
@@ -395,6 +415,7 @@ class Outbox:
 
     # --- inspect
     def pending(self) -> list[Notification]:
+        """Everything not yet delivered, due or not, soonest first."""
         try:
             raws = self.store.r.hvals(self.msg_key)
         except REDIS_ERRORS as exc:
@@ -402,6 +423,7 @@ class Outbox:
         return sorted((Notification.from_json(json.loads(x)) for x in raws), key=lambda n: (n.next_at, n.id))
 
     def sent(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest `count` deliveries, newest first; the stream keeps only about the last 10,000."""
         rows = self.store.r.xrevrange(self.sent_key, count=count)
         return [{text(k): text(v) for k, v in (f or {}).items()} for _sid, f in rows or []]
 

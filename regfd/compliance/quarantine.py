@@ -89,6 +89,7 @@ def mta_queue(config: Config) -> MtaQueue:
 
 
 def host_key(host: str) -> str:
+    """How an MTA host name is compared (case-insensitively, '' as "default"), in keys and requests alike."""
     return (host or "default").strip().lower()
 
 
@@ -147,6 +148,8 @@ class QuarantineEntry:
 
 @dataclass(frozen=True)
 class Outcome:
+    """The answer to a release or reject, as the CLI prints it and as an agent sends it back through Redis."""
+
     ok: bool
     id: str
     action: str
@@ -156,6 +159,7 @@ class Outcome:
     deadline: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The shape sent back through Redis and printed by `regfd agent --once`."""
         return asdict(self)
 
 
@@ -169,6 +173,8 @@ return 0
 
 
 class Quarantine:
+    """Held messages in Redis: registration, lookup, release and reject, and the hold reminders."""
+
     def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow,
                  outbox: Outbox | None = None) -> None:
         self.store = store
@@ -180,6 +186,7 @@ class Quarantine:
 
     # ------------------------------------------------------------ registration (milter hot path)
     def add_ops(self, pipe: Any, entry: QuarantineEntry, raw: bytes) -> None:
+        """Register a held message on the caller's pipeline (the decision's transaction), raw message included."""
         pipe.hset(self.store.k("quarantine"), entry.id, dumps(entry.to_json()))
         if raw:
             pipe.hset(self.store.k("quarantine:raw"), entry.id, raw)
@@ -207,6 +214,7 @@ class Quarantine:
         return text(mapped)
 
     def get(self, ref: str) -> QuarantineEntry:
+        """Look up by quarantine id or MTA queue id (see resolve); InvalidInput when there is none."""
         qid = self.resolve(ref)
         raw = self.store.r.hget(self.store.k("quarantine"), qid)
         if raw is None:
@@ -214,10 +222,12 @@ class Quarantine:
         return QuarantineEntry.from_json(json.loads(raw))
 
     def raw(self, qid: str) -> bytes:
+        """The message as held (b"" if it was not kept), for `regfd quarantine show`."""
         raw = self.store.r.hget(self.store.k("quarantine:raw"), qid)
         return raw.encode() if isinstance(raw, str) else raw or b""
 
     def list(self, include_decided: bool = False) -> list[QuarantineEntry]:
+        """Oldest first; only undecided messages unless `include_decided`."""
         try:
             if include_decided:
                 raws = self.store.r.hvals(self.store.k("quarantine"))
@@ -356,10 +366,12 @@ class Quarantine:
 
     # ------------------------------------------------------------ what the CLI calls
     def act_local(self, ref: str, action: str, by: str, reason: str, mta: MtaQueue) -> Outcome:
+        """Release or reject through this host's MTA directly (`--local`), without an agent."""
         req = self.begin(ref, action, by, reason, via="local")
         return self.perform(req, mta, f"local:{socket.gethostname()}:{os.getpid()}")
 
     def agent_alive(self, host: str) -> bool:
+        """Whether an agent for `host` sent a heartbeat within HEARTBEAT_TTL seconds."""
         return bool(self.store.r.exists(self.store.k(f"agent:alive:{host_key(host)}")))
 
     def act_via_agent(self, ref: str, action: str, by: str, reason: str, timeout: float = 30.0) -> Outcome:
@@ -441,6 +453,7 @@ class QuarantineAgent:
         self.worker = f"agent:{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
     def heartbeat(self) -> None:
+        """Tell the CLI this host has a live agent; the key lapses after HEARTBEAT_TTL seconds."""
         self.store.r.set(self.store.k(f"agent:alive:{self.host}"),
                          dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
 
