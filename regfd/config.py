@@ -29,6 +29,8 @@ MTAS = ("postfix", "sendmail")
 
 @dataclass(frozen=True)
 class MilterConfig:
+    """`[milter]`: where the daemon listens, what it answers when it cannot decide, how tagged mail is marked."""
+
     socket: str = "inet:8899@127.0.0.1"
     failure_action: str = "tempfail"
     # Seconds allowed for one message's decision (lookups + scan); past it
@@ -45,26 +47,34 @@ class MilterConfig:
 
 @dataclass(frozen=True)
 class SmtpConfig:
+    """`[smtp]`: the relay notifications go through, and their From address."""
+
     relay: str = "127.0.0.1:25"
     sender: str = "regfd@localhost.localdomain"
     timeout: float = 30.0
 
     @property
     def host(self) -> str:
+        """The host part of `relay` (HOST:PORT), without the brackets around an IPv6 address."""
         return self.relay.rsplit(":", 1)[0].strip("[]")
 
     @property
     def port(self) -> int:
+        """The port part of `relay`, which loading the config has checked."""
         return int(self.relay.rsplit(":", 1)[1])
 
 
 @dataclass(frozen=True)
 class PostfixConfig:
+    """`[postfix]`: `config_directory` selects a Postfix instance (`-c DIR`); empty for the default one."""
+
     config_directory: str = ""
 
 
 @dataclass(frozen=True)
 class SendmailConfig:
+    """`[sendmail]`: where Sendmail and its quarantined jobs are, used when `mta = "sendmail"`."""
+
     binary: str = "/usr/sbin/sendmail"
     config_file: str = ""  # empty: Sendmail's default (/etc/mail/sendmail.cf); otherwise -C FILE
     # Where quarantined jobs (hf files) are: Sendmail keeps them in its normal
@@ -92,6 +102,8 @@ class ScanLimits:
 
 @dataclass(frozen=True)
 class NotifyConfig:
+    """`[notify]`: whether senders hear of holds, the retry backoff and the reminder times (in seconds)."""
+
     notify_sender_on_hold: bool = True
     retry_initial: float = 5.0  # seconds before the first retry
     retry_max: float = 600.0
@@ -101,6 +113,8 @@ class NotifyConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration: the TOML file's top-level keys, with one dataclass per section."""
+
     internal_domains: tuple[str, ...] = ()
     corporate_secretary: tuple[str, ...] = ()
     redis_url: str = ""
@@ -127,10 +141,12 @@ class Config:
 
     @property
     def tz(self) -> ZoneInfo:
+        """The company's time zone, in which bare dates typed by users and times in notifications are read."""
         return ZoneInfo(self.timezone)
 
     @property
     def effective_redis_url(self) -> str:
+        """$REGFD_REDIS_URL, else `redis_url`; empty means the private redis-server under state_dir."""
         return os.environ.get("REGFD_REDIS_URL", "") or self.redis_url
 
 

@@ -22,13 +22,15 @@ if TYPE_CHECKING:
 class DirectoryReader(Protocol):
     """Who the sender and recipients are: one consistent snapshot per message."""
 
-    def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot: ...
+    def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot:
+        """Every directory fact the decision needs for this envelope; raises StoreUnavailable."""
 
 
 class DecisionSink(Protocol):
     """Where a recorded verdict goes before the MTA acts on it (raises StoreUnavailable if it cannot)."""
 
-    def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None: ...
+    def on_decision(self, verdict: Verdict, facts: MessageFacts) -> None:
+        """Durably record the decision and its follow-ups; only after it returns may the MTA act."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,15 @@ class MtaResult:
 class MtaQueue(Protocol):
     """The MTA's hold queue: release or delete one held message by queue id."""
 
-    def release(self, queue_id: str) -> MtaResult: ...
+    def release(self, queue_id: str) -> MtaResult:
+        """Deliver a held message now; a failure comes back as ok=False with what the MTA said."""
 
-    def delete(self, queue_id: str) -> MtaResult: ...
+    def delete(self, queue_id: str) -> MtaResult:
+        """Delete a message only while it is still held; a failure comes back as ok=False."""
 
 
 class Transport(Protocol):
     """Sends a notification; returns the refused recipients ({} when all accepted); raises on failure."""
 
-    def send(self, message: EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]: ...
+    def send(self, message: EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]:
+        """Deliver to the relay; the refused recipients map to the relay's reasons."""
