@@ -42,6 +42,7 @@ class FixedClock:
         return self.t
 
     def advance(self, **kw: float) -> datetime:
+        """Move the clock on by timedelta(**kw) and return the new time."""
         self.t += timedelta(**kw)
         return self.t
 

@@ -40,21 +40,27 @@ def free_port() -> int:
 
 @dataclass
 class RedisServer:
+    """A throwaway redis-server on a unix socket, without persistence, for the whole test session."""
+
     socket: Path
     proc: subprocess.Popen[bytes]
 
     @property
     def url(self) -> str:
+        """The URL regfd's config and REGFD_REDIS_URL take."""
         return f"unix://{self.socket}"
 
     def client(self) -> redis.Redis:
+        """A fresh client; the caller closes it."""
         return redis.Redis(unix_socket_path=str(self.socket))
 
     def alive(self) -> bool:
+        """Whether the process is still running (not whether it answers)."""
         return self.proc.poll() is None
 
 
 def start_redis(directory: Path) -> RedisServer:
+    """Start a server in `directory` and wait (up to 10 s) until it answers PING."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     directory.mkdir(parents=True, exist_ok=True)
     sock = directory / "redis.sock"
@@ -76,6 +82,7 @@ def start_redis(directory: Path) -> RedisServer:
 
 
 def stop_redis(server: RedisServer) -> None:
+    """SIGTERM and wait; a server that already exited is left alone."""
     if server.proc.poll() is None:
         server.proc.terminate()
         server.proc.wait(10)
@@ -83,6 +90,7 @@ def stop_redis(server: RedisServer) -> None:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server for the session; tests keep apart by key prefix, not by database."""
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     stop_redis(server)
@@ -90,6 +98,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @dataclass
 class Result:
+    """What one `regfd` run gave: exit status, stdout and stderr."""
+
     rc: int
     out: str
     err: str
@@ -130,6 +140,7 @@ class Regfd:
 
     @property
     def env(self) -> dict[str, str]:
+        """What the command sees: the config file, the test Redis and a fixed audit actor."""
         return {"REGFD_CONFIG": str(self.config), "REGFD_REDIS_URL": self.redis_url, "REGFD_ACTOR": "tester"}
 
     def __call__(self, *args: str | os.PathLike[str]) -> Result:
@@ -153,6 +164,7 @@ class Regfd:
         return Result(rc, out.getvalue(), err.getvalue())
 
     def subprocess(self, *args: str | os.PathLike[str], input: str | None = None, timeout: float = 60) -> Result:
+        """Run `python -m regfd.cli` for real, when a test needs the exact process (exit codes, signals, stdin)."""
         env = {**os.environ, **self.env}
         p = subprocess.run([sys.executable, "-m", "regfd.cli", *map(str, args)], capture_output=True, text=True,
                            env=env, input=input, timeout=timeout, cwd=self.tmp)
@@ -161,11 +173,13 @@ class Regfd:
 
 @pytest.fixture
 def regfd(redis_server: RedisServer, tmp_path: Path) -> Regfd:
+    """A runner with its own key prefix and config under tmp_path, on the session's Redis."""
     return Regfd(tmp_path, redis_server.url, f"t{uuid.uuid4().hex[:12]}:")
 
 
 @pytest.fixture
 def store(regfd: Regfd):  # type: ignore[no-untyped-def]
+    """A RedisStore over the same prefix as the `regfd` fixture, to look behind the CLI."""
     from regfd.store.client import client_from_url
     from regfd.store.redis_store import RedisStore
 

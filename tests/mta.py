@@ -59,6 +59,7 @@ INSTALL_CMD = ("echo 'postfix postfix/main_mailer_type select No configuration' 
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
+    """Poll `pred` until it returns something truthy and return that; TimeoutError names `what`."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
@@ -97,12 +98,15 @@ def ensure_postfix() -> str | None:
 # ----------------------------------------------------------------------------- the sink
 @dataclass
 class SinkMessage:
+    """One message the sink received, with its envelope."""
+
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
 
     @property
     def msg(self) -> email.message.EmailMessage:
+        """The message parsed with the modern email policy."""
         return email.message_from_bytes(self.data, policy=email.policy.default)
 
 
@@ -128,15 +132,18 @@ class SmtpSink:
         self.controller.start()
 
     def to(self, address: str) -> list[SinkMessage]:
+        """The messages received so far for `address` (an envelope recipient)."""
         with self.lock:
             return [m for m in self.messages if address in m.rcpt_tos]
 
     def wait_for(self, address: str, timeout: float = 15.0, count: int = 1) -> list[SinkMessage]:
+        """Wait until `count` messages for `address` have arrived, and return them all."""
         got = wait_until(lambda: len(self.to(address)) >= count and self.to(address), timeout,
                          what=f"a message to {address} at the sink")
         return cast("list[SinkMessage]", got)
 
     def stop(self) -> None:
+        """Stop the aiosmtpd controller thread."""
         self.controller.stop()
 
 
@@ -172,6 +179,7 @@ class MilterProcess:
         return m
 
     def decisions(self) -> list[dict[str, Any]]:
+        """The `milter.decision` events of the JSON log so far (other lines skipped)."""
         out = []
         for line in self.log.read_text(errors="replace").splitlines():
             if line.startswith("{"):
@@ -184,11 +192,13 @@ class MilterProcess:
         return out
 
     def decision_for(self, sender: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait for the latest decision on a message from `sender`."""
         got = wait_until(lambda: next((d for d in reversed(self.decisions()) if d.get("sender") == sender), None),
                          timeout, what=f"regfd's decision for {sender}")
         return cast("dict[str, Any]", got)
 
     def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (the graceful stop), SIGKILL after `timeout`; returns the exit status."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -279,21 +289,26 @@ class PostfixInstance:
 
     @property
     def config_dir(self) -> Path:
+        """Where main.cf and master.cf live, outside the queue directory Postfix manages."""
         return self.base / "etc"
 
     @property
     def queue_dir(self) -> Path:
+        """The instance's queue_directory."""
         return self.base / "spool"
 
     @property
     def maillog(self) -> Path:
+        """Postfix's log (maillog_file), since there is no syslog in the test."""
         return self.base / "log" / "maillog"
 
     @property
     def port(self) -> int:
+        """The main smtpd's port, whose milter is the shared `regfd_milter`."""
         return self.ports["main"]
 
     def write(self) -> None:
+        """Write main.cf and master.cf, with one smtpd per entry of `sockets` on a free port."""
         for d in (self.config_dir, self.queue_dir, self.base / "data", self.base / "log"):
             d.mkdir(parents=True, exist_ok=True)
         shutil.chown(self.base / "data", "postfix")
@@ -314,6 +329,7 @@ class PostfixInstance:
                               check=check)
 
     def master_pid(self) -> int | None:
+        """The running master's pid, or None when it is not running."""
         pidfile = self.queue_dir / "pid" / "master.pid"
         try:
             pid = int(pidfile.read_text().split()[0])
@@ -323,6 +339,7 @@ class PostfixInstance:
             return None
 
     def start(self) -> None:
+        """Write the config, start Postfix, and wait until every smtpd accepts connections."""
         self.write()
         r = self._postfix("start", check=False)
         if r.returncode != 0:
@@ -331,6 +348,7 @@ class PostfixInstance:
             wait_until(functools.partial(_connectable, port), 15, what=f"postfix smtpd on {port}")
 
     def stop(self) -> None:
+        """Stop Postfix and wait for the master to exit, which `postfix stop` does not."""
         pid = self.master_pid()
         self._postfix("stop", check=False)
         if pid:  # `postfix stop` returns before the master is gone
@@ -338,16 +356,20 @@ class PostfixInstance:
 
     # ----- queue tools (the same commands an operator uses, with -c)
     def postqueue(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """postqueue against this instance; a failure is in the returncode, not raised."""
         return subprocess.run(["postqueue", "-c", str(self.config_dir), *args], capture_output=True, text=True)
 
     def postsuper(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """postsuper against this instance; a failure is in the returncode, not raised."""
         return subprocess.run(["postsuper", "-c", str(self.config_dir), *args], capture_output=True, text=True)
 
     def queue(self) -> list[dict[str, Any]]:
+        """Every queued message, as `postqueue -j` describes it."""
         out = self.postqueue("-j").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def held(self) -> list[dict[str, Any]]:
+        """The messages in the hold queue (where regfd's `hold` puts them)."""
         return [q for q in self.queue() if q.get("queue_name") == "hold"]
 
     # ----- submission
@@ -402,6 +424,7 @@ def queue_id_of(reply: str) -> str:
 
 
 def make_message(sender: str, to: str, subject: str, body: str, extra_headers: str = "") -> bytes:
+    """A plain-text message with a unique Message-ID, as bytes with CRLF line ends."""
     mid = f"<{uuid.uuid4().hex}@allient.com>"
     text = (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
             f"Date: Wed, 25 Nov 2026 10:00:00 -0500\r\nMIME-Version: 1.0\r\n"
@@ -412,6 +435,7 @@ def make_message(sender: str, to: str, subject: str, body: str, extra_headers: s
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def postfix_bin() -> str:
+    """Postfix's binary; skips the test with the install command when it is missing and cannot be installed."""
     path = ensure_postfix()
     if path is None:
         pytest.skip(f"Postfix is not installed; as root run: {INSTALL_CMD}")
@@ -420,6 +444,7 @@ def postfix_bin() -> str:
 
 @pytest.fixture(scope="session")
 def smtp_sink() -> Iterator[SmtpSink]:
+    """One sink for the session, where the instance relays everything."""
     sink = SmtpSink()
     yield sink
     sink.stop()
@@ -436,6 +461,7 @@ def make_mta_dir(prefix: str = "regfd-mta-") -> Path:
 
 @pytest.fixture(scope="session")
 def mta_dir() -> Iterator[Path]:
+    """A session directory Postfix can traverse; REGFD_KEEP_MTA=1 keeps it for reading the logs."""
     d = make_mta_dir()
     yield d
     if not os.environ.get("REGFD_KEEP_MTA"):  # set it to read the maillog and milter log afterwards
@@ -444,6 +470,7 @@ def mta_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def mta_regfd(redis_server: Any, mta_dir: Path, smtp_sink: SmtpSink) -> Any:
+    """The `Regfd` runner whose config and key prefix the milter subprocess shares."""
     from tests.conftest import Regfd
 
     (mta_dir / "regfd").mkdir(exist_ok=True)
@@ -456,6 +483,7 @@ def mta_regfd(redis_server: Any, mta_dir: Path, smtp_sink: SmtpSink) -> Any:
 
 @pytest.fixture(scope="session")
 def regfd_milter(mta_regfd: Any, mta_dir: Path) -> Iterator[MilterProcess]:
+    """`regfd milter` for the session, on a unix socket under mta_dir."""
     m = MilterProcess.start(mta_regfd.config, mta_dir / "regfd.sock", mta_regfd.env, mta_dir / "regfd-milter.log")
     yield m
     m.stop()
@@ -464,6 +492,7 @@ def regfd_milter(mta_regfd: Any, mta_dir: Path) -> Iterator[MilterProcess]:
 @pytest.fixture(scope="session")
 def postfix(postfix_bin: str, mta_dir: Path, smtp_sink: SmtpSink, regfd_milter: MilterProcess
             ) -> Iterator[PostfixInstance]:
+    """The session's Postfix: the main smtpd goes through `regfd_milter`, `dedicated` through a test's own milter."""
     pf = PostfixInstance(mta_dir / "postfix", smtp_sink.port,
                          {"main": regfd_milter.socket, "dedicated": mta_dir / "dedicated.sock"})
     pf.start()
