@@ -71,23 +71,29 @@ def _apt_download(pkgs: list[str], into: Path) -> None:
 
 @dataclass
 class SendmailPrefix:
+    """Sendmail unpacked from Debian packages under `root`, run without installing it system-wide."""
+
     root: Path  # the unpacked packages
 
     @property
     def binary(self) -> Path:
+        """The sendmail binary inside the unpacked tree."""
         return self.root / "usr" / "libexec" / "sendmail" / "sendmail"
 
     @property
     def cf_dir(self) -> Path:
+        """The m4 configuration kit the instance's sendmail.cf is built with."""
         return self.root / "usr" / "share" / "sendmail" / "cf"
 
     @property
     def m4(self) -> str:
+        """An unpacked m4 if one came with the packages, else the system's."""
         own = self.root / "usr" / "bin" / "m4"
         return str(own) if own.exists() else (shutil.which("m4") or "m4")
 
     @property
     def lib_dirs(self) -> list[str]:
+        """Every directory holding an unpacked shared library, for LD_LIBRARY_PATH."""
         return sorted({str(Path(p).parent) for p in glob.glob(str(self.root / "**" / "lib*.so*"), recursive=True)})
 
 
@@ -167,6 +173,8 @@ MAILER(`smtp')dnl
 
 @dataclass
 class SendmailInstance:
+    """A private Sendmail on loopback relaying to `relay_port`, its milter (if any) at `milter_socket`."""
+
     prefix: SendmailPrefix
     base: Path
     relay_port: int
@@ -176,10 +184,12 @@ class SendmailInstance:
 
     @property
     def cf(self) -> Path:
+        """The generated sendmail.cf (`-C` for every command)."""
         return self.base / "sendmail.cf"
 
     @property
     def queue_dir(self) -> Path:
+        """The queue directory, where quarantined jobs stay as hf files."""
         return self.base / "mqueue"
 
     @property
@@ -188,6 +198,7 @@ class SendmailInstance:
         return self.base / "bin" / "sendmail"
 
     def write(self) -> None:
+        """Build sendmail.cf with m4 and the wrapper; skips where Sendmail would stall on an unqualified host name."""
         self.port = self.port or free_port()
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self.queue_dir.chmod(0o700)
@@ -222,10 +233,12 @@ class SendmailInstance:
 
     def sendmail(self, *args: str, input: bytes | None = None,
                  timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+        """Run the wrapper with this instance's cf; a failure is in the returncode, not raised."""
         return subprocess.run([str(self.wrapper), "-C", str(self.cf), *args], input=input, capture_output=True,
                               timeout=timeout)
 
     def start(self) -> None:
+        """Start the daemon (`-bd`) and wait until it answers NOOP."""
         self.write()
         r = self.sendmail("-bd")
         if r.returncode != 0:
@@ -242,6 +255,7 @@ class SendmailInstance:
         wait_until(up, 15, 0.05, what=f"sendmail on 127.0.0.1:{self.port}")
 
     def daemon_pid(self) -> int | None:
+        """The running daemon's pid, or None when it is not running."""
         try:
             pid = int((self.base / "sendmail.pid").read_text().split()[0])
             os.kill(pid, 0)
@@ -250,6 +264,7 @@ class SendmailInstance:
             return None
 
     def stop(self) -> None:
+        """SIGTERM the daemon, SIGKILL if it is still there after 10 s."""
         pid = self.daemon_pid()
         if pid:
             os.kill(pid, signal.SIGTERM)
@@ -264,9 +279,11 @@ class SendmailInstance:
 
     # ----- what a test looks at
     def files(self) -> list[str]:
+        """The queue directory's file names (qf, hf, df, xf ...), sorted."""
         return sorted(os.listdir(self.queue_dir))
 
     def send(self, sender: str, rcpts: list[str], message: bytes) -> tuple[int, str]:
+        """One SMTP transaction; unlike PostfixInstance.send, a refusal at DATA raises."""
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as s:
             s.ehlo("client.regfd.test")
             s.mail(sender)
@@ -295,6 +312,7 @@ def new_instance(relay_port: int, milter_socket: Path | None) -> SendmailInstanc
 
 
 def stop_instance(inst: SendmailInstance) -> None:
+    """Stop it and remove its directory unless REGFD_KEEP_MTA is set."""
     inst.stop()
     if not os.environ.get("REGFD_KEEP_MTA"):  # set it to look at the queue and the .cf afterwards
         shutil.rmtree(inst.base, ignore_errors=True)
