@@ -22,6 +22,7 @@ EMBARGO = "DRAFT PRESS RELEASE - EMBARGOED UNTIL 4:05 PM ET\n\nAllient announces
 
 def eml(tmp: Path, body: str, name: str = "m.eml", sender: str = "bob@allient.com", to: str = "ana@bank.com",
         subject: str = "Catching up") -> Path:
+    """Write a one-part message to `tmp/name`; its Message-ID comes from `name`, so each file's is distinct."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
@@ -34,6 +35,7 @@ def eml(tmp: Path, body: str, name: str = "m.eml", sender: str = "bob@allient.co
 
 
 def check(regfd: Regfd, path: Path, *args: str) -> dict[str, Any]:
+    """`regfd check --json` on one message; fails the test unless it exits 0."""
     r = regfd("check", path, "--json", *args)
     assert r.rc == 0, r.err
     verdict: dict[str, Any] = json.loads(r.out)
@@ -42,6 +44,7 @@ def check(regfd: Regfd, path: Path, *args: str) -> dict[str, Any]:
 
 @pytest.fixture
 def company(regfd: Regfd) -> Regfd:
+    """A directory with each kind of entry: registry, officer, delegate and exemption."""
     for args in (("registry", "add", "bank.com", "--category", "analyst", "--firm", "Big Bank"),
                  ("registry", "add", "fund.example", "--category", "money-manager"),
                  ("officer", "add", "cfo@allient.com", "--role", "CFO"),

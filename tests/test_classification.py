@@ -24,6 +24,7 @@ SYSTEM = "regfd@allient.com"
 
 
 def rclass(store: RedisStore, address: str, at: datetime = NOW) -> tuple[str, str]:
+    """(class, category) of one recipient, with the address normalized as the milter would."""
     address = envelope_address(address)  # as the milter and check do with wire addresses
     snap = store.snapshot("someone@allient.com", [address])
     rc = classify_recipient(address, snap, INTERNAL, at)
@@ -32,6 +33,7 @@ def rclass(store: RedisStore, address: str, at: datetime = NOW) -> tuple[str, st
 
 @pytest.fixture
 def directory(store: RedisStore) -> RedisStore:
+    """Entries chosen for the precedence rules: nested domains, an expiring exemption, equal specificity."""
     store.registry_add(RegistryEntry("bank.com", "analyst", "Big Bank"), "t")
     store.registry_add(RegistryEntry("vip@fund.example", "money-manager"), "t")
     store.registry_add(RegistryEntry("xn--bcher-kva.de", "shareholder"), "t")

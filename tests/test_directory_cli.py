@@ -13,14 +13,17 @@ from tests.conftest import Regfd
 
 
 def future(days: int = 30) -> str:
+    """A date `days` ahead, as a user would type it for --until."""
     return (datetime.now(UTC) + timedelta(days=days)).date().isoformat()
 
 
 def past(days: int = 3) -> str:
+    """A date `days` back, which --until must refuse."""
     return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
 
 
 def listed(regfd: Regfd, *group: str) -> list[dict[str, Any]]:
+    """The rows of `regfd GROUP list --json`; fails the test unless it exits 0."""
     r = regfd(*group, "list", "--json")
     assert r.rc == 0, r.err
     rows: list[dict[str, Any]] = json.loads(r.out)

@@ -22,6 +22,7 @@ NY = ZoneInfo("America/New_York")
 
 
 def ny(s: str) -> datetime:
+    """An ISO date-time read as New York wall-clock time."""
     return datetime.fromisoformat(s).replace(tzinfo=NY)
 
 

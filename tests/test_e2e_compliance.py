@@ -36,11 +36,13 @@ EMBARGO = "Attached is the draft press release, embargoed until Thursday 8:00."
 
 
 def uniq(local: str, domain: str) -> str:
+    """A fresh address, so tests sharing the session's Postfix and sink never see each other's mail."""
     return f"{local}.{uuid.uuid4().hex[:8]}@{domain}"
 
 
 @pytest.fixture(scope="module")
 def cli(mta_regfd: Any, postfix: Any, smtp_sink: Any, tmp_path_factory: pytest.TempPathFactory) -> Regfd:
+    """A CLI on the milter's key prefix that acts on the session's Postfix, as an operator on the MTA host would."""
     r = Regfd(tmp_path_factory.mktemp("compliance-cli"), mta_regfd.redis_url, mta_regfd.prefix,
               smtp_port=smtp_sink.port, extra=f'[postfix]\nconfig_directory = "{postfix.config_dir}"\n')
     for args in (("registry", "add", "bank.com", "--category", "analyst", "--firm", "Big Bank"),
@@ -77,10 +79,12 @@ def hold_one(postfix: Any, regfd_milter: Any, cli: Regfd, body: str = MATERIAL) 
 
 
 def corpsec_mail(smtp_sink: Any, needle: str) -> list[Any]:
+    """What the Corporate Secretary has received so far whose subject contains `needle`."""
     return [m for m in smtp_sink.to(CORPSEC) if needle in m.msg["Subject"]]
 
 
 def flush_until(cli: Regfd, pred: Any, what: str) -> Any:
+    """Flush the outbox until `pred` holds (notifications go out asynchronously), or time out."""
     def go() -> Any:
         cli("outbox", "flush")
         return pred()

@@ -33,6 +33,7 @@ def world(mta_regfd: Any, postfix: Any) -> Any:
 
 
 def uniq(local: str, domain: str) -> str:
+    """A fresh address, so tests sharing the session's Postfix and sink never see each other's mail."""
     return f"{local}.{uuid.uuid4().hex[:8]}@{domain}"
 
 

@@ -40,31 +40,40 @@ class FakeCtx:
     priv: Any = None
 
     def getpriv(self) -> Any:
+        """Where pymilter keeps the connection's milter object."""
         return self.priv
 
     def setpriv(self, p: Any) -> None:
+        """Where pymilter keeps the connection's milter object."""
         self.priv = p
 
     def getsymval(self, name: str) -> str | None:
+        """A macro the test put in `macros`; None for any other, as from an MTA that did not send it."""
         return self.macros.get(name)
 
     def setreply(self, rcode: str, xcode: str, *msg: str) -> None:
+        """Keep the SMTP reply the milter set."""
         self.reply = (rcode, xcode) + msg
 
     def setsymlist(self, stage: int, macros: str) -> None:
+        """Keep the macro list; asserts str, which pymilter's C module requires."""
         assert isinstance(macros, str), "pymilter's C setsymlist takes str"
         self.symlists[stage] = macros
 
     def addheader(self, name: str, value: str, idx: int) -> None:
+        """Keep the added header (its position is not checked)."""
         self.headers.append((name, value))
 
     def chgheader(self, name: str, idx: int, value: str) -> None:
+        """Keep the changed header with its index."""
         self.changed.append((name, idx, value))
 
     def addrcpt(self, rcpt: str, params: Any) -> None:
+        """Keep the added recipient (the journal Bcc)."""
         self.rcpts.append(rcpt)
 
     def quarantine(self, reason: str) -> None:
+        """Keep the hold reason."""
         self.quarantined = reason
 
 
@@ -75,16 +84,20 @@ PHRASES = {
 
 
 def stub_scan(raw: bytes) -> list[Finding]:
+    """A scanner that finds only the phrases in PHRASES, so the milter tests do not depend on the lexicons."""
     low = raw.lower()
     return [f for p, f in PHRASES.items() if p in low]
 
 
 class RecordingSink:
+    """A DecisionSink that keeps every call, or with `fail` raises StoreUnavailable as a Redis outage would."""
+
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[tuple[Any, Any]] = []
         self.fail = fail
 
     def on_decision(self, verdict: Any, facts: Any) -> None:
+        """Keep the call, or raise when `fail` is set."""
         if self.fail:
             from regfd.errors import StoreUnavailable
 
@@ -94,6 +107,7 @@ class RecordingSink:
 
 @pytest.fixture
 def directory(regfd):  # type: ignore[no-untyped-def]
+    """One Specified Person domain (bank.com) and one authorized officer (the CEO)."""
     assert regfd("registry", "add", "bank.com", "--category", "analyst").rc == 0
     assert regfd("officer", "add", "ceo@allient.com", "--role", "CEO").rc == 0
     return regfd
@@ -101,6 +115,7 @@ def directory(regfd):  # type: ignore[no-untyped-def]
 
 def make_app(regfd: Any, *, url: str | None = None, scan: Any = stub_scan, sink: Any = None,
              extra: str = "") -> tuple[MilterApp, Any]:
+    """A MilterApp on the test's Redis prefix; `url` points it elsewhere (e.g. a dead Redis)."""
     if extra:
         regfd.write_config(extra=extra)
     config = load_config(regfd.config)

@@ -18,12 +18,14 @@ from tests.mta import PYTHON, REPO, MilterProcess, make_mta_dir, wait_until
 
 @pytest.fixture
 def workdir():  # type: ignore[no-untyped-def]
+    """A fresh directory under the system temp dir (mode 755) for a milter's socket and log; removed afterwards."""
     d = make_mta_dir("regfd-cli-")
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
 def run_cli(regfd, *args: str, env: dict[str, str] | None = None, timeout: float = 30):  # type: ignore[no-untyped-def]
+    """`regfd milter` run to completion as a subprocess, for tests of start-up failures."""
     return subprocess.run([PYTHON, "-m", "regfd.cli", "milter", "--config", str(regfd.config), *args],
                           env={**os.environ, **(env if env is not None else regfd.env)}, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)

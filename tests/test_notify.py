@@ -47,19 +47,23 @@ class Sink:
         self.controller.start()
 
     def parsed(self) -> list[email.message.EmailMessage]:
+        """The received messages, parsed with the modern email policy."""
         return [email.message_from_bytes(m[2], policy=email.policy.default) for m in self.messages]
 
     def stop(self) -> None:
+        """Stop the aiosmtpd controller thread."""
         self.controller.stop()
 
 
 @pytest.fixture
 def port() -> int:
+    """A free port for this test's own SMTP sink."""
     return free_port()
 
 
 @pytest.fixture
 def sink(port: int) -> Iterator[Sink]:
+    """An SMTP sink for this test only, so notifications from other tests never reach it."""
     s = Sink(port)
     yield s
     s.stop()
@@ -67,6 +71,7 @@ def sink(port: int) -> Iterator[Sink]:
 
 @pytest.fixture
 def config(regfd: Any, port: int) -> Config:
+    """The test config, relaying to this test's sink with short retry times."""
     regfd.write_config(smtp_port=port, extra="[notify]\nretry_initial = 5.0\nretry_max = 60.0\n")
     return load_config(regfd.config)
 

@@ -20,10 +20,12 @@ QUIET = QuietPeriod("1", AT - timedelta(days=1), AT + timedelta(days=1), "Q2 qui
 
 
 def policy(mode: str = "enforce", path: Path = DEFAULT_POLICY_FILE) -> Policy:
+    """The table at `path` for the fixed company (allient.com; CEO and CFO authorized)."""
     return Policy(load_policy_table(path), ("allient.com",), ("CEO", "CFO"), "regfd@allient.com", mode)
 
 
 def finding(kind: str) -> Finding:
+    """A finding of `kind` with a typical category for it."""
     return Finding(kind, {"material": "earnings", "embargo": "embargo", "non-gaap-unreconciled": "ebitda",
                           "unscannable": "encrypted-pdf"}[kind], "x", "x", "body")
 
@@ -36,6 +38,7 @@ SENDERS = {
 
 
 def snap(quiet: bool) -> DirectorySnapshot:
+    """One snapshot with every directory relation the policy rows depend on; `quiet` adds QUIET."""
     return DirectorySnapshot(
         officer=Officer("cfo@allient.com", "CFO"),
         authorization=Authorization("ir@allient.com", "cfo@allient.com", ("bank.com",)),
