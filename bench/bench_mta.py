@@ -78,6 +78,7 @@ The mentoring program pairs new hires with someone from a different department.
 
 
 def realistic_message(size: int = 10_240, seed: int = 7) -> bytes:
+    """About `size` bytes of ordinary business text from the CEO to the analyst, with no trigger phrase."""
     rng = random.Random(seed)
     paragraphs: list[str] = []
     total = 0
@@ -94,6 +95,7 @@ def realistic_message(size: int = 10_240, seed: int = 7) -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of `pid` so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -114,6 +116,7 @@ def postfix_cpu_seconds() -> float:
 
 
 def queue_empty(pf: PostfixInstance) -> bool:
+    """Whether Postfix holds no message that is still to be delivered (hold does not count)."""
     for q in ("maildrop", "incoming", "active", "deferred"):
         for _root, _dirs, files in os.walk(pf.queue_dir / q):
             if files:
@@ -140,6 +143,7 @@ def throughput_round(pf: PostfixInstance, listener: str, msgfile: Path, conc: in
 
 
 def latency_samples(pf: PostfixInstance, listeners: list[str], message: bytes, n: int) -> dict[str, list[float]]:
+    """`n` one-at-a-time sends per listener, in ms, alternating the order so neither goes first always."""
     out: dict[str, list[float]] = {name: [] for name in listeners}
     for i in range(n):
         to = SPECIFIED if i % 2 == 0 else OTHER
@@ -155,11 +159,13 @@ def latency_samples(pf: PostfixInstance, listeners: list[str], message: bytes, n
 
 
 def pct(xs: list[float], p: float) -> float:
+    """The `p`th percentile by nearest rank."""
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def main() -> int:
+    """Set up Postfix, the milters and the sink, run the rounds, and print the results; returns the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     # Rounds run until Postfix's queue is empty again; the queue manager can

@@ -39,31 +39,38 @@ class FakeMta:
         self.calls: list[tuple[str, str]] = []
 
     def release(self, queue_id: str) -> MtaResult:
+        """Record the call; succeeds unless `ok` is False."""
         self.calls.append(("release", queue_id))
         return MtaResult(self.ok, f"released {queue_id}" if self.ok else "postsuper released nothing")
 
     def delete(self, queue_id: str) -> MtaResult:
+        """Record the call; succeeds unless `ok` is False."""
         self.calls.append(("delete", queue_id))
         return MtaResult(self.ok, f"deleted {queue_id}" if self.ok else "postsuper deleted nothing")
 
 
 class QuietLog:
+    """A logger that drops everything, so the agent thread's log lines stay out of captured CLI output."""
+
     def __getattr__(self, name: str) -> Any:
         return lambda *a, **kw: None
 
 
 @pytest.fixture
 def config(regfd: Any) -> Config:
+    """The test config, loaded as the CLI would load it."""
     return load_config(regfd.config)
 
 
 @pytest.fixture
 def clock() -> FixedClock:
+    """A clock the test moves by hand, starting at T0."""
     return FixedClock(T0)
 
 
 @pytest.fixture
 def held(store: RedisStore, config: Config, clock: FixedClock) -> str:
+    """A message held by the workflow for HOST (material finding), with its notifications cleared; its quarantine id."""
     v = make_verdict(config, findings=(MATERIAL,))
     wf = Workflow(store, config, clock)
     wf.on_decision(v, facts_for(v, host=HOST))
@@ -73,6 +80,7 @@ def held(store: RedisStore, config: Config, clock: FixedClock) -> str:
 
 @pytest.fixture
 def agent(store: RedisStore, config: Config) -> Iterator[FakeMta]:
+    """A quarantine agent thread for HOST over a FakeMta, alive before the test starts; yields the FakeMta."""
     mta = FakeMta()
     stop = threading.Event()
     a = QuarantineAgent(store, config, mta, HOST.upper())  # host names compare case-insensitively

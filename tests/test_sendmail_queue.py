@@ -120,6 +120,7 @@ def test_config_chooses_the_adapter() -> None:
 # ----------------------------------------------------------------------------- e2e: a real Sendmail
 @pytest.fixture(scope="module")
 def sm(redis_server: Any, smtp_sink: Any) -> Iterator[tuple[SendmailInstance, Any, MilterProcess]]:
+    """A private Sendmail whose milter is a `regfd milter` configured for `mta = "sendmail"`, shared by the module."""
     from tests.conftest import Regfd
 
     d = make_mta_dir("regfd-sm-milter-")

@@ -20,6 +20,7 @@ from tests.conftest import Regfd, free_port
 
 
 def run(cwd: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m regfd.cli` without REGFD_REDIS_URL, so only the config file decides which Redis it uses."""
     env = {k: v for k, v in os.environ.items() if k != "REGFD_REDIS_URL"}
     env["REGFD_CONFIG"] = str(config)
     return subprocess.run([sys.executable, "-m", "regfd.cli", *args], cwd=cwd, env=env, capture_output=True,
@@ -27,6 +28,7 @@ def run(cwd: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 
 def redis_pids_under(path: Path) -> list[int]:
+    """Pids of redis-servers whose command line names `path`, to see who started or stopped one."""
     out = subprocess.run(["pgrep", "-f", f"redis-server.*{path}"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
@@ -72,6 +74,7 @@ def test_a_change_applies_on_every_host_at_once(regfd: Regfd) -> None:
 
 
 def wait_for(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until true or `timeout`; Redis and socket errors count as not yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

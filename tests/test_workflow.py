@@ -19,6 +19,7 @@ from tests.builders import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_ve
 
 @pytest.fixture
 def config(regfd: Any) -> Config:
+    """The test config, loaded as the CLI would load it."""
     return load_config(regfd.config)
 
 
