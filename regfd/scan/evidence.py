@@ -40,7 +40,6 @@ _FILE_KEYS = {"kind", "description", "threshold", "weights", "scope", "anchors",
 # Sentence and paragraph breaks in normalized text; CRLF line ends included.
 _SENTENCE_BREAK = regex.compile(r"[.!?;][\"')\]]*\s+|\r?\n[ \t]*\r?\n\s*|\r?\n[ \t]*[-*>]+\s")
 _PARAGRAPH_BREAK = regex.compile(r"\r?\n[ \t]*\r?\n\s*")
-_LOOK = 3000  # characters searched each way for a sentence or paragraph break
 
 
 @dataclass(frozen=True)
@@ -194,43 +193,61 @@ class _Scorer:
         self.ends = ends
         self.replies = replies
         self.bounds: dict[int, tuple[int, int, int, int, int, int]] = {}
+        self.breaks = _Breaks(text)
+        self.contexts: dict[tuple[int, int, int, int, int, int], tuple[float, list[tuple[str, int, int]]]] = {}
 
     def score(self, category: str, start: int, end: int, base: str) -> Evidence | None:
         """The evidence for the hit [start, end) as `base` ("topic" or "phrase"), or None under the threshold."""
         model = self.s.model
-        text = self.text
         b = self.bounds.get(end)
         if b is None:
-            b = self.bounds[end] = _all_bounds(text, start, end)
-        score = model.weights.get(base, 1.0)
+            b = self.bounds[end] = self.breaks.bounds(start, end)
+        context = self.contexts.get(b)
+        if context is None:
+            context = self.contexts[b] = self._context(b)
+        total, present = context
+        score = model.weights.get(base, 1.0) + total
+        quoted = model.weights.get("quoted", 0.0)
+        in_reply = bool(quoted) and any(lo <= start < hi for lo, hi in self.replies)
+        if in_reply:
+            score += quoted
+        if score < model.threshold:
+            return None
+        text = self.text
         signals = [f"{base} {text[start:end]!r}"]
+        for group, e, mpid in present:
+            if mpid < 0:
+                signals.append(group)
+                continue
+            mm = self.s.modifier_rx[mpid].match(text, 0, e)
+            signals.append(f"{group} {text[mm.start():e] if mm is not None else '…'!r}")
+        if in_reply:
+            signals.append("quoted reply")
+        return Evidence(category, start, end, b[0], b[1], round(score, 2), tuple(signals), model.origin)
+
+    def _context(self, b: tuple[int, int, int, int, int, int]) -> tuple[float, list[tuple[str, int, int]]]:
+        """The weight of every signal group present around one sentence, and where each was found."""
+        model = self.s.model
+        total = 0.0
+        present: list[tuple[str, int, int]] = []
+        n = len(self.text)
         for group, found in self.ends.items():
             weight = model.weights.get(group)
             if not weight:
                 continue
-            scope = model.scope(group)
-            lo, hi = _SCOPE_SPAN[scope](b, len(text))
+            lo, hi = _SCOPE_SPAN[model.scope(group)](b, n)
             i = bisect.bisect_right(found, (lo, 1 << 30))
             if i < len(found) and found[i][0] <= hi:
-                e, mpid = found[i]
-                mm = self.s.modifier_rx[mpid].match(text, 0, e)
-                phrase = text[mm.start():e] if mm is not None else "…"
-                score += weight
-                signals.append(f"{group} {phrase!r}")
+                total += weight
+                present.append((group, found[i][0], found[i][1]))
         question = model.weights.get("question", 0.0)
-        if question and text[b[0]:b[1]].rstrip().endswith("?"):
-            score += question
-            signals.append("question")
-        quoted = model.weights.get("quoted", 0.0)
-        if quoted and any(lo <= start < hi for lo, hi in self.replies):
-            score += quoted
-            signals.append("quoted reply")
-        if score < model.threshold:
-            return None
-        return Evidence(category, start, end, b[0], b[1], round(score, 2), tuple(signals), model.origin)
+        if question and self.text[b[0]:b[1]].rstrip().endswith("?"):
+            total += question
+            present.append(("question", 0, -1))
+        return total, present
 
 
-# Where a group counts, from the bounds of a hit (see _all_bounds) and the text's length.
+# Where a group counts, from the bounds of a hit (see _Breaks.bounds) and the text's length.
 _Bounds = tuple[int, int, int, int, int, int]
 _SCOPE_SPAN: dict[str, Callable[[_Bounds, int], tuple[int, int]]] = {
     "sentence": lambda b, n: (b[0], b[1]),
@@ -240,27 +257,32 @@ _SCOPE_SPAN: dict[str, Callable[[_Bounds, int], tuple[int, int]]] = {
 }
 
 
-def _break_before(rx: regex.Pattern[str], text: str, pos: int) -> int:
-    lo = max(0, pos - _LOOK)
-    for m in rx.finditer(text, lo, pos):
-        lo = m.end()
-    return lo
+class _Breaks:
+    """Sentence and paragraph breaks of one text, found in one pass each, looked up by bisection."""
 
+    def __init__(self, text: str) -> None:
+        self.n = len(text)
+        sentences = [m.span() for m in _SENTENCE_BREAK.finditer(text)]
+        paragraphs = [m.span() for m in _PARAGRAPH_BREAK.finditer(text)]
+        self.s_starts = [a for a, _ in sentences]
+        self.s_ends = [b for _, b in sentences]
+        self.p_starts = [a for a, _ in paragraphs]
+        self.p_ends = [b for _, b in paragraphs]
 
-def _break_after(rx: regex.Pattern[str], text: str, pos: int) -> int:
-    m = rx.search(text, pos, min(len(text), pos + _LOOK))
-    return m.start() if m else min(len(text), pos + _LOOK)
-
-
-def _all_bounds(text: str, start: int, end: int) -> tuple[int, int, int, int, int, int]:
-    """Sentence, neighbouring sentences and paragraph around [start, end)."""
-    s_lo = _break_before(_SENTENCE_BREAK, text, start)
-    s_hi = _break_after(_SENTENCE_BREAK, text, end)
-    p_lo = _break_before(_PARAGRAPH_BREAK, text, start)
-    p_hi = _break_after(_PARAGRAPH_BREAK, text, end)
-    n_lo = max(p_lo, _break_before(_SENTENCE_BREAK, text, max(0, s_lo - 1)) if s_lo > 0 else 0)
-    n_hi = min(p_hi, _break_after(_SENTENCE_BREAK, text, min(len(text), s_hi + 1)))
-    return s_lo, s_hi, min(n_lo, s_lo), max(n_hi, s_hi), min(p_lo, s_lo), max(p_hi, s_hi)
+    def bounds(self, start: int, end: int) -> tuple[int, int, int, int, int, int]:
+        """Sentence, neighbouring sentences and paragraph around [start, end)."""
+        i = bisect.bisect_right(self.s_ends, start)  # breaks ending at or before start: i of them
+        s_lo = self.s_ends[i - 1] if i else 0
+        n_lo = self.s_ends[i - 2] if i >= 2 else 0
+        j = bisect.bisect_left(self.s_starts, end)  # first break starting at or after end
+        s_hi = self.s_starts[j] if j < len(self.s_starts) else self.n
+        n_hi = self.s_starts[j + 1] if j + 1 < len(self.s_starts) else self.n
+        k = bisect.bisect_right(self.p_ends, start)
+        p_lo = self.p_ends[k - 1] if k else 0
+        m = bisect.bisect_left(self.p_starts, end)
+        p_hi = self.p_starts[m] if m < len(self.p_starts) else self.n
+        s_lo, s_hi = min(s_lo, start), max(s_hi, end)
+        return s_lo, s_hi, min(max(n_lo, p_lo), s_lo), max(min(n_hi, p_hi), s_hi), min(p_lo, s_lo), max(p_hi, s_hi)
 
 
 def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Path | None,
