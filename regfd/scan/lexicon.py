@@ -55,7 +55,7 @@ class PatternError(ValueError):
     """A lexicon pattern does not follow the documented syntax."""
 
 
-def pattern_to_regex(pattern: str) -> str:
+def pattern_to_regex(pattern: str, *, compact: bool = False) -> str:
     """Translate the lexicon pattern syntax into a regular expression.
 
     Syntax (documented for reviewers in lexicons/README.md):
@@ -65,7 +65,13 @@ def pattern_to_regex(pattern: str) -> str:
     ("we're" also matches "were"); `(a|b c)` alternatives, optionally followed
     by `?` (put the trailing space inside: "we (are )?going"); `~` stands for
     one arbitrary word and `~3` for up to three; `#` is a number ("$#").
+
+    With `compact`, the expression is for text whose separator runs were
+    each replaced by one space (see evidence.Compact): a space is then one
+    literal space, which Hyperscan matches three times faster than a class.
     """
+    sep = " " if compact else _SEP
+    opt_sep = " ?" if compact else r"[\s\-/]*"
     p = fold(" ".join(pattern.split()))
     if not p:
         raise PatternError("empty pattern")
@@ -76,9 +82,9 @@ def pattern_to_regex(pattern: str) -> str:
     while i < n:
         c = p[i]
         if c == " ":
-            out.append(_SEP)
+            out.append(sep)
         elif c == "-":
-            out.append(r"[\s\-/]*")
+            out.append(opt_sep)
         elif c == "*":
             out.append(r"[a-z0-9']*")
         elif c == "'":
@@ -111,7 +117,7 @@ def pattern_to_regex(pattern: str) -> str:
                     raise PatternError("'~N' needs N between 1 and 10")
                 # up to N words, each followed by a separator (the pattern's own space follows)
                 if j < n and p[j] == " ":
-                    out.append(f"(?:{_WORD}{_SEP}){{0,{count}}}")
+                    out.append(f"(?:{_WORD}{sep}){{0,{count}}}")
                     j += 1
                 else:
                     raise PatternError("'~N' must be followed by a word")
@@ -361,8 +367,8 @@ class Lexicons:
         if self.signals is None:
             return hits
         material = [i for i, h in enumerate(hits) if h.entry.kind == MATERIAL]
-        evidence, kept = self.signals.find(text, scan_bytes(text),
-                                           [(hits[i].start, hits[i].end, hits[i].entry.category) for i in material])
+        evidence, kept = self.signals.find(text, [(hits[i].start, hits[i].end, hits[i].entry.category)
+                                                  for i in material])
         dropped = {i for n, i in enumerate(material) if n not in kept}
         out = [h for i, h in enumerate(hits) if i not in dropped]
         for n, i in enumerate(material):
@@ -419,7 +425,8 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     signal_entries = [e for e in entries if e.kind == SIGNAL]
     entries = [e for e in entries if e.kind != SIGNAL]
     try:
-        signals = build_signals(signal_entries, evidence_file, cache_dir, _compile_reverse)
+        signals = build_signals(signal_entries, evidence_file, cache_dir,
+                                lambda p: pattern_to_regex(p, compact=True), _compile_reverse)
     except ConfigError:
         raise
     except Exception as exc:
