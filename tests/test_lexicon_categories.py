@@ -1,4 +1,4 @@
-"""Every material category of PRODUCT.md section 1 fires on the way people
+"""Every material category of the company policy fires on the way people
 really leak, and stays quiet on ordinary business mail that a naive keyword
 match would flag."""
 
