@@ -20,7 +20,9 @@ import Milter
 import pytest
 
 from regfd.config import load_config
+from regfd.core.decision import Decider
 from regfd.core.finding import Finding
+from regfd.core.policy import Policy
 from regfd.mta.libmilter import MilterApp, QuietRegfdMilter, RegfdMilter
 from regfd.store.client import client_from_url
 from regfd.store.redis_store import RedisStore
@@ -121,7 +123,8 @@ def make_app(regfd: Any, *, url: str | None = None, scan: Any = stub_scan, sink:
     config = load_config(regfd.config)
     store = RedisStore(client_from_url(url or regfd.redis_url, timeout=1), regfd.prefix)
     sink = sink if sink is not None else RecordingSink()
-    return MilterApp.from_config(config, store, sink, scan), sink
+    decider = Decider(Policy.from_config(config), scan, config.limits.max_message_bytes)
+    return MilterApp.from_config(config, store, sink, decider), sink
 
 
 def run_message(app: MilterApp, sender: str, rcpts: list[str], body: bytes = b"Hello.\r\n",

@@ -18,7 +18,8 @@ from typing import Any, NoReturn
 
 from regfd.config import Config, load_config
 from regfd.errors import InvalidInput, RegfdError, StoreUnavailable
-from regfd.store.redis_store import RedisStore, StoreHandle, open_store
+from regfd.service import Services
+from regfd.store.redis_store import RedisStore, StoreHandle
 
 EXIT_ERROR, EXIT_USAGE, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 70
 
@@ -38,6 +39,7 @@ class Context:
     config_path: str | None
     _config: Config | None = None
     _handle: StoreHandle | None = None
+    _services: Services | None = None
     out: Any = field(default_factory=lambda: sys.stdout)
 
     @property
@@ -48,10 +50,17 @@ class Context:
         return self._config
 
     @property
+    def services(self) -> Services:
+        """The composition root for this configuration, built once."""
+        if self._services is None:
+            self._services = Services(self.config)
+        return self._services
+
+    @property
     def store(self) -> RedisStore:
         """Opened and pinged on first use, so commands without a store start no redis-server."""
         if self._handle is None:
-            self._handle = open_store(self.config)
+            self._handle = self.services.open_store()
             self._handle.store.ping()
         return self._handle.store
 

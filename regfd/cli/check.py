@@ -13,7 +13,6 @@ import argparse
 import email
 import email.policy
 import email.utils
-import functools
 import json
 import mailbox
 import sys
@@ -25,9 +24,8 @@ from typing import Any
 
 from regfd.core.address import normalize_address
 from regfd.core.clock import now, parse_instant
-from regfd.core.decision import Decider
 from regfd.core.envelope import Envelope
-from regfd.core.policy import ACTIONS, Policy
+from regfd.core.policy import ACTIONS
 from regfd.core.verdict import Verdict
 from regfd.errors import InvalidInput
 
@@ -70,32 +68,13 @@ def _messages(path: Path) -> Iterator[tuple[str, bytes]]:
     yield str(path), path.read_bytes()
 
 
-@functools.lru_cache(maxsize=4)
-def _lexicons(directory: Path, cache_dir: Path, stamp: tuple[tuple[str, int], ...]) -> Any:
-    """Compiling the lexicons takes a second or two: once per process per version of the files
-    (and, through the on-disk cache under state_dir, once per version across processes)."""
-    from regfd.scan.lexicon import load_lexicons
-
-    return load_lexicons(directory, cache_dir=cache_dir)
-
-
-def lexicons_for(directory: Path, cache_dir: Path) -> Any:
-    """The compiled lexicons of `directory`, compiled again only when a file in it changes (name or mtime)."""
-    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()))
-    return _lexicons(directory, cache_dir, stamp)
-
-
 class Checker:
     """Holds what is loaded once (policy, lexicons) for a run over many messages."""
 
     def __init__(self, ctx: Context, at: datetime) -> None:
         self.ctx = ctx
         self.at = at
-        config = ctx.config
-        lexicons = lexicons_for(config.lexicon_dir, config.state_dir / "cache")
-        self.decider = Decider(Policy.from_config(config), functools.partial(_scan, lexicons=lexicons,
-                                                                            limits=config.limits),
-                               config.limits.max_message_bytes)
+        self.decider = ctx.services.decider
 
     def verdict(self, raw: bytes, sender: str, recipients: list[str], auth: str) -> Verdict:
         """The milter's verdict for this message and envelope, with the live directory."""
@@ -103,11 +82,6 @@ class Checker:
         snapshot = self.ctx.store.snapshot(envelope.sender, envelope.recipients)
         return self.decider.decide(envelope, snapshot, raw, self.at)
 
-
-def _scan(raw: bytes, *, lexicons: Any, limits: Any) -> Any:
-    from regfd.scan.scanner import scan_message
-
-    return scan_message(raw, lexicons, limits)
 
 
 def _human(v: Verdict, out: Any, name: str | None = None) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from regfd.cli import Context
-from regfd.cli.check import lexicons_for
 from regfd.core.decision import Decider
 from regfd.core.envelope import Envelope
 from regfd.core.finding import MATERIAL_CATEGORIES, Finding
@@ -64,13 +63,12 @@ def evaluate_cmd(ctx: Context, a: argparse.Namespace) -> int:
     """Read every manifest, decide every message, print the reports; exit 4 under a floor."""
     config = ctx.config
     directory = load_directory_file(Path(a.directory)) if a.directory else None
-    policy = Policy.from_config(config)
+    services = ctx.services
+    policy = services.policy
     if directory is not None:
         policy = Policy(policy.table, directory.internal_domains or policy.internal_domains,
                         directory.authorized_roles, policy.system_sender, policy.mode)
     tz = directory.tz if directory is not None else config.tz
-    lexicons = lexicons_for(config.lexicon_dir, config.state_dir / "cache")
-    from regfd.scan.scanner import scan_message
 
     parts: dict[str, list[Labelled]] = {}
     for manifest in manifests([Path(p) for p in a.corpus]):
@@ -79,7 +77,7 @@ def evaluate_cmd(ctx: Context, a: argparse.Namespace) -> int:
     outcomes: dict[str, list[Outcome]] = {}
     for part, labelled in parts.items():
         for lab in labelled:
-            content = tuple(scan_message(lab.raw, lexicons, config.limits))
+            content = tuple(services.scan(lab.raw))
 
             def scan(raw: bytes, found: tuple[Finding, ...] = content) -> tuple[Finding, ...]:
                 return found  # the same bytes were scanned once above

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -164,41 +164,21 @@ class RedisSupervisor(threading.Thread):
                 log.error("redis.private_restart_failed", error=str(exc))
 
 
-def load_scanner(config: Any) -> Callable[[bytes], Any]:
-    """The content scanner, bound to lexicons loaded once (shared, read-only)."""
-    try:
-        from regfd.scan.lexicon import load_lexicons
-        from regfd.scan.scanner import scan_message
-    except ImportError as exc:
-        raise ConfigError(f"the content scanner is not available ({exc})") from None
-    lexicons = load_lexicons(config.lexicon_dir, cache_dir=config.state_dir / "cache")
-    limits = config.limits
-
-    def scan(raw: bytes) -> Any:
-        return scan_message(raw, lexicons, limits)
-
-    return scan
-
-
 def run(ctx: Any, args: argparse.Namespace) -> int:
     """`regfd milter`: fails before listening on any bad setting; returns after a stop signal and the drain."""
     import Milter
     import milter as libmilter
-
-    from regfd.core.policy import Policy
-    from regfd.mta.libmilter import MilterApp
-    from regfd.store.redis_store import open_store
 
     if args.milter_config:
         ctx.config_path = args.milter_config
     configure_logging()
     config = ctx.config
     kind, spec = parse_socket(args.socket or config.milter.socket)
-    policy = Policy.from_config(config)
-    scan = load_scanner(config)
+    services = ctx.services
+    services.decider  # noqa: B018 -- policy and lexicons load (and fail) before anything listens
     check_socket_free(kind, spec)
 
-    handle = open_store(config, timeout=min(5.0, config.milter.decision_timeout))
+    handle = services.open_store(timeout=min(5.0, config.milter.decision_timeout))
     supervisor = None
     stop_background = threading.Event()
     background: list[threading.Thread] = []
@@ -216,13 +196,13 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
             handle.store.ping()
         except RegfdError as exc:
             log.warning("milter.store_unreachable", error=str(exc), action=config.milter.failure_action)
-        from regfd.compliance.executor import Workflow, start_background
+        from regfd.compliance.executor import start_background
 
-        sink = Workflow(handle.store, config)
+        sink = services.executor(handle.store)
         # Notifications, reminders and the quarantine agent for this MTA host;
         # started after the stop signals are blocked, so only libmilter sees them.
         background = start_background(handle.store, config, stop_background)
-        app = MilterApp.from_config(config, handle.store, sink, scan, policy=policy)
+        app = services.milter_app(handle.store, sink)
         app.quiet = kind == "unix"  # fewer round trips where Nagle cannot stall them
 
         Milter.factory = app.factory

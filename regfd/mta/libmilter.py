@@ -42,9 +42,8 @@ import structlog
 from regfd.core.clock import now
 from regfd.core.decision import Decider
 from regfd.core.envelope import Envelope
-from regfd.core.finding import Finding
 from regfd.core.message import MessageFacts
-from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG, Policy
+from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
 from regfd.core.verdict import Classification, Verdict
 from regfd.errors import StoreUnavailable
 from regfd.ports import DecisionSink, DirectoryReader
@@ -65,7 +64,6 @@ MACROS: dict[int, tuple[str, ...]] = {
     Milter.M_EOM: ("i", "j"),
 }
 
-Scan = Callable[[bytes], Iterable[Finding]]
 
 
 @dataclass(frozen=True)
@@ -97,11 +95,9 @@ class MilterApp:
     _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, scan: Scan,
-                    policy: Policy | None = None) -> MilterApp:
-        """Build from the configuration; `policy` when the caller already loaded it."""
+    def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, decider: Decider) -> MilterApp:
+        """The milter's settings from the configuration, around the process's decision path."""
         m = config.milter
-        decider = Decider(policy or Policy.from_config(config), scan, config.limits.max_message_bytes)
         return cls(decider=decider, store=store, sink=sink,
                    failure=FailurePolicy(m.failure_action, m.tempfail_text, m.reject_text),
                    decision_timeout=m.decision_timeout,
