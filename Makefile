@@ -15,7 +15,7 @@ run: deps
 
 test: deps
 	@bash deploy/install-system-deps.sh test
-	$(BIN)/ruff check regfd tests bench
+	$(BIN)/ruff check regfd tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 

@@ -174,3 +174,39 @@ def test_topic_group_must_name_a_material_category(tmp_path: Path) -> None:
 
 def test_lexicons_fixture_has_signals() -> None:
     assert lexicons().signals is not None
+
+
+def _with_model(tmp_path: Path, model: str) -> Path:
+    for f in LEXICON_DIR.glob("*.toml"):
+        if f.name != "model.toml":
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "model.toml").write_text(model)
+    return tmp_path
+
+
+def test_the_word_model_decides_only_sentences_just_under_the_threshold(tmp_path: Path) -> None:
+    model = ('kind = "model"\nbias = -3.0\nthreshold = 0.7\ngray_zone = 0.5\n'
+             '[weights]\n"zorblat" = 10.0\n"g:company" = 0.1\n')
+    lx = load_lexicons(_with_model(tmp_path, model))
+
+    def material(text: str) -> list[str]:
+        raw = _message(f"Ana,\n\n{text}\n\nBob\n")
+        return [f.rule for f in scan_message(raw, lx, ScanLimits()) if f.kind == MATERIAL]
+
+    # topic + company = 2.0, within 0.5 of the 2.5 threshold: the model decides, and says so
+    rules = material("We zorblat the quarter.")
+    assert rules and "model.toml p=1.00 (zorblat" in rules[0]
+    assert material("We discussed the quarter.") == []  # same score, the model says no
+    assert material("Zorblat the quarter.") == []  # topic alone (1.0): too far under for the model
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ('kind = "model"\nbias = 0\nthreshold = 1.5\ngray_zone = 0.5\n', "threshold is a probability"),
+    ('kind = "model"\nbias = "low"\nthreshold = 0.5\ngray_zone = 0.5\n', "bias must be a number"),
+    ('kind = "model"\nbias = 0\nthreshold = 0.5\ngray_zone = 0.5\n[weights]\nword = "heavy"\n',
+     "must map words to numbers"),
+])
+def test_a_bad_model_file_stops_loading_with_one_line(tmp_path: Path, model: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as exc:
+        load_lexicons(_with_model(tmp_path, model))
+    assert "\n" not in str(exc.value) and "model.toml" in str(exc.value)

@@ -16,8 +16,9 @@ scan and the per-sentence arithmetic, which runs over the few topic hits.
 from __future__ import annotations
 
 import bisect
+import math
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,63 @@ def load_model(path: Path, groups: set[str]) -> EvidenceModel:
     return EvidenceModel(weights, scopes, float(threshold), path.name, tuple(anchors), default)
 
 
+_TOKEN = regex.compile(r"[a-z0-9']+")
+
+
+@dataclass(frozen=True)
+class WordModel:
+    """A linear model over a sentence's words, word pairs and signal groups (model.toml).
+
+    Fitted offline on the development corpus (tools/fit_word_model.py); it
+    only decides the sentences that the evidence score leaves just under the
+    threshold (within `gray_zone`) and in which nothing argues against a
+    disclosure (no public reference, refusal, quoted reply ...), so every
+    finding still has signals a reviewer can read, plus the words that
+    tipped it.
+    """
+
+    bias: float
+    weights: Mapping[str, float]
+    threshold: float  # the probability from which a sentence in the gray zone is a finding
+    gray_zone: float
+    origin: str
+
+    def probability(self, sentence: str, groups: Iterable[str]) -> tuple[float, list[str]]:
+        """The model's probability that `sentence` discloses, and its strongest positive features."""
+        words = _TOKEN.findall(sentence)
+        features = {*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False)), *(f"g:{g}" for g in groups)}
+        found = [(self.weights[f], f) for f in features if f in self.weights]
+        z = self.bias + sum(w for w, _ in found)
+        top = [f for w, f in sorted(found, reverse=True)[:4] if w > 0]
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z)))), top
+
+
+def load_word_model(path: Path) -> WordModel:
+    """Validate model.toml; one line per mistake."""
+    where = f"lexicon {path.name}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read: {exc}") from None
+    unknown = set(data) - {"kind", "description", "bias", "threshold", "gray_zone", "weights", "fitted"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    numbers = {}
+    for key in ("bias", "threshold", "gray_zone"):
+        v = data.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}: {key} must be a number")
+        numbers[key] = float(v)
+    if not 0 < numbers["threshold"] < 1:
+        raise ConfigError(f"{where}: threshold is a probability, between 0 and 1")
+    weights = data.get("weights", {})
+    if not isinstance(weights, dict) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                                for w in weights.values()):
+        raise ConfigError(f"{where}: [weights] must map words to numbers")
+    return WordModel(numbers["bias"], {str(k): float(v) for k, v in weights.items()}, numbers["threshold"],
+                     numbers["gray_zone"], path.name)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A topic sentence that reached the threshold."""
@@ -126,6 +184,7 @@ class Signals:
     modifier_groups: tuple[str, ...]  # per modifier pattern id
     modifier_rx: tuple[regex.Pattern[str], ...]
     model: EvidenceModel
+    word_model: WordModel | None = None
 
     def find(self, text: str,
              phrases: Sequence[tuple[int, int, str]] = ()) -> tuple[list[Evidence], dict[int, Evidence]]:
@@ -197,6 +256,7 @@ class _Scorer:
         self.replies = replies
         self.bounds: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.breaks = breaks
+        self.probabilities: dict[tuple[int, int, int, int, int, int], tuple[float, list[str]]] = {}
         self.contexts: dict[tuple[int, int, int, int, int, int], tuple[float, list[tuple[str, int, int]]]] = {}
 
     def score(self, category: str, start: int, end: int, base: str) -> Evidence | None:
@@ -214,8 +274,17 @@ class _Scorer:
         in_reply = bool(quoted) and any(lo <= start < hi for lo, hi in self.replies)
         if in_reply:
             score += quoted
+        verdict = ""
         if score < model.threshold:
-            return None
+            wm = self.s.word_model
+            if wm is None or score < model.threshold - wm.gray_zone or in_reply:
+                return None
+            if any(model.weights.get(group, 0.0) < 0 for group, _, _ in present):
+                return None  # the model tips a sentence over; it never overrides what makes it harmless
+            p, top = self._probability(wm, b, present)
+            if p < wm.threshold:
+                return None
+            verdict = f"{wm.origin} p={p:.2f}" + (f" ({', '.join(top)})" if top else "")
         text = self.text
         signals = [f"{base} {text[start:end]!r}"]
         for group, e, mpid in present:
@@ -226,7 +295,16 @@ class _Scorer:
             signals.append(f"{group} {text[mm.start():e] if mm is not None else '…'!r}")
         if in_reply:
             signals.append("quoted reply")
+        if verdict:
+            signals.append(verdict)
         return Evidence(category, start, end, b[0], b[1], round(score, 2), tuple(signals), model.origin)
+
+    def _probability(self, wm: WordModel, b: tuple[int, int, int, int, int, int],
+                     present: list[tuple[str, int, int]]) -> tuple[float, list[str]]:
+        cached = self.probabilities.get(b)
+        if cached is None:
+            cached = self.probabilities[b] = wm.probability(self.text[b[0]:b[1]], (g for g, _, _ in present))
+        return cached
 
     def _context(self, b: tuple[int, int, int, int, int, int]) -> tuple[float, list[tuple[str, int, int]]]:
         """The weight of every signal group present around one sentence, and where each was found."""
@@ -359,7 +437,8 @@ class _Breaks:
 
 
 def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Path | None,
-                  compact_regex: Callable[[str], str], compile_reverse: Any) -> Signals | None:
+                  compact_regex: Callable[[str], str], compile_reverse: Any,
+                  word_model_path: Path | None = None) -> Signals | None:
     """Compile the signal entries (kind "signal") into the two databases; None without signals."""
     if not entries:
         return None
@@ -386,4 +465,5 @@ def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Pa
         tuple(e.category for e in mods),
         tuple(compile_reverse(x) for x in mod_rx),
         model,
+        load_word_model(word_model_path) if word_model_path is not None else None,
     )

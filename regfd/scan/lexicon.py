@@ -34,6 +34,7 @@ GAAP_RECONCILIATION = "gaap-reconciliation"
 EXCLUSION = "exclusion"
 SIGNAL = "signal"
 EVIDENCE = "evidence"  # evidence.toml: the weights of the signals, not entries
+MODEL = "model"  # model.toml: word weights fitted offline, for sentences just under the threshold
 LEXICON_KINDS = (MATERIAL, EMBARGO, NON_GAAP, GAAP_RECONCILIATION, EXCLUSION, SIGNAL)
 SEVERITIES = ("high", "medium", "low")
 SCOPES = ("phrase", "sentence", "paragraph")
@@ -417,16 +418,21 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
         raise ConfigError(f"lexicon directory {directory}: no *.toml lexicon files")
     entries: list[Entry] = []
     evidence_file: Path | None = None
+    model_file: Path | None = None
     for path in files:
-        if _file_kind(path) == EVIDENCE:
+        kind = _file_kind(path)
+        if kind == EVIDENCE:
             evidence_file = path
+            continue
+        if kind == MODEL:
+            model_file = path
             continue
         entries.extend(_load_file(path))
     signal_entries = [e for e in entries if e.kind == SIGNAL]
     entries = [e for e in entries if e.kind != SIGNAL]
     try:
         signals = build_signals(signal_entries, evidence_file, cache_dir,
-                                lambda p: pattern_to_regex(p, compact=True), _compile_reverse)
+                                lambda p: pattern_to_regex(p, compact=True), _compile_reverse, model_file)
     except ConfigError:
         raise
     except Exception as exc:
