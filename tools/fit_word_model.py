@@ -37,13 +37,20 @@ from regfd.store.directory_file import load_directory_file  # noqa: E402
 
 CANDIDATE_FLOOR = 0.5  # sentences scoring at least this are training candidates
 STRUCTURAL = {"topic", "phrase", "quoted"}
+# Words too common to mean anything by themselves: a weight on them would fire on any office prose.
+STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its
+this that these those there here i me my we our us you your he she they them his her their what which who
+will would can could should may might do does did have has had not no so than then too very just also
+about into over after before up down out off again further once all any both each few more most other
+some such only own same s t don now team group""".split())
 
 
 def features(sentence: str, groups: list[str]) -> dict[str, int]:
     """What the runtime model sees (regfd.scan.evidence.WordModel.probability)."""
     words = _TOKEN.findall(sentence)
-    out = {w: 1 for w in words}
-    out.update({f"{a} {b}": 1 for a, b in zip(words, words[1:], strict=False)})
+    out = {w: 1 for w in words if w not in STOPWORDS}
+    out.update({f"{a} {b}": 1 for a, b in zip(words, words[1:], strict=False)
+                if not (a in STOPWORDS and b in STOPWORDS)})
     out.update({f"g:{g}": 1 for g in groups})
     return out
 
@@ -90,10 +97,10 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--c", type=float, default=0.5, help="inverse regularization strength")
+    ap.add_argument("--c", type=float, default=1.0, help="inverse regularization strength (L1)")
     ap.add_argument("--min-df", type=int, default=3, help="keep features seen in at least this many sentences")
-    ap.add_argument("--threshold", type=float, default=0.6, help="runtime probability threshold")
-    ap.add_argument("--gray-zone", type=float, default=1.0, help="how far under the evidence threshold it decides")
+    ap.add_argument("--threshold", type=float, default=0.7, help="runtime probability threshold")
+    ap.add_argument("--gray-zone", type=float, default=0.5, help="how far under the evidence threshold it decides")
     ap.add_argument("--out", type=Path, default=ROOT / "lexicons" / "model.toml")
     ap.add_argument("--parts", default="dev", help="corpus parts to fit on, comma separated (never heldout)")
     a = ap.parse_args()
@@ -107,9 +114,9 @@ def main() -> None:
             df[f] = df.get(f, 0) + 1
     keep = {f for f, n in df.items() if n >= a.min_df}
     vec = DictVectorizer()
-    x = vec.fit_transform([{f: v for f, v in feats.items() if f in keep} for feats, _ in rows])
+    x = vec.fit_transform([{f: v for f, v in feats.items() if f in keep} for feats, _ in rows]).toarray()
     y = [label for _, label in rows]
-    clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=5000)
+    clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=20000, l1_ratio=1.0, solver="saga")
     clf.fit(x, y)
     weights = sorted(((float(w), f) for f, w in zip(vec.get_feature_names_out(), clf.coef_[0], strict=True)
                       if abs(w) >= 0.05), reverse=True)
@@ -122,7 +129,7 @@ def main() -> None:
         "# threshold is a finding when bias + the weights of its words, word pairs and",
         "# signal groups (g:...) give a probability of at least `threshold`.",
         'kind = "model"',
-        f'description = "logistic regression, C={a.c}, min_df={a.min_df}, {len(rows)} sentences '
+        f'description = "logistic regression (L1), C={a.c}, min_df={a.min_df}, {len(rows)} sentences '
         f'({positives} disclosing, {len(rows) - positives} not)"',
         f"bias = {float(clf.intercept_[0]):.4f}",
         f"threshold = {a.threshold}",
