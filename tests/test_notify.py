@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from regfd.compliance.executor import Workflow
-from regfd.compliance.notify import Outbox, SmtpTransport, backoff, highlight_html, highlight_text
+from regfd.compliance.outbox import Outbox, SmtpTransport, backoff
+from regfd.compliance.render import highlight_html, highlight_text
 from regfd.config import Config, load_config
 from regfd.store.redis_store import RedisStore
 from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict

@@ -134,7 +134,7 @@ def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
     if a.json:
         print_json(ctx.out, [d.to_json() for d in ds])
         return
-    from regfd.compliance.notify import local_time
+    from regfd.compliance.render import local_time
 
     rows = []
     for d in ds:
@@ -149,7 +149,7 @@ def disclosures_cmd(ctx: Context, a: argparse.Namespace) -> None:
 def disclosures_close(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd disclosures close`: a close after the deadline is accepted and reported as late."""
     from regfd.compliance.disclosures import Disclosures
-    from regfd.compliance.notify import local_time
+    from regfd.compliance.render import local_time
 
     by = _by(a.by)
     reference = _nonempty(a.reference, "--reference")
@@ -190,7 +190,7 @@ def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
 # ----- outbox
 def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd outbox`: what is waiting to be sent (or, with --sent, what was sent recently)."""
-    from regfd.compliance.notify import Outbox
+    from regfd.compliance.outbox import Outbox
 
     ob = Outbox(ctx.store, ctx.config)
     if a.sent:
@@ -206,7 +206,7 @@ def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 def outbox_flush(ctx: Context, a: argparse.Namespace) -> int:
     """`regfd outbox flush`: send every pending notification, due or not; exit status 1 if any send failed."""
-    from regfd.compliance.notify import Outbox
+    from regfd.compliance.outbox import Outbox
 
     report = Outbox(ctx.store, ctx.config).deliver_due(everything=True)
     print(f"outbox: sent {len(report.sent)}, failed {len(report.failed)}"

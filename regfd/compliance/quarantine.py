@@ -50,15 +50,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure, to_ms
-from regfd.compliance.notify import (
-    Outbox,
+from regfd.compliance.outbox import Outbox
+from regfd.compliance.records import Record
+from regfd.compliance.render import (
     highlight_text,
     local_time,
     render_hold_reminder,
     render_outcome,
     render_sender_rejected,
 )
-from regfd.compliance.records import Record
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.core.vocabulary import QuarantineState, Review
