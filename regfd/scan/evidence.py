@@ -186,20 +186,23 @@ class Signals:
     model: EvidenceModel
     word_model: WordModel | None = None
 
-    def find(self, text: str,
-             phrases: Sequence[tuple[int, int, str]] = ()) -> tuple[list[Evidence], dict[int, Evidence]]:
+    def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (),
+             topics: bool = True) -> tuple[list[Evidence], dict[int, Evidence]]:
         """Score every topic sentence, and every material phrase hit of the lexicons, in `text`.
 
         `text` is normalized, `phrases` the (start, end, category) of material
-        lexicon hits in it. Matching and scoring run on the compact form of
+        lexicon hits in it; without `topics`, only the phrases are scored.
+        Matching and scoring run on the compact form of
         the text (`Compact`); what is returned is in `text`'s offsets. Returns the topic sentences that
         reach the threshold, and for each phrase hit (by index) that keeps
         it, its evidence: a phrase in a sentence that refuses to comment,
         cites the public record or tells history is not a disclosure either.
         """
+        if not topics and not phrases:
+            return [], {}
         compact = Compact(text)
         data = compact.data
-        topic_reports, _ = self.topics.matches(data, limit=5000)
+        topic_reports = self.topics.matches(data, limit=5000)[0] if topics else []
         if not topic_reports and not phrases:
             return [], {}
         mod_reports, _ = self.modifiers.matches(data, limit=50_000)
@@ -214,7 +217,7 @@ class Signals:
         text = compact.text
         best: dict[tuple[int, str], Evidence] = {}
         anchors: list[tuple[int, int]] = []
-        topics: list[tuple[int, str]] = []
+        topic_hits: list[tuple[int, str]] = []
         for pid, end in topic_reports:
             m = self.topic_rx[pid].match(text, 0, end)
             start = m.start() if m is not None else max(0, end - 1)
@@ -222,7 +225,7 @@ class Signals:
             if not category:  # an anchor: scored below, if its sentence has no finding yet
                 anchors.append((start, end))
                 continue
-            topics.append((end, category))
+            topic_hits.append((end, category))
             ev = scorer.score(category, start, end, "topic")
             if ev is None:
                 continue
@@ -232,7 +235,7 @@ class Signals:
                 best[key] = ev
         covered = {ev.lo for ev in best.values()}
         for start, end in anchors:
-            nearest = min(topics, key=lambda t: abs(t[0] - end), default=(0, self.model.default_category))
+            nearest = min(topic_hits, key=lambda t: abs(t[0] - end), default=(0, self.model.default_category))
             ev = scorer.score(nearest[1], start, end, "topic")
             if ev is not None and ev.lo not in covered:
                 covered.add(ev.lo)

@@ -356,7 +356,7 @@ class Lexicons:
             hits.append((entry, start, end))
         return hits
 
-    def find(self, text: str) -> list[Hit]:
+    def find(self, text: str, topics: bool = True) -> list[Hit]:
         """Confirmed hits of every kind in normalized `text`, exclusions applied.
 
         Exclusion entries are consumed here: a hit overlapping an excluded
@@ -369,7 +369,7 @@ class Lexicons:
             return hits
         material = [i for i, h in enumerate(hits) if h.entry.kind == MATERIAL]
         evidence, kept = self.signals.find(text, [(hits[i].start, hits[i].end, hits[i].entry.category)
-                                                  for i in material])
+                                                  for i in material], topics=topics)
         dropped = {i for n, i in enumerate(material) if n not in kept}
         out = [h for i, h in enumerate(hits) if i not in dropped]
         for n, i in enumerate(material):

@@ -57,8 +57,10 @@ def _hits(part: TextPart, lexicons: Lexicons) -> list[tuple[str, Finding]]:
     is one hit. Exclusions apply within the form that found them."""
     quoted: list[tuple[int, int]] | None = None
     out = []
-    for norm in normalize_forms(part.text):
-        for hit in lexicons.find(norm.text):
+    for n, norm in enumerate(normalize_forms(part.text)):
+        # Topic sentences are read in the first form only: the other forms only
+        # re-read spaced-out letters, an evasion of phrases, not of plain words.
+        for hit in lexicons.find(norm.text, topics=n == 0):
             if quoted is None:
                 quoted = quoted_spans(part.text) if part.body else []
             start, end = norm.span(hit.start, hit.end)
