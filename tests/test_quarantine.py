@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from regfd.compliance.agent import QuarantineAgent
 from regfd.compliance.disclosures import disclosure_deadline
 from regfd.compliance.executor import Reminders, Workflow
-from regfd.compliance.quarantine import Quarantine, QuarantineAgent
+from regfd.compliance.quarantine import Quarantine
 from regfd.config import Config, load_config
 from regfd.mta.postfix import PostfixQueue
 from regfd.ports import MtaResult

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from regfd.compliance.agent import act_via_agent
 from regfd.compliance.disclosures import disclosure_deadline
 from regfd.compliance.executor import Reminders, Workflow
 from regfd.config import Config, load_config
@@ -175,7 +176,7 @@ def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Confi
             stop.wait(0.02)
         assert sorted(r for _s, r, _subj in sent) == [("alice@allient.com",), ("corpsec@allient.com",)]
         qid = wf.quarantine.list()[0].id
-        out = wf.quarantine.act_via_agent(qid, "release", "corpsec@allient.com", "ok", timeout=5)
+        out = act_via_agent(wf.quarantine, qid, "release", "corpsec@allient.com", "ok", timeout=5)
         assert out.ok and out.state == "released"
     finally:
         stop.set()

@@ -87,7 +87,7 @@ def quarantine_list(ctx: Context, a: argparse.Namespace) -> None:
 
 def quarantine_show(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd quarantine show`; --json includes the raw message, decoded with replacement characters."""
-    from regfd.compliance.quarantine import render_show
+    from regfd.compliance.render import render_show
 
     q = _quarantine(ctx)
     entry = q.get(a.id)
@@ -108,7 +108,9 @@ def _act(ctx: Context, a: argparse.Namespace, action: str) -> int:
 
         out = q.act_local(a.id, action, by, reason, mta_queue(ctx.config))
     else:
-        out = q.act_via_agent(a.id, action, by, reason, timeout=a.timeout)
+        from regfd.compliance.agent import act_via_agent
+
+        out = act_via_agent(q, a.id, action, by, reason, timeout=a.timeout)
     if not out.ok:
         raise InvalidInput(out.message)
     print(out.message, file=ctx.out)
@@ -171,8 +173,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd agent`: in the foreground until SIGTERM or SIGINT; --once serves at most one request."""
+    from regfd.compliance.agent import QuarantineAgent
     from regfd.compliance.executor import agent_host
-    from regfd.compliance.quarantine import QuarantineAgent, mta_queue
+    from regfd.compliance.quarantine import mta_queue
 
     host = a.host or agent_host(ctx.config)
     agent = QuarantineAgent(ctx.store, ctx.config, mta_queue(ctx.config), host)

@@ -24,9 +24,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from regfd.compliance.agent import QuarantineAgent
 from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_disclosure
 from regfd.compliance.outbox import Outbox
-from regfd.compliance.quarantine import Quarantine, QuarantineAgent, QuarantineEntry, mta_queue
+from regfd.compliance.quarantine import Quarantine, QuarantineEntry, mta_queue
 from regfd.compliance.records import Record, Records, make_record
 from regfd.compliance.render import render_decision, render_disclosure_reminder, render_sender_held
 from regfd.core.clock import now as utcnow

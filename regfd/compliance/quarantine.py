@@ -8,9 +8,6 @@ what a reviewer needs and the state machine:
     quarantine:qid      hash  "host/queue id" and "queue id" -> id   (lookup by MTA queue id)
     quarantine:held     zset  id -> held since (ms)       undecided entries
     quarantine:remind   zset  id -> next reminder (ms)
-    agent:req:HOST      list  requests for the agent on MTA host HOST
-    agent:ans:REQ       list  the agent's answer to one request (expires)
-    agent:alive:HOST    string, expires: an agent for HOST is running
 
     held --release--> releasing --(MTA ok)--> released
          --reject---> rejecting --(MTA ok)--> rejected
@@ -21,29 +18,16 @@ cannot both act: the second is told who acted, when and why. The final
 transition carries its audit entry, the notifications (and, for a release
 with a material finding, the disclosure follow-up) in the same transaction.
 
-WHERE postsuper RUNS. The hold queue lives on the MTA host that received the
-message (`mta_host`), but `regfd quarantine release` may run anywhere that
-reaches Redis. So by default the CLI writes a request for that host and
-waits for its answer; `QuarantineAgent` (a thread of `regfd milter`, or
-`regfd agent`) on the MTA host runs postsuper and answers. If no agent for
-that host is alive (no heartbeat), the CLI says so at once; if one is alive
-but does not take the request within the timeout, the request is withdrawn
-atomically and the entry goes back to `held`. On the MTA host itself,
-`--local` acts directly with the same state machine (explicit rather than
-automatic: guessing "this is the MTA host" wrong would run postsuper against
-the wrong queue).
+Release and reject run where the message is held: on this host with
+`--local`, or through the agent on the MTA host (agent.py), which calls
+`perform` here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import email
-import email.policy
 import json
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
@@ -53,7 +37,6 @@ from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure, t
 from regfd.compliance.outbox import Outbox
 from regfd.compliance.records import Record
 from regfd.compliance.render import (
-    highlight_text,
     local_time,
     render_hold_reminder,
     render_outcome,
@@ -73,7 +56,6 @@ if TYPE_CHECKING:
 IN_PROGRESS = (QuarantineState.RELEASING, QuarantineState.REJECTING)
 UNDECIDED = (QuarantineState.HELD, *IN_PROGRESS)
 STALE_REQUEST = timedelta(minutes=10)  # a request nobody finished may be issued again after this
-HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
 
 
 def mta_queue(config: Config) -> MtaQueue:
@@ -163,15 +145,6 @@ class Outcome:
         return asdict(self)
 
 
-_CANCEL = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-"""
-
-
 class Quarantine:
     """Held messages in Redis: registration, lookup, release and reject, and the hold reminders."""
 
@@ -182,7 +155,6 @@ class Quarantine:
         self.clock = clock
         self.outbox = outbox or Outbox(store, config, clock=clock)
         self.disclosures = Disclosures(store, config, clock)
-        self._cancel = store.r.register_script(_CANCEL)
 
     # ------------------------------------------------------------ registration (milter hot path)
     def add_ops(self, pipe: Any, entry: QuarantineEntry, raw: bytes) -> None:
@@ -370,45 +342,6 @@ class Quarantine:
         req = self.begin(ref, action, by, reason, via="local")
         return self.perform(req, mta, f"local:{socket.gethostname()}:{os.getpid()}")
 
-    def agent_alive(self, host: str) -> bool:
-        """Whether an agent for `host` sent a heartbeat within HEARTBEAT_TTL seconds."""
-        return bool(self.store.r.exists(self.store.k(f"agent:alive:{host_key(host)}")))
-
-    def act_via_agent(self, ref: str, action: str, by: str, reason: str, timeout: float = 30.0) -> Outcome:
-        """Queue the request for the MTA host's agent and wait for its answer."""
-        entry = self.get(ref)
-        host = host_key(entry.mta_host)
-        if entry.state in UNDECIDED and not self.agent_alive(host):
-            raise InvalidInput(f"no agent answered: none is running for MTA host {host!r}; is regfd milter/agent "
-                               f"running on the MTA host? (on that host, --local acts directly)")
-        req = self.begin(entry.id, action, by, reason, via="agent")
-        ans_key = self.store.k(f"agent:ans:{req['req_id']}")
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                got = self.store.r.blpop([ans_key], timeout=max(1, min(2, int(deadline - time.monotonic()) or 1)))
-                if got:
-                    self.store.r.delete(ans_key)
-                    d = json.loads(got[1])
-                    return Outcome(**d)
-            # nobody answered: withdraw the request if no agent took it, atomically
-            current = self.get(entry.id)
-            restored = replace(current, state=QuarantineState.HELD, request=None,
-                               last_error=f"no agent answered a {action} request within {timeout:.0f}s")
-            withdrawn = self._cancel(keys=[self.store.k(f"agent:req:{host}"), self.store.k("quarantine")],
-                                     args=[dumps(req), entry.id, dumps(restored.to_json())])
-            if withdrawn:
-                raise InvalidInput(f"no agent answered within {timeout:.0f}s; is regfd milter/agent running on the "
-                                   f"MTA host {host!r}? (request withdrawn, {entry.id} is still held; on that host, "
-                                   f"--local acts directly)")
-            got = self.store.r.blpop([ans_key], timeout=2)
-            if got:
-                return Outcome(**json.loads(got[1]))
-            raise InvalidInput(f"the agent on {host!r} took the request but did not answer within {timeout:.0f}s; "
-                               f"see regfd quarantine show {entry.id}")
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-
     # ------------------------------------------------------------ reminders
     def remind_due(self, now: datetime) -> int:
         """Held too long: remind the Corporate Secretary, once per `hold_reminder_after` period, until decided."""
@@ -432,124 +365,3 @@ class Quarantine:
             return True
 
         return self.store.process_due(remind_key, self.store.k("quarantine"), to_ms(now), step)
-
-
-# ---------------------------------------------------------------- the agent on the MTA host
-class QuarantineAgent:
-    """Runs postsuper on the MTA host for requests written by `regfd quarantine release|reject` anywhere.
-
-    `host` must be the name the milter puts in MessageFacts.mta_host for
-    this MTA (compared case-insensitively). Several agents for one host may
-    run: BLPOP hands each request to one of them, and the state machine makes
-    a repeated request harmless.
-    """
-
-    def __init__(self, store: RedisStore, config: Config, mta: MtaQueue, host: str,
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        self.quarantine = Quarantine(store, config, clock)
-        self.store = store
-        self.mta = mta
-        self.host = host_key(host)
-        self.worker = f"agent:{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-    def heartbeat(self) -> None:
-        """Tell the CLI this host has a live agent; the key lapses after HEARTBEAT_TTL seconds."""
-        self.store.r.set(self.store.k(f"agent:alive:{self.host}"),
-                         dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
-
-    def run_once(self, wait: float = 1.0) -> Outcome | None:
-        """Take at most one request (waiting up to `wait` seconds) and carry it out.
-
-        BLPOP waits in slices of at most 2 s: the client's socket timeout must not fire first.
-        """
-        key = self.store.k(f"agent:req:{self.host}")
-        end = time.monotonic() + wait
-        while True:
-            got = self.store.r.blpop([key], timeout=max(1, min(2, round(end - time.monotonic()))))
-            if got:
-                return self.quarantine.perform(json.loads(got[1]), self.mta, self.worker)
-            if time.monotonic() >= end:
-                return None
-
-    def run_forever(self, stop: threading.Event, log: Any = None) -> None:
-        """Serve requests until `stop` is set; `log` is a structlog-style logger (default: regfd.agent)."""
-        if log is None:
-            import structlog
-
-            log = structlog.get_logger("regfd.agent")
-        last_beat = 0.0
-        while not stop.is_set():
-            try:
-                if time.monotonic() - last_beat > HEARTBEAT_TTL / 3:
-                    self.heartbeat()
-                    last_beat = time.monotonic()
-                out = self.run_once(1.0)
-                if out is not None:
-                    log.info("quarantine.agent", id=out.id, action=out.action, ok=out.ok, state=out.state,
-                             message=out.message)
-            except Exception as exc:  # Redis down: keep trying, never die
-                log.warning("quarantine.agent.error", error=f"{type(exc).__name__}: {exc}")
-                stop.wait(1.0)
-        with contextlib.suppress(*REDIS_ERRORS):
-            self.store.r.delete(self.store.k(f"agent:alive:{self.host}"))
-
-
-# ---------------------------------------------------------------- `show`
-def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 20000) -> str:
-    """What a reviewer reads: state, envelope, headers, the text, the findings highlighted."""
-    r = entry.record
-    lines = [f"Quarantine {entry.id}: {entry.state.upper()}"
-             + (f" by {entry.decided_by} at {local_time(entry.decided_at, tz)}: {entry.reason}"
-                if entry.decided_by else ""),
-             f"Held since:  {local_time(entry.created_at, tz)} on {entry.mta_host or '?'}, "
-             f"queue id {entry.queue_id or '?'}",
-             f"Sender:      {r.sender} ({r.sender_class})",
-             "Specified:   " + "; ".join(f"{x.address} ({', '.join(v for v in (x.category, x.firm) if v)})"
-                                         for x in r.recipients)]
-    if entry.last_error:
-        lines.append(f"Last error:  {entry.last_error}")
-    if entry.request:
-        lines.append(f"In progress: {entry.request.get('action')} requested by {entry.request.get('by')} "
-                     f"at {entry.request.get('at')}")
-    if entry.disclosure_id:
-        lines.append(f"Disclosure:  {entry.disclosure_id}")
-    lines += ["", "Findings:"]
-    for n, f in enumerate(r.findings, 1):
-        lines.append(f"  {n}. {f.kind} ({f.category}) in {f.location}: {highlight_text(f.excerpt, f.text)}")
-    if not r.findings:
-        lines.append("  none")
-    lines += ["", "Why:"] + [f"  - {x}" for x in r.reasons]
-    lines += ["", "-" * 72]
-    if not raw:
-        lines.append("(the message text was not kept)")
-        return "\n".join(lines) + "\n"
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    for h in ("From", "To", "Cc", "Date", "Subject", "Message-ID"):
-        for v in msg.get_all(h, []):
-            lines.append(f"{h}: {v}")
-    lines.append("")
-    body = None
-    attachments = []
-    try:
-        body_part = msg.get_body(preferencelist=("plain", "html"))
-        if body_part is not None:
-            body = body_part.get_content()
-            if body_part.get_content_subtype() == "html":
-                import re as _re
-
-                body = _re.sub(r"<[^>]+>", " ", body)
-        for part in msg.iter_attachments():
-            attachments.append(f"{part.get_filename() or '(unnamed)'} ({part.get_content_type()})")
-    except Exception as exc:  # hostile MIME: still show what we can
-        body = f"(could not decode the body: {type(exc).__name__})"
-    text = body if isinstance(body, str) else "(no text part)"
-    for f in r.findings:
-        t = f.text
-        if t and t in text and "»" + t not in text:
-            text = text.replace(t, f"»{t}«")
-    if len(text) > max_body:
-        text = text[:max_body] + f"\n… ({len(text) - max_body} more characters)"
-    lines.append(text.rstrip())
-    if attachments:
-        lines += ["", "Attachments: " + ", ".join(attachments)]
-    return "\n".join(lines) + "\n"

@@ -1,21 +1,27 @@
 """What the Corporate Secretary (and senders) are told: rendering is pure.
 
-A record in, a `Notification` out, so the wording is unit-tested without
-SMTP or Redis.
+A record in, a `Notification` (or, for `regfd quarantine show`, text) out,
+so the wording is unit-tested without SMTP or Redis.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from regfd.compliance.disclosures import new_id
 from regfd.compliance.notification import Notification
 from regfd.compliance.records import Record
 from regfd.core.clock import from_iso, to_iso
+
+if TYPE_CHECKING:
+    from regfd.compliance.quarantine import QuarantineEntry
 
 
 def highlight_text(excerpt: str, matched: str) -> str:
@@ -255,3 +261,63 @@ def render_disclosure_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneI
     return Notification(new_id("n"), "disclosure-overdue" if overdue else "disclosure-reminder", to,
                         f"[RegFD] Disclosure {word} ({disclosure_id}): {_short(record.subject)}",
                         text, body, disclosure_id, to_iso(now))
+
+
+def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 20000) -> str:
+    """What a reviewer reads: state, envelope, headers, the text, the findings highlighted."""
+    r = entry.record
+    lines = [f"Quarantine {entry.id}: {entry.state.upper()}"
+             + (f" by {entry.decided_by} at {local_time(entry.decided_at, tz)}: {entry.reason}"
+                if entry.decided_by else ""),
+             f"Held since:  {local_time(entry.created_at, tz)} on {entry.mta_host or '?'}, "
+             f"queue id {entry.queue_id or '?'}",
+             f"Sender:      {r.sender} ({r.sender_class})",
+             "Specified:   " + "; ".join(f"{x.address} ({', '.join(v for v in (x.category, x.firm) if v)})"
+                                         for x in r.recipients)]
+    if entry.last_error:
+        lines.append(f"Last error:  {entry.last_error}")
+    if entry.request:
+        lines.append(f"In progress: {entry.request.get('action')} requested by {entry.request.get('by')} "
+                     f"at {entry.request.get('at')}")
+    if entry.disclosure_id:
+        lines.append(f"Disclosure:  {entry.disclosure_id}")
+    lines += ["", "Findings:"]
+    for n, f in enumerate(r.findings, 1):
+        lines.append(f"  {n}. {f.kind} ({f.category}) in {f.location}: {highlight_text(f.excerpt, f.text)}")
+    if not r.findings:
+        lines.append("  none")
+    lines += ["", "Why:"] + [f"  - {x}" for x in r.reasons]
+    lines += ["", "-" * 72]
+    if not raw:
+        lines.append("(the message text was not kept)")
+        return "\n".join(lines) + "\n"
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    for h in ("From", "To", "Cc", "Date", "Subject", "Message-ID"):
+        for v in msg.get_all(h, []):
+            lines.append(f"{h}: {v}")
+    lines.append("")
+    body = None
+    attachments = []
+    try:
+        body_part = msg.get_body(preferencelist=("plain", "html"))
+        if body_part is not None:
+            body = body_part.get_content()
+            if body_part.get_content_subtype() == "html":
+                import re as _re
+
+                body = _re.sub(r"<[^>]+>", " ", body)
+        for part in msg.iter_attachments():
+            attachments.append(f"{part.get_filename() or '(unnamed)'} ({part.get_content_type()})")
+    except Exception as exc:  # hostile MIME: still show what we can
+        body = f"(could not decode the body: {type(exc).__name__})"
+    text = body if isinstance(body, str) else "(no text part)"
+    for f in r.findings:
+        t = f.text
+        if t and t in text and "»" + t not in text:
+            text = text.replace(t, f"»{t}«")
+    if len(text) > max_body:
+        text = text[:max_body] + f"\n… ({len(text) - max_body} more characters)"
+    lines.append(text.rstrip())
+    if attachments:
+        lines += ["", "Attachments: " + ", ".join(attachments)]
+    return "\n".join(lines) + "\n"
