@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,10 @@ from regfd.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LEXICON_DIR = REPO_ROOT / "lexicons"
 DEFAULT_POLICY_FILE = REPO_ROOT / "config" / "policy.toml"
+# Where an installed regfd looks for its configuration when neither --config
+# nor REGFD_CONFIG names one, and where it keeps its state without a config.
+SYSTEM_CONFIG = Path("/etc/regfd/regfd.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/regfd")
 
 MODES = ("enforce", "monitor")
 FAILURE_ACTIONS = ("tempfail", "accept", "reject")
@@ -119,7 +124,7 @@ class Config:
     corporate_secretary: tuple[str, ...] = ()
     redis_url: str = ""
     redis_prefix: str = "regfd:"
-    state_dir: Path = Path("var")
+    state_dir: Path = DEFAULT_STATE_DIR
     mode: str = "enforce"
     timezone: str = "America/New_York"
     authorized_roles: tuple[str, ...] = ("CEO", "CFO")
@@ -148,6 +153,14 @@ class Config:
     def effective_redis_url(self) -> str:
         """$REGFD_REDIS_URL, else `redis_url`; empty means the private redis-server under state_dir."""
         return os.environ.get("REGFD_REDIS_URL", "") or self.redis_url
+
+    def describe_store(self) -> str:
+        """Which store this configuration uses, for a person (a password in the URL is hidden)."""
+        url = self.effective_redis_url
+        if not url:
+            return f"the private redis-server under {self.state_dir / 'redis'}"
+        origin = "REGFD_REDIS_URL" if os.environ.get("REGFD_REDIS_URL") else "redis_url"
+        return f"{re.sub(r'//[^@/]*@', '//***@', url)} (from {origin}), key prefix {self.redis_prefix!r}"
 
 
 _SECTIONS: dict[str, type] = {
@@ -224,9 +237,10 @@ def _normalized(key: str, values: tuple[str, ...], kind: str) -> tuple[str, ...]
 def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config.
 
-    Relative `lexicon_dir` and `policy_file` are resolved against `base`
-    (the config file's directory); `state_dir` stays relative to the working
-    directory, as daemons conventionally treat it.
+    Relative paths (`state_dir`, `lexicon_dir`, `policy_file`) are resolved
+    against `base`, the config file's directory: a command run from another
+    directory must use the same store, never start a throwaway private Redis
+    where it happens to stand. Without a base, a relative path is refused.
     """
     sections = {}
     for name, cls in _SECTIONS.items():
@@ -269,11 +283,14 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         "authorized_roles": tuple(r.upper() for r in cfg.authorized_roles),
         "smtp": dataclasses.replace(cfg.smtp, sender=sender),
     }
-    if base is not None:
-        if "lexicon_dir" in data:
-            updates["lexicon_dir"] = (base / cfg.lexicon_dir).resolve()
-        if "policy_file" in data:
-            updates["policy_file"] = (base / cfg.policy_file).resolve()
+    for key in ("state_dir", "lexicon_dir", "policy_file"):
+        path = Path(getattr(cfg, key))
+        if path.is_absolute():
+            updates[key] = path
+        elif base is not None:
+            updates[key] = (base / path).resolve()
+        else:
+            raise _fail(key, f"{path} is relative: give an absolute path, or a config file to resolve it against")
     cfg = cast(Config, dataclasses.replace(cfg, **updates))
     if not cfg.lexicon_dir.is_dir():
         raise _fail("lexicon_dir", f"{cfg.lexicon_dir} is not a directory")
@@ -283,9 +300,11 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load from `path`, else $REGFD_CONFIG, else built-in defaults."""
+    """Load from `path`, else $REGFD_CONFIG, else /etc/regfd/regfd.toml, else built-in defaults."""
     if path is None:
         path = os.environ.get("REGFD_CONFIG") or None
+    if path is None and SYSTEM_CONFIG.is_file():
+        path = SYSTEM_CONFIG
     if path is None:
         return parse_config({}, "<defaults>")
     p = Path(path)
