@@ -37,6 +37,7 @@ class Context:
     """What every command may need, opened lazily and closed once."""
 
     config_path: str | None
+    verbose: bool = False
     _config: Config | None = None
     _handle: StoreHandle | None = None
     _services: Services | None = None
@@ -47,6 +48,8 @@ class Context:
         """Loaded on first use, so commands that need no config never read one."""
         if self._config is None:
             self._config = load_config(self.config_path)
+            if self.verbose:
+                print(f"regfd: config: {self._config.source}", file=sys.stderr)
         return self._config
 
     @property
@@ -60,6 +63,8 @@ class Context:
     def store(self) -> RedisStore:
         """Opened and pinged on first use, so commands without a store start no redis-server."""
         if self._handle is None:
+            if self.verbose:
+                print(f"regfd: store: {self.config.describe_store()}", file=sys.stderr)
             self._handle = self.services.open_store()
             self._handle.store.ping()
         return self._handle.store
@@ -91,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import check, compliance, directory, evaluate, milter
 
     parser = Parser(prog="regfd", description="Regulation FD gateway for outgoing email")
-    parser.add_argument("--config", help="TOML configuration file (default: $REGFD_CONFIG or built-in defaults)")
+    parser.add_argument("--config", help="TOML configuration file (default: $REGFD_CONFIG, else "
+                                         "/etc/regfd/regfd.toml, else built-in defaults)")
+    parser.add_argument("--verbose", action="store_true", help="say on stderr which configuration and store are used")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (milter, check, evaluate, directory, compliance):
         module.register(sub)
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every error is one line on stderr and an exit status (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    ctx = Context(args.config)
+    ctx = Context(args.config, verbose=args.verbose)
     try:
         return int(args.func(ctx, args) or 0)
     except StoreUnavailable as exc:
