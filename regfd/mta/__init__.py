@@ -1,1 +1,1 @@
-"""Adapters to the MTAs: the milter, and the Postfix and Sendmail hold queues the quarantine acts on."""
+"""Adapters to the MTAs: the milter and its daemon, and the Postfix and Sendmail hold queues the quarantine acts on."""
