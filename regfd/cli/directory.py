@@ -1,87 +1,36 @@
 """Directory maintenance: registry, officers, delegates, exemptions, quiet periods, audit.
 
-Every input is validated before anything is written; every write carries its
-audit entry (see RedisStore).
+Every input is validated (core/directory_rules.py, store/registry_csv.py)
+before anything is written; every write carries its audit entry (see
+RedisStore). This module parses arguments and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from regfd.cli.output import listing
-from regfd.core.address import normalize_address, normalize_pattern
-from regfd.core.clock import now, parse_instant, to_iso
-from regfd.core.directory import (
-    EXEMPTION_KINDS,
-    OFFICER_ROLES,
-    REGISTRY_CATEGORIES,
-    Authorization,
-    Exemption,
-    Officer,
-    RegistryEntry,
-    is_internal,
+from regfd.core.clock import now, to_iso
+from regfd.core.directory import EXEMPTION_KINDS, REGISTRY_CATEGORIES, Authorization, Exemption, Officer, RegistryEntry
+from regfd.core.directory_rules import (
+    check_approver,
+    check_delegate,
+    check_quiet_period,
+    future_instant,
+    instant,
+    officer_role,
+    parse_address,
+    parse_choice,
+    parse_pattern,
+    quiet_status,
+    status,
 )
-from regfd.errors import InvalidInput
+from regfd.store.registry_csv import parse_registry_csv, write_registry_csv
 
 from . import Context, actor
-
-CSV_COLUMNS = ("pattern", "category", "firm", "note")
-
-
-# ----- validation helpers (raise InvalidInput with one clear line)
-def _pattern(text: str) -> str:
-    try:
-        return normalize_pattern(text)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
-def _address(text: str, what: str = "address") -> str:
-    try:
-        return normalize_address(text)
-    except ValueError as exc:
-        raise InvalidInput(f"bad {what}: {exc}") from None
-
-
-def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
-    v = value.strip().lower()
-    if v not in allowed:
-        raise InvalidInput(f"unknown {what} {value!r} (expected one of: {', '.join(allowed)})")
-    return v
-
-
-def _future(ctx: Context, text: str | None, what: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        instant = parse_instant(text, ctx.config.tz, end_of_day=True)
-    except ValueError as exc:
-        raise InvalidInput(f"{what}: {exc}") from None
-    if instant <= now():
-        raise InvalidInput(f"{what} {text!r} is in the past")
-    return instant
-
-
-def _instant(ctx: Context, text: str, what: str) -> datetime:
-    try:
-        return parse_instant(text, ctx.config.tz)
-    except ValueError as exc:
-        raise InvalidInput(f"{what}: {exc}") from None
-
-
-def _status(until: datetime | None, revoked: datetime | None = None) -> str:
-    t = now()
-    if revoked is not None and revoked <= t:
-        return "revoked"
-    if until is not None and until <= t:
-        return "expired"
-    return "active"
 
 
 def _done(ctx: Context, message: str) -> None:
@@ -91,8 +40,8 @@ def _done(ctx: Context, message: str) -> None:
 # ----- registry
 def registry_add(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd registry add`; with --check-dns an unknown domain gets a warning but is still added."""
-    pattern = _pattern(a.pattern)
-    category = _choice(a.category, REGISTRY_CATEGORIES, "category")
+    pattern = parse_pattern(a.pattern)
+    category = parse_choice(a.category, REGISTRY_CATEGORIES, "category")
     if a.check_dns and "@" not in pattern:
         warning = dns_warning(pattern)
         if warning:
@@ -124,7 +73,7 @@ def dns_warning(domain: str) -> str:
 
 def registry_remove(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd registry remove`; the pattern is normalized first, so any spelling of it matches."""
-    pattern = _pattern(a.pattern)
+    pattern = parse_pattern(a.pattern)
     ctx.store.registry_remove(pattern, actor(a.by))
     _done(ctx, f"registry: removed {pattern}")
 
@@ -133,49 +82,6 @@ def registry_list(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd registry list`; --json adds who added each entry and when."""
     rows = [e.to_json() for e in ctx.store.registry_list()]
     listing(ctx.out, rows, a.json, ("pattern", "category", "firm", "note"), "registry is empty")
-
-
-def parse_registry_csv(path: Path, who: str) -> list[RegistryEntry]:
-    """All rows valid or an error naming the first bad line; duplicates keep the last row."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        raise InvalidInput(f"{path}: empty file (expected a header: {','.join(CSV_COLUMNS)})") from None
-    except csv.Error as exc:
-        raise InvalidInput(f"{path}:1: {exc}") from None
-    if "pattern" not in header or "category" not in header:
-        raise InvalidInput(f"{path}:1: header must name the columns pattern and category (got {','.join(header)})")
-    unknown = [h for h in header if h not in CSV_COLUMNS]
-    if unknown:
-        raise InvalidInput(f"{path}:1: unknown column {unknown[0]!r} (columns: {','.join(CSV_COLUMNS)})")
-    idx = {h: i for i, h in enumerate(header)}
-    at = to_iso(now())
-    entries: dict[str, RegistryEntry] = {}
-    try:
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) > len(header):
-                raise InvalidInput(f"{path}:{line}: {len(row)} fields, header has {len(header)}")
-            cell = {h: (row[i].strip() if i < len(row) else "") for h, i in idx.items()}
-            try:
-                pattern = normalize_pattern(cell["pattern"])
-            except ValueError as exc:
-                raise InvalidInput(f"{path}:{line}: {exc}") from None
-            category = cell["category"].lower()
-            if category not in REGISTRY_CATEGORIES:
-                raise InvalidInput(f"{path}:{line}: unknown category {cell['category']!r} "
-                                   f"(expected one of: {', '.join(REGISTRY_CATEGORIES)})")
-            entries[pattern] = RegistryEntry(pattern, category, cell.get("firm", ""), cell.get("note", ""), at, who)
-    except csv.Error as exc:
-        raise InvalidInput(f"{path}:{reader.line_num}: {exc}") from None
-    return list(entries.values())
 
 
 def registry_import(ctx: Context, a: argparse.Namespace) -> None:
@@ -189,20 +95,14 @@ def registry_import(ctx: Context, a: argparse.Namespace) -> None:
 
 def registry_export(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd registry export`: CSV in the import format, so a registry can be edited and imported back."""
-    w = csv.writer(ctx.out, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for e in ctx.store.registry_list():
-        w.writerow([e.pattern, e.category, e.firm, e.note])
+    write_registry_csv(ctx.out, ctx.store.registry_list())
 
 
 # ----- officers
 def officer_add(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd officer add`: any known role is accepted; the reply says whether it is an authorized one."""
-    address = _address(a.address)
-    roles = tuple(dict.fromkeys(OFFICER_ROLES + ctx.config.authorized_roles))
-    role = a.role.strip().upper()
-    if role not in roles:
-        raise InvalidInput(f"unknown role {a.role!r} (expected one of: {', '.join(roles)})")
+    address = parse_address(a.address)
+    role = officer_role(a.role, ctx.config.authorized_roles)
     ctx.store.officer_add(Officer(address, role, to_iso(now()), actor(a.by)), actor(a.by))
     authorized = "authorized" if role in ctx.config.authorized_roles else "not an authorized role"
     _done(ctx, f"officer: added {address} ({role}, {authorized})")
@@ -210,7 +110,7 @@ def officer_add(ctx: Context, a: argparse.Namespace) -> None:
 
 def officer_remove(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd officer remove`; authorizations the officer approved stay in force until revoked."""
-    address = _address(a.address)
+    address = parse_address(a.address)
     ctx.store.officer_remove(address, actor(a.by))
     _done(ctx, f"officer: removed {address}")
 
@@ -228,16 +128,13 @@ def delegate_add(ctx: Context, a: argparse.Namespace) -> None:
 
     Here --by names the approver, so the audit trail records the OS user (or $REGFD_ACTOR) as the actor.
     """
-    address = _address(a.address)
-    if ctx.config.internal_domains and not is_internal(address, ctx.config.internal_domains):
-        domains = ", ".join(ctx.config.internal_domains)
-        raise InvalidInput(f"delegate {address} is not in an internal domain ({domains})")
-    by = _address(a.by, "--by officer")
-    to = tuple(dict.fromkeys(_pattern(p) for p in (a.to or [])))
-    until = _future(ctx, a.until, "--until")
+    address = parse_address(a.address)
+    check_delegate(address, ctx.config.internal_domains)
+    by = parse_address(a.by, "--by officer")
+    to = tuple(dict.fromkeys(parse_pattern(p) for p in (a.to or [])))
+    until = future_instant(a.until, ctx.config.tz, "--until", now())
     officer = ctx.store.officer_get(by)
-    if officer is None or officer.role not in ctx.config.authorized_roles:
-        raise InvalidInput(f"--by {by} is not an authorized officer ({', '.join(ctx.config.authorized_roles)})")
+    check_approver(by, officer, ctx.config.authorized_roles)
     auth = Authorization(address, by, to, until, a.scope or "", None, "", to_iso(now()))
     ctx.store.delegate_add(auth, actor(None))
     covers = ", ".join(to) if to else "every Specified Person"
@@ -246,7 +143,7 @@ def delegate_add(ctx: Context, a: argparse.Namespace) -> None:
 
 def delegate_revoke(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd delegate revoke`: effective now; the authorization stays listed, as revoked."""
-    address = _address(a.address)
+    address = parse_address(a.address)
     ctx.store.delegate_revoke(address, actor(a.by), now())
     _done(ctx, f"delegate: revoked {address}")
 
@@ -256,7 +153,7 @@ def delegate_list(ctx: Context, a: argparse.Namespace) -> None:
     rows = []
     for d in ctx.store.delegate_list():
         j = d.to_json()
-        j["status"] = _status(d.until, d.revoked_at)
+        j["status"] = status(d.until, d.revoked_at, now())
         j["to"] = j["to"] if a.json else (", ".join(d.to) or "*")
         rows.append(j)
     listing(ctx.out, rows, a.json, ("address", "by", "to", "until", "status", "scope"), "no delegates")
@@ -265,35 +162,32 @@ def delegate_list(ctx: Context, a: argparse.Namespace) -> None:
 # ----- exemptions
 def exempt_add(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd exempt add`; a bare --until date runs through the end of that day and must be in the future."""
-    pattern = _pattern(a.pattern)
-    kind = _choice(a.kind, EXEMPTION_KINDS, "kind")
-    until = _future(ctx, a.until, "--until")
+    pattern = parse_pattern(a.pattern)
+    kind = parse_choice(a.kind, EXEMPTION_KINDS, "kind")
+    until = future_instant(a.until, ctx.config.tz, "--until", now())
     ctx.store.exempt_add(Exemption(pattern, kind, until, a.note or "", to_iso(now()), actor(a.by)), actor(a.by))
     _done(ctx, f"exempt: added {pattern} ({kind})" + (f" until {to_iso(until)}" if until else ""))
 
 
 def exempt_remove(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd exempt remove`; the pattern is normalized first, so any spelling of it matches."""
-    pattern = _pattern(a.pattern)
+    pattern = parse_pattern(a.pattern)
     ctx.store.exempt_remove(pattern, actor(a.by))
     _done(ctx, f"exempt: removed {pattern}")
 
 
 def exempt_list(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd exempt list`, with each exemption's status now (active or expired)."""
-    rows = [{**e.to_json(), "status": _status(e.until)} for e in ctx.store.exempt_list()]
+    rows = [{**e.to_json(), "status": status(e.until, None, now())} for e in ctx.store.exempt_list()]
     listing(ctx.out, rows, a.json, ("pattern", "kind", "until", "status", "note"), "no exemptions")
 
 
 # ----- quiet periods
 def quiet_add(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd quiet add`: END is exclusive and must not be past; a bare date is midnight in the company time zone."""
-    start = _instant(ctx, a.start, "START")
-    end = _instant(ctx, a.end, "END")
-    if end <= start:
-        raise InvalidInput(f"END {a.end!r} must be after START {a.start!r}")
-    if end <= now():
-        raise InvalidInput(f"END {a.end!r} is in the past")
+    start = instant(a.start, ctx.config.tz, "START")
+    end = instant(a.end, ctx.config.tz, "END")
+    check_quiet_period(start, end, a.start, a.end, now())
     period = ctx.store.quiet_add(start, end, a.label or "", actor(a.by))
     _done(ctx, f"quiet: added period {period.id} from {to_iso(start)} to {to_iso(end)} (end exclusive)")
 
@@ -309,15 +203,14 @@ def quiet_list(ctx: Context, a: argparse.Namespace) -> None:
     t = now()
     rows = []
     for q in ctx.store.quiet_list():
-        status = "in force" if q.contains(t) else ("past" if q.end <= t else "upcoming")
-        rows.append({**q.to_json(), "status": status})
+        rows.append({**q.to_json(), "status": quiet_status(q, t)})
     listing(ctx.out, rows, a.json, ("id", "start", "end", "status", "label"), "no quiet periods")
 
 
 # ----- audit
 def audit_cmd(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd audit`; the table flattens each detail to key=value pairs, --json keeps it whole."""
-    since = _instant(ctx, a.since, "--since") if a.since else None
+    since = instant(a.since, ctx.config.tz, "--since") if a.since else None
     rows: list[dict[str, Any]] = [e.to_json() for e in ctx.store.audit_list(since)]
     if not a.json:
         for r in rows:
