@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from regfd.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_LEXICON_DIR = REPO_ROOT / "lexicons"
-DEFAULT_POLICY_FILE = REPO_ROOT / "config" / "policy.toml"
+# The lexicons and the default policy: in a source checkout, its lexicons/ and
+# config/; once installed, the copies the wheel puts under PREFIX/share/regfd
+# (a config may point elsewhere to override either).
+_INSTALLED = Path(sys.prefix) / "share" / "regfd"
+_CHECKOUT = (REPO_ROOT / "lexicons").is_dir()
+DEFAULT_LEXICON_DIR = REPO_ROOT / "lexicons" if _CHECKOUT else _INSTALLED / "lexicons"
+DEFAULT_POLICY_FILE = REPO_ROOT / "config" / "policy.toml" if _CHECKOUT else _INSTALLED / "policy.toml"
 # Where an installed regfd looks for its configuration when neither --config
 # nor REGFD_CONFIG names one, and where it keeps its state without a config.
 SYSTEM_CONFIG = Path("/etc/regfd/regfd.toml")
@@ -48,6 +54,10 @@ class MilterConfig:
     tempfail_text: str = "Regulation FD policy check temporarily unavailable, try again later"
     subject_prefix: str = ""  # e.g. "[RegFD] "; empty leaves the subject unchanged
     journal_bcc: str = ""  # address that receives a copy of every tagged message
+    # Whether `regfd milter` also serves release/reject requests for its MTA
+    # host: "auto" when it may run the MTA's queue commands (root for
+    # Postfix's postsuper), "yes", or "no" (a separate `regfd agent` runs as root).
+    agent: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -256,6 +266,8 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("mta", f"must be one of {', '.join(MTAS)} (got {cfg.mta!r})")
     if not cfg.sendmail.binary:
         raise _fail("sendmail.binary", "must not be empty")
+    if cfg.milter.agent not in ("auto", "yes", "no"):
+        raise _fail("milter.agent", f"must be auto, yes or no (got {cfg.milter.agent!r})")
     if cfg.milter.failure_action not in FAILURE_ACTIONS:
         raise _fail(
             "milter.failure_action",

@@ -50,6 +50,9 @@ class MtaQueue(Protocol):
     def delete(self, queue_id: str) -> MtaResult:
         """Delete a message only while it is still held; a failure comes back as ok=False."""
 
+    def can_act(self) -> str:
+        """'' when this process may run the MTA's queue commands, else why not (in the MTA's terms)."""
+
 
 class Transport(Protocol):
     """Sends a notification; returns the refused recipients ({} when all accepted); raises on failure."""

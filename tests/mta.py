@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -158,12 +158,13 @@ class MilterProcess:
 
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
-              timeout: float = 20.0) -> MilterProcess:
-        """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec."""
+              timeout: float = 20.0, wrapper: Sequence[str] = (), python: str = PYTHON) -> MilterProcess:
+        """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec; `wrapper` runs it as another
+        user (["runuser", "-u", USER, "--"])."""
         spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
         socket_path = Path(socket_path) if not isinstance(socket_path, str) else Path("/nonexistent")
         logf = open(log, "ab")  # noqa: SIM115 - the milter process owns it until stop()
-        proc = subprocess.Popen([PYTHON, "-m", "regfd.cli", "milter", "--config", str(config),
+        proc = subprocess.Popen([*wrapper, python, "-m", "regfd.cli", "milter", "--config", str(config),
                                  "--socket", spec],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
                                 cwd=REPO)

@@ -49,6 +49,10 @@ class FakeMta:
         self.calls.append(("delete", queue_id))
         return MtaResult(self.ok, f"deleted {queue_id}" if self.ok else "postsuper deleted nothing")
 
+    def can_act(self) -> str:
+        """Always allowed: nothing is run."""
+        return ""
+
 
 class QuietLog:
     """A logger that drops everything, so the agent thread's log lines stay out of captured CLI output."""

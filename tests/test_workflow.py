@@ -162,6 +162,9 @@ def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Confi
         def delete(self, queue_id: str) -> MtaResult:
             return MtaResult(True, "deleted")
 
+        def can_act(self) -> str:
+            return ""
+
     v = make_verdict(config, findings=(MATERIAL,))
     wf = Workflow(store, config)
     # received now (not at T0): a message held since T0 would also, rightly, get a hold reminder

@@ -27,7 +27,7 @@ from typing import Any
 from regfd.cli.output import listing, print_json
 from regfd.core.address import normalize_address
 from regfd.core.clock import parse_instant
-from regfd.errors import InvalidInput
+from regfd.errors import InvalidInput, RegfdError
 
 from . import Context
 
@@ -178,7 +178,12 @@ def agent_cmd(ctx: Context, a: argparse.Namespace) -> None:
     from regfd.compliance.quarantine import mta_queue
 
     host = a.host or agent_host(ctx.config)
-    agent = QuarantineAgent(ctx.store, ctx.config, mta_queue(ctx.config), host)
+    queue = mta_queue(ctx.config)
+    cannot = queue.can_act()
+    if cannot:
+        raise RegfdError(f"the quarantine agent cannot act on this MTA: {cannot}; run `regfd agent` as root "
+                         "(the regfd-agent service)")
+    agent = QuarantineAgent(ctx.store, ctx.config, queue, host)
     if a.once:
         agent.heartbeat()
         out = agent.run_once(a.wait)

@@ -146,9 +146,9 @@ class QuarantineAgent:
                     self.heartbeat()
                     last_beat = time.monotonic()
                 out = self.run_once(1.0)
-                if out is not None:
-                    log.info("quarantine.agent", id=out.id, action=out.action, ok=out.ok, state=out.state,
-                             message=out.message)
+                if out is not None:  # a failure is the MTA's words, at error: someone must act on it
+                    (log.info if out.ok else log.error)("quarantine.agent", id=out.id, action=out.action, ok=out.ok,
+                                                        state=out.state, message=out.message)
             except Exception as exc:  # Redis down: keep trying, never die
                 log.warning("quarantine.agent.error", error=f"{type(exc).__name__}: {exc}")
                 stop.wait(1.0)

@@ -143,8 +143,14 @@ def agent_host(config: Config) -> str:
 
 def start_background(store: RedisStore, config: Config, stop: threading.Event, *, mta_host: str = "",
                      mta: MtaQueue | None = None, transport: Transport | None = None,
-                     agent: bool = True, interval: float = 1.0) -> list[threading.Thread]:
+                     agent: bool | None = None, interval: float = 1.0) -> list[threading.Thread]:
     """Start the outbox worker (with reminders) and the quarantine agent as daemon threads.
+
+    The agent runs as `[milter] agent` says (`agent` overrides): with "auto",
+    only when this process may run the MTA's queue commands. An agent that
+    cannot act would take compliance's requests from Redis and only fail
+    them, while a privileged `regfd agent` on the same host could have
+    served them (postsuper is reserved for root; the milter runs as `regfd`).
 
     `regfd milter` calls this once after opening the store, and sets `stop`
     at shutdown (then joins the threads, a second or two). `mta_host` must
@@ -156,8 +162,16 @@ def start_background(store: RedisStore, config: Config, stop: threading.Event, *
     reminders = Reminders(store, config, outbox=outbox)
     threads = [threading.Thread(target=outbox.run_forever, args=(stop, interval, [reminders.run_due]),
                                 name="regfd-outbox", daemon=True)]
-    if agent:
-        queue = mta or mta_queue(config)
+    queue = mta or mta_queue(config)
+    setting = config.milter.agent if agent is None else ("yes" if agent else "no")
+    cannot = queue.can_act() if setting != "no" else ""
+    if setting == "auto" and cannot:
+        import structlog
+
+        structlog.get_logger("regfd.agent").warning(
+            "quarantine.agent.not_started", reason=cannot,
+            fix="run `regfd agent` as root on this host (the regfd-agent service) to release and reject held mail")
+    elif setting != "no":
         host = mta_host or agent_host(config)
         threads.append(threading.Thread(target=QuarantineAgent(store, config, queue, host).run_forever,
                                         args=(stop,), name="regfd-agent", daemon=True))

@@ -16,6 +16,7 @@ from its summary line ("Released from hold: 1 message", "Deleted: 1 message").
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -74,6 +75,12 @@ class PostfixQueue:
             return MtaResult(False, f"invalid Postfix queue id {queue_id!r}")
         return None
 
+    def can_act(self) -> str:
+        """postsuper is reserved for the superuser: an agent without root could only fail."""
+        if os.geteuid() != 0:
+            return f"postsuper is reserved for the superuser and this process runs as uid {os.geteuid()}"
+        return ""
+
     def myhostname(self) -> str:
         """Postfix's `myhostname`: the `j` macro the milter records as MessageFacts.mta_host ('' if unknown)."""
         rc, out = self._run(self._cmd("postconf", "-h", "myhostname"))
@@ -86,9 +93,10 @@ class PostfixQueue:
             return bad
         rc, out = self._run(self._cmd(self.postsuper, "-H", queue_id, "hold"))
         n = count_from(out, _RELEASED)
-        if rc != 0 or n == 0:
-            why = one_line(out) or f"exit {rc}"
-            return MtaResult(False, f"postsuper released nothing for {queue_id} (not in the hold queue?): {why}")
+        if rc != 0:
+            return MtaResult(False, f"postsuper -H {queue_id} failed: {one_line(out) or f'exit {rc}'}")
+        if n == 0:
+            return MtaResult(False, f"postsuper released nothing: {queue_id} is not in the hold queue")
         rc2, out2 = self._run(self._cmd(self.postqueue, "-i", queue_id))
         flush = ("delivery scheduled now" if rc2 == 0
                  else f"postqueue -i failed ({one_line(out2)}); it will go at the next queue run")
@@ -101,7 +109,8 @@ class PostfixQueue:
             return bad
         rc, out = self._run(self._cmd(self.postsuper, "-d", queue_id, "hold"))
         n = count_from(out, _DELETED)
-        if rc != 0 or n == 0:
-            why = one_line(out) or f"exit {rc}"
-            return MtaResult(False, f"postsuper deleted nothing for {queue_id} (not in the hold queue?): {why}")
+        if rc != 0:
+            return MtaResult(False, f"postsuper -d {queue_id} failed: {one_line(out) or f'exit {rc}'}")
+        if n == 0:
+            return MtaResult(False, f"postsuper deleted nothing: {queue_id} is not in the hold queue")
         return MtaResult(True, f"deleted {queue_id} from the hold queue")

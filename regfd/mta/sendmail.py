@@ -142,6 +142,14 @@ class SendmailQueue:
                 jobs[current] = q.group(1).strip()
         return jobs
 
+    def can_act(self) -> str:
+        """Sendmail's queue files belong to root (or its queue owner): without write access nothing can be done."""
+        dirs = self.queue_dirs()
+        if not dirs:
+            return "no Sendmail queue directory found"
+        denied = [str(d) for d in dirs if not os.access(d, os.W_OK)]
+        return f"cannot write Sendmail's queue directory {', '.join(denied)}" if denied else ""
+
     def release(self, queue_id: str) -> MtaResult:
         """Unquarantine and start delivery now; refused when the id is a substring of another held job's."""
         bad = self._check(queue_id)
