@@ -84,7 +84,7 @@ def _install(base: Path) -> Path:
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    for name in ("regfd", "lexicons", "config"):
+    for name in ("regfd", "lexicons", "config", "deploy"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     dist = base / "dist"
     _run(PYTHON, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(src))
@@ -222,9 +222,29 @@ def _hold(d: Deployment) -> tuple[str, str, str, str]:
     return sender, rcpt, qid, wait_until(entry, 15, what="the quarantine entry")
 
 
+def _check_artifact(deployment: Deployment) -> None:
+    """The wheel carries the lexicons, the policy, a config template, the docs and the units (systemd-verified)."""
+    share = deployment.prefix / "share"
+    assert (share / "regfd" / "lexicons" / "material.toml").is_file()
+    assert (share / "regfd" / "policy.toml").is_file() and (share / "regfd" / "regfd.toml").is_file()
+    units = share / "doc" / "regfd" / "deploy"
+    assert (share / "doc" / "regfd" / "README.md").is_file() and (units / "README.md").is_file()
+    if shutil.which("systemd-analyze") is None:
+        return  # not installed here: the units are shipped but not verified
+    checked = []
+    for unit in ("regfd.service", "regfd-agent.service"):
+        text = (units / unit).read_text().replace("/usr/local/bin/regfd", str(deployment.prefix / "bin" / "regfd"))
+        path = deployment.base / unit
+        path.write_text(text)
+        checked.append(str(path))
+    r = subprocess.run(["systemd-analyze", "verify", *checked], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
 def test_documented_deployment_releases_and_rejects_with_least_privilege(deployment: Deployment,
                                                                         smtp_sink: SmtpSink) -> None:
     """One scenario (one set of users and services): xdist must not run its steps on two workers."""
+    _check_artifact(deployment)
     # The milter runs as the service user and leaves the hold queue to the root agent.
     assert _uid_of(_milter_pid(deployment.milter.proc.pid)) == pwd.getpwnam(SERVICE_USER).pw_uid
     log = deployment.milter.log.read_text()
