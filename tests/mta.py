@@ -158,7 +158,8 @@ class MilterProcess:
 
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
-              timeout: float = 20.0, wrapper: Sequence[str] = (), python: str = PYTHON) -> MilterProcess:
+              timeout: float = 20.0, wrapper: Sequence[str] = (), python: str = PYTHON,
+              cwd: Path | str = REPO) -> MilterProcess:
         """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec; `wrapper` runs it as another
         user (["runuser", "-u", USER, "--"])."""
         spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
@@ -167,7 +168,7 @@ class MilterProcess:
         proc = subprocess.Popen([*wrapper, python, "-m", "regfd.cli", "milter", "--config", str(config),
                                  "--socket", spec],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
-                                cwd=REPO)
+                                cwd=cwd)
         logf.close()
         m = cls(socket_path, log, proc)
 

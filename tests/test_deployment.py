@@ -181,7 +181,8 @@ config_directory = "{pf.config_dir}"
     log.touch()
     os.chown(log, uid, gid)
     milter = MilterProcess.start(config, f"inet:{milter_port}@127.0.0.1", {}, log,
-                                 wrapper=["runuser", "-u", SERVICE_USER, "--"], python=str(prefix / "bin" / "python"))
+                                 wrapper=["runuser", "-u", SERVICE_USER, "--"], python=str(prefix / "bin" / "python"),
+                                 cwd="/")  # not the checkout: `python -m` would import its regfd, not the artifact
     pf.write()
     pf.start()
     agent_log = base / "agent.log"
@@ -249,6 +250,16 @@ def test_documented_deployment_releases_and_rejects_with_least_privilege(deploym
     assert _uid_of(_milter_pid(deployment.milter.proc.pid)) == pwd.getpwnam(SERVICE_USER).pw_uid
     log = deployment.milter.log.read_text()
     assert "quarantine.agent.not_started" in log and "postsuper is reserved for the superuser" in log
+
+    # Permission problems are one line saying what was refused, exit 1 (not an "internal error").
+    r = deployment.as_user(OFFICER, "milter", "--socket", f"unix:{deployment.config.parent / 'regfd.sock'}")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "permission denied" in r.stderr, r.stderr
+    secret = deployment.base / "secret.eml"
+    secret.write_text("Subject: x\n\nhello\n")
+    secret.chmod(0o600)
+    r = deployment.as_user(OFFICER, "check", str(secret), "--from", "bob@allient.com", "--to", "ana@bank.example")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "permission denied" in r.stderr.lower(), r.stderr
+    assert str(secret) in r.stderr
 
     # An agent without the privilege refuses to start (it could only fail requests).
     r = deployment.as_user(OFFICER, "agent", "--once", "--wait", "1")

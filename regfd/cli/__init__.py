@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except PermissionError as exc:  # the deployment's permissions, not a bug: say what was refused
+        what = f"{exc.filename}" if exc.filename else str(exc)
+        print(f"regfd: error: permission denied: {what} (running as uid {os.geteuid()})", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:  # a bug: still one line, never a traceback
         print(f"regfd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("REGFD_DEBUG"):

@@ -83,6 +83,9 @@ def check_socket_free(kind: str, spec: str) -> None:
             raise RegfdError(f"milter socket {spec} is in use by another process")
         if not path.parent.is_dir():
             raise RegfdError(f"milter socket {spec}: directory {path.parent} does not exist")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise RegfdError(f"milter socket {spec}: permission denied: this user (uid {os.geteuid()}) may not "
+                             f"create files in {path.parent}")
         return
     port, _, host = rest.partition("@")
     family = socket.AF_INET6 if kind == "inet6" else socket.AF_INET
