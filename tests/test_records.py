@@ -83,9 +83,8 @@ def test_retention_trims_old_records(store: RedisStore, regfd: Any) -> None:
     recs = Records(store, retention_days=1)
     now = datetime.now(UTC)
     two_days_ago = int((now - timedelta(days=2)).timestamp() * 1000)
-    store.r.xadd(recs.key, {"r": json.dumps({"subject": "old"})}, id=f"{two_days_ago}-0")  # an old record
-    pipe = store.r.pipeline()
-    recs.add_ops(pipe, Record(subject="new"), now)
-    pipe.execute()
+    store.r.xadd(store.records.key, {"r": json.dumps({"subject": "old"})}, id=f"{two_days_ago}-0")  # an old record
+    with store.batch("test") as tx:
+        recs.add_ops(tx, Record(subject="new"), now)
     assert [r.subject for r in recs.list()] == ["new"]
     assert config.records_retention_days == 2555  # the default keeps seven years

@@ -1,8 +1,8 @@
 """The quarantine agent: release and reject carried out on the MTA host that holds the message.
 
-    agent:req:HOST      list  requests for the agent on MTA host HOST
-    agent:ans:REQ       list  the agent's answer to one request (expires)
-    agent:alive:HOST    string, expires: an agent for HOST is running
+Requests, answers and heartbeats travel through the store
+(store/quarantine_store.py: one request list per MTA host, one answer list
+per request, one expiring heartbeat per host).
 
 WHERE postsuper RUNS. The hold queue lives on the MTA host that received the
 message (`mta_host`), but `regfd quarantine release` may run anywhere that
@@ -20,8 +20,6 @@ state machine's (quarantine.py).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import socket
 import threading
@@ -37,7 +35,6 @@ from regfd.core.clock import to_iso
 from regfd.core.vocabulary import QuarantineState
 from regfd.errors import InvalidInput, StoreUnavailable
 from regfd.ports import MtaQueue
-from regfd.store.client import REDIS_ERRORS, dumps
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -45,56 +42,40 @@ if TYPE_CHECKING:
 
 HEARTBEAT_TTL = 15  # seconds an agent's heartbeat lives
 
-_CANCEL = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-"""
-
 
 def agent_alive(store: RedisStore, host: str) -> bool:
     """Whether an agent for `host` sent a heartbeat within HEARTBEAT_TTL seconds."""
-    return bool(store.r.exists(store.k(f"agent:alive:{host_key(host)}")))
+    return store.quarantine.agent_alive(host_key(host))
 
 
 def act_via_agent(quarantine: Quarantine, ref: str, action: str, by: str, reason: str,
                   timeout: float = 30.0) -> Outcome:
     """Queue the request for the MTA host's agent and wait for its answer."""
+    kept = quarantine.kept
     entry = quarantine.get(ref)
     host = host_key(entry.mta_host)
-    if entry.state in UNDECIDED and not agent_alive(quarantine.store, host):
+    if entry.state in UNDECIDED and not kept.agent_alive(host):
         raise InvalidInput(f"no agent answered: none is running for MTA host {host!r}; is regfd milter/agent "
                            f"running on the MTA host? (on that host, --local acts directly)")
     req = quarantine.begin(entry.id, action, by, reason, via="agent")
-    ans_key = quarantine.store.k(f"agent:ans:{req['req_id']}")
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            got = quarantine.store.r.blpop([ans_key], timeout=max(1, min(2, int(deadline - time.monotonic()) or 1)))
-            if got:
-                quarantine.store.r.delete(ans_key)
-                d = json.loads(got[1])
-                return Outcome(**d)
-        # nobody answered: withdraw the request if no agent took it, atomically
-        current = quarantine.get(entry.id)
-        restored = replace(current, state=QuarantineState.HELD, request=None,
-                           last_error=f"no agent answered a {action} request within {timeout:.0f}s")
-        withdrawn = quarantine.store.r.register_script(_CANCEL)(
-            keys=[quarantine.store.k(f"agent:req:{host}"), quarantine.store.k("quarantine")],
-            args=[dumps(req), entry.id, dumps(restored.to_json())])
-        if withdrawn:
-            raise InvalidInput(f"no agent answered within {timeout:.0f}s; is regfd milter/agent running on the "
-                               f"MTA host {host!r}? (request withdrawn, {entry.id} is still held; on that host, "
-                               f"--local acts directly)")
-        got = quarantine.store.r.blpop([ans_key], timeout=2)
+    while time.monotonic() < deadline:
+        got = kept.wait_answer(req["req_id"], int(deadline - time.monotonic()) or 1)
         if got:
-            return Outcome(**json.loads(got[1]))
-        raise InvalidInput(f"the agent on {host!r} took the request but did not answer within {timeout:.0f}s; "
-                           f"see regfd quarantine show {entry.id}")
-    except REDIS_ERRORS as exc:
-        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+            return Outcome(**got)
+    # nobody answered: withdraw the request if no agent took it, atomically
+    current = quarantine.get(entry.id)
+    restored = replace(current, state=QuarantineState.HELD, request=None,
+                       last_error=f"no agent answered a {action} request within {timeout:.0f}s")
+    if kept.withdraw(host, req, entry.id, restored.to_json()):
+        raise InvalidInput(f"no agent answered within {timeout:.0f}s; is regfd milter/agent running on the "
+                           f"MTA host {host!r}? (request withdrawn, {entry.id} is still held; on that host, "
+                           f"--local acts directly)")
+    got = kept.wait_answer(req["req_id"], 2)
+    if got:
+        return Outcome(**got)
+    raise InvalidInput(f"the agent on {host!r} took the request but did not answer within {timeout:.0f}s; "
+                       f"see regfd quarantine show {entry.id}")
 
 
 class QuarantineAgent:
@@ -115,21 +96,19 @@ class QuarantineAgent:
         self.worker = f"agent:{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
     def heartbeat(self) -> None:
-        """Tell the CLI this host has a live agent; the key lapses after HEARTBEAT_TTL seconds."""
-        self.store.r.set(self.store.k(f"agent:alive:{self.host}"),
-                         dumps({"worker": self.worker, "at": to_iso(utcnow())}), ex=HEARTBEAT_TTL)
+        """Tell the CLI this host has a live agent; the heartbeat lapses after HEARTBEAT_TTL seconds."""
+        self.store.quarantine.heartbeat(self.host, {"worker": self.worker, "at": to_iso(utcnow())}, HEARTBEAT_TTL)
 
     def run_once(self, wait: float = 1.0) -> Outcome | None:
         """Take at most one request (waiting up to `wait` seconds) and carry it out.
 
         BLPOP waits in slices of at most 2 s: the client's socket timeout must not fire first.
         """
-        key = self.store.k(f"agent:req:{self.host}")
         end = time.monotonic() + wait
         while True:
-            got = self.store.r.blpop([key], timeout=max(1, min(2, round(end - time.monotonic()))))
-            if got:
-                return self.quarantine.perform(json.loads(got[1]), self.mta, self.worker)
+            req = self.store.quarantine.next_request(self.host, round(end - time.monotonic()))
+            if req is not None:
+                return self.quarantine.perform(req, self.mta, self.worker)
             if time.monotonic() >= end:
                 return None
 
@@ -150,7 +129,7 @@ class QuarantineAgent:
                     (log.info if out.ok else log.error)("quarantine.agent", id=out.id, action=out.action, ok=out.ok,
                                                         state=out.state, message=out.message)
             except Exception as exc:  # Redis down: keep trying, never die
-                log.warning("quarantine.agent.error", error=f"{type(exc).__name__}: {exc}")
+                said = exc.__cause__ if isinstance(exc, StoreUnavailable) and exc.__cause__ else exc  # Redis's words
+                log.warning("quarantine.agent.error", error=f"{type(said).__name__}: {said}")
                 stop.wait(1.0)
-        with contextlib.suppress(*REDIS_ERRORS):
-            self.store.r.delete(self.store.k(f"agent:alive:{self.host}"))
+        self.store.quarantine.agent_gone(self.host)

@@ -22,31 +22,27 @@ a delivery on Friday at 08:00 is due on Monday at 09:30, not on Saturday at
 deadline is never earlier than delivery + 24 h, and it always falls on a New
 York trading day.
 
-The rest of the module is the follow-up's bookkeeping in Redis:
-
-    disclosure         hash  id -> JSON Disclosure
-    disclosure:open    zset  id -> deadline (ms)      open follow-ups
-    disclosure:due     zset  id -> next reminder (ms) reminder, then overdue notice
+The rest of the module is the follow-up's state machine (open -> closed,
+reminder -> overdue notice -> done); store/disclosures_store.py keeps it.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from regfd.compliance.records import Record
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
 from regfd.core.tradingcalendar import market_open, new_york_date, next_trading_day
-from regfd.errors import InvalidInput, StoreUnavailable
-from regfd.store.client import REDIS_ERRORS, dumps, transact
+from regfd.errors import InvalidInput
 
 if TYPE_CHECKING:
     from regfd.config import Config
+    from regfd.store.client import Tx
     from regfd.store.redis_store import RedisStore
 
 OPEN, CLOSED = "open", "closed"
@@ -63,11 +59,6 @@ def disclosure_deadline(delivered_at: datetime, extra_closures: frozenset[date] 
     plus_24h = delivered_at + timedelta(hours=24)
     next_open = market_open(next_trading_day(new_york_date(delivered_at), extra_closures))
     return max(plus_24h, next_open).astimezone(UTC)
-
-
-def to_ms(dt: datetime) -> int:
-    """Epoch milliseconds: the score of the Redis sorted sets that schedule work."""
-    return int(dt.timestamp() * 1000)
 
 
 def new_id(prefix: str) -> str:
@@ -129,10 +120,11 @@ def open_disclosure(record: Record, delivered_at: datetime, source: str, quarant
 
 
 class Disclosures:
-    """The follow-ups in Redis. Writes that belong to a decision go into the caller's pipeline."""
+    """The follow-ups (kept by store/disclosures_store.py). Writes that belong to a decision join its transaction."""
 
     def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
+        self.kept = store.disclosures
         self.config = config
         self.clock = clock
 
@@ -140,84 +132,61 @@ class Disclosures:
         """When the Corporate Secretary is first reminded: `disclosure_reminder_before` ahead of the deadline."""
         return d.deadline - timedelta(seconds=self.config.notify.disclosure_reminder_before)
 
-    def add_ops(self, pipe: Any, d: Disclosure) -> None:
-        """Register a new follow-up and its first reminder on the caller's pipeline (the decision's transaction)."""
-        pipe.hset(self.store.k("disclosure"), d.id, dumps(d.to_json()))
-        pipe.zadd(self.store.k("disclosure:open"), {d.id: to_ms(d.deadline)})
-        pipe.zadd(self.store.k("disclosure:due"), {d.id: to_ms(self.first_reminder(d))})
+    def add_ops(self, tx: Tx, d: Disclosure) -> None:
+        """Register a new follow-up and its first reminder in the caller's transaction (the decision's)."""
+        self.kept.add(tx, d.id, d.to_json(), d.deadline, self.first_reminder(d))
 
     def get(self, did: str) -> Disclosure | None:
         """None when there is no follow-up with this id."""
-        try:
-            raw = self.store.r.hget(self.store.k("disclosure"), did)
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return Disclosure.from_json(json.loads(raw)) if raw else None
+        row = self.kept.get(did)
+        return Disclosure.from_json(row) if row else None
 
     def list(self, open_only: bool = False) -> list[Disclosure]:
         """Open ones first, each group by deadline; only open ones with `open_only`."""
-        try:
-            if open_only:
-                ids = cast("list[bytes]", self.store.r.zrange(self.store.k("disclosure:open"), 0, -1))
-                raws: list[Any] = self.store.r.hmget(self.store.k("disclosure"), ids) if ids else []
-            else:
-                raws = self.store.r.hvals(self.store.k("disclosure"))
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        out = [Disclosure.from_json(json.loads(x)) for x in raws if x]
+        out = [Disclosure.from_json(row) for row in self.kept.list(open_only)]
         return sorted(out, key=lambda d: (d.state != OPEN, d.deadline))
 
     def close(self, did: str, by: str, reference: str) -> Disclosure:
         """open -> closed, once, with its audit entry in the same transaction."""
-        key = self.store.k("disclosure")
 
-        def step(pipe: Any) -> Disclosure:
-            raw = pipe.hget(key, did)
-            if raw is None:
+        def step(row: dict[str, Any] | None, tx: Tx) -> Disclosure:
+            if row is None:
                 raise InvalidInput(f"no disclosure follow-up {did!r}")
-            d = Disclosure.from_json(json.loads(raw))
+            d = Disclosure.from_json(row)
             if d.state != OPEN:
                 raise InvalidInput(f"disclosure {did} was already closed by {d.closed_by} at "
                                    f"{to_iso(d.closed_at)} (reference: {d.reference})")
             closed = replace(d, state=CLOSED, closed_at=self.clock(), closed_by=by,
                              reference=reference, stage=STAGE_DONE)
-            pipe.multi()
-            pipe.hset(key, did, dumps(closed.to_json()))
-            pipe.zrem(self.store.k("disclosure:open"), did)
-            pipe.zrem(self.store.k("disclosure:due"), did)
+            self.kept.put(tx, did, closed.to_json())
+            self.kept.closed(tx, did)
             late = closed.closed_at is not None and closed.closed_at > d.deadline
-            self.store.audit_ops(pipe, by, "disclosure.close", did,
+            self.store.audit_ops(tx, by, "disclosure.close", did,
                                  {"reference": reference, "deadline": to_iso(d.deadline),
                                   "late": late, "queue_id": d.record.queue_id})
             return closed
 
-        closed = transact(self.store.r, (key,), step, failure="disclosure close failed, nothing changed")
-        assert closed is not None  # retried until it commits
-        return closed
+        return self.kept.update(did, step, failure="disclosure close failed, nothing changed")
 
-    def remind_due(self, now: datetime, enqueue: Callable[[Any, Disclosure, str], None]) -> int:
+    def remind_due(self, now: datetime, enqueue: Callable[[Tx, Disclosure, str], None]) -> int:
         """Send the reminder (`disclosure_reminder_before` the deadline), then one overdue notice.
 
-        Each stage is claimed with WATCH on its schedule entry, so several
-        workers never send one reminder twice; `enqueue(pipe, d, stage)` adds
-        the notification to the same transaction.
+        Each stage is claimed once (the store watches its schedule entry), so
+        several workers never send one reminder twice; `enqueue(tx, d, stage)`
+        adds the notification to the same transaction.
         """
-        due_key = self.store.k("disclosure:due")
 
-        def step(pipe: Any, did: str, _score: int, row: dict[str, Any]) -> bool:
+        def step(tx: Tx, did: str, _score: int, row: dict[str, Any]) -> bool:
             d = Disclosure.from_json(row)
             stage = STAGE_OVERDUE if now >= d.deadline else STAGE_REMINDER
             if d.state != OPEN or (stage == STAGE_REMINDER and d.stage != STAGE_REMINDER) or \
                     (stage == STAGE_OVERDUE and d.stage == STAGE_DONE):
-                pipe.zrem(due_key, did)
+                self.kept.remind_at(tx, did, None)
                 return False
             nxt = STAGE_OVERDUE if stage == STAGE_REMINDER else STAGE_DONE
-            pipe.hset(self.store.k("disclosure"), did, dumps(replace(d, stage=nxt).to_json()))
-            if nxt == STAGE_OVERDUE:
-                pipe.zadd(due_key, {did: to_ms(d.deadline)})
-            else:
-                pipe.zrem(due_key, did)
-            enqueue(pipe, d, stage)
+            self.kept.put(tx, did, replace(d, stage=nxt).to_json())
+            self.kept.remind_at(tx, did, d.deadline if nxt == STAGE_OVERDUE else None)
+            enqueue(tx, d, stage)
             return True
 
-        return self.store.process_due(due_key, self.store.k("disclosure"), to_ms(now), step)
+        return self.kept.process_due(now, step)

@@ -7,8 +7,9 @@ configured failure action: a communication with a Specified Person is never
 delivered unrecorded.
 
 `on_decision` is ONE Redis round trip: the record, the notifications, the
-quarantine entry and the disclosure follow-up go in one MULTI/EXEC, so they
-exist all together or not at all. Ids are generated client-side for that
+quarantine entry and the disclosure follow-up go in one MULTI/EXEC (the
+store's `batch`, to which each store module adds its writes), so they exist
+all together or not at all. Ids are generated client-side for that
 reason (nothing needs a value back from Redis before the EXEC).
 
 Background work (`start_background`, which `regfd milter` starts): the
@@ -22,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from regfd.compliance.agent import QuarantineAgent
 from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_disclosure
@@ -35,13 +36,12 @@ from regfd.core.message import MessageFacts
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
 from regfd.core.verdict import Verdict
 from regfd.core.vocabulary import QuarantineState
-from regfd.errors import StoreUnavailable
 from regfd.mta.postfix import PostfixQueue
 from regfd.ports import MtaQueue, Transport
-from regfd.store.client import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from regfd.config import Config
+    from regfd.store.client import Tx
     from regfd.store.redis_store import RedisStore
 
 NOTIFIED_ACTIONS = (TAG, HOLD, REJECT)
@@ -80,28 +80,23 @@ class Workflow:
             disclosure = open_disclosure(Record(), facts.received_at, "delivered", opened_at=now)
         record = make_record(verdict, facts, quarantine_id=quarantine_id,
                              disclosure_id=disclosure.id if disclosure else "")
-        pipe = self.store.r.pipeline(transaction=True)
-        self.records.add_ops(pipe, record, now)
-        if action == HOLD:
-            entry = QuarantineEntry(quarantine_id, QuarantineState.HELD, facts.received_at, facts.mta_host,
-                                    record.queue_id, record)
-            self.quarantine.add_ops(pipe, entry, facts.raw)
-        if disclosure is not None:
-            disclosure = replace(disclosure, record=record)
-            self.disclosures.add_ops(pipe, disclosure)
-        if action in NOTIFIED_ACTIONS and cfg.corporate_secretary:
-            self.outbox.enqueue_ops(pipe, render_decision(
-                record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id,
-                deadline=disclosure.deadline if disclosure else None,
-                disclosure_id=disclosure.id if disclosure else ""))
-        if action == HOLD and cfg.notify.notify_sender_on_hold and record.sender:
-            self.outbox.enqueue_ops(pipe, render_sender_held(
-                record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id))
-        try:
-            self.store.round_trips += 1
-            pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"decision not recorded: {exc}") from exc
+        with self.store.batch("decision not recorded") as tx:
+            self.records.add_ops(tx, record, now)
+            if action == HOLD:
+                entry = QuarantineEntry(quarantine_id, QuarantineState.HELD, facts.received_at, facts.mta_host,
+                                        record.queue_id, record)
+                self.quarantine.add_ops(tx, entry, facts.raw)
+            if disclosure is not None:
+                disclosure = replace(disclosure, record=record)
+                self.disclosures.add_ops(tx, disclosure)
+            if action in NOTIFIED_ACTIONS and cfg.corporate_secretary:
+                self.outbox.enqueue_ops(tx, render_decision(
+                    record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id,
+                    deadline=disclosure.deadline if disclosure else None,
+                    disclosure_id=disclosure.id if disclosure else ""))
+            if action == HOLD and cfg.notify.notify_sender_on_hold and record.sender:
+                self.outbox.enqueue_ops(tx, render_sender_held(
+                    record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id))
 
 
 class Reminders:
@@ -118,9 +113,9 @@ class Reminders:
         """Queue the hold and disclosure reminders now due, each once whichever worker runs; returns how many."""
         cfg = self.config
 
-        def enqueue(pipe: Any, d: Disclosure, stage: str) -> None:
+        def enqueue(tx: Tx, d: Disclosure, stage: str) -> None:
             if cfg.corporate_secretary:
-                self.outbox.enqueue_ops(pipe, render_disclosure_reminder(
+                self.outbox.enqueue_ops(tx, render_disclosure_reminder(
                     d.record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, disclosure_id=d.id,
                     deadline=d.deadline, overdue=stage == "overdue"))
 

@@ -1,18 +1,14 @@
 """The durable outbox: how notifications reach the relay, its SMTP transport and the worker loop.
 
-Rendering is pure (render.py); delivery goes through this outbox in Redis so
-a notification survives a relay outage and a restart:
+Rendering is pure (render.py); delivery goes through this outbox, kept in
+Redis by store/outbox_store.py, so a notification survives a relay outage
+and a restart.
 
-    outbox:msg    hash  id -> JSON Notification
-    outbox:due    zset  id -> next attempt (ms)
-    outbox:lease  zset  id -> lease expiry (ms)   being sent by some worker
-    outbox:sent   stream (capped) what was delivered, for `regfd outbox --sent`
-
-Enqueueing is a few commands added to the caller's transaction (the
-milter's decision pipeline). Workers claim due messages with one Lua script
-that moves them from `due` to `lease` atomically, so two workers on two hosts
-never take the same message; a worker that dies mid-send leaves a lease that
-expires (LEASE_SECONDS) and the message becomes due again: never dropped.
+Enqueueing is a few writes added to the caller's transaction (the milter's
+decision). Workers claim due messages atomically, so two workers on two
+hosts never take the same message; a worker that dies mid-send leaves a
+lease that expires (LEASE_SECONDS) and the message becomes due again:
+never dropped.
 (A crash after the relay accepted but before the acknowledgement can resend
 once; each notification has a stable Message-ID so that duplicate is
 recognisable.) Failures back off exponentially from `retry_initial` to
@@ -21,25 +17,22 @@ recognisable.) Failures back off exponentially from `retry_initial` to
 
 from __future__ import annotations
 
-import json
 import smtplib
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
-from regfd.compliance.disclosures import to_ms
 from regfd.compliance.notification import Notification
 from regfd.core.clock import from_iso, to_iso
 from regfd.core.clock import now as utcnow
-from regfd.errors import StoreUnavailable
 from regfd.ports import Transport
-from regfd.store.client import REDIS_ERRORS, text
 
 if TYPE_CHECKING:
     from regfd.config import Config
+    from regfd.store.client import Tx
     from regfd.store.redis_store import RedisStore
 
 LEASE_SECONDS = 600.0  # > smtp timeout many times over: a live worker finishes well before
@@ -62,21 +55,6 @@ class SmtpTransport:
 
 
 # ---------------------------------------------------------------- outbox
-_CLAIM = """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], ARGV[1], id)
-end
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[2], id)
-end
-return ids
-"""
-
-
 @dataclass
 class DeliveryReport:
     """What one delivery pass did: the ids sent, and (id, error) for each failure."""
@@ -91,82 +69,56 @@ def backoff(attempts: int, initial: float, maximum: float) -> float:
 
 
 class Outbox:
-    """The durable outbox in Redis (see the module docstring); `transport` and `clock` may be replaced in tests."""
+    """The durable outbox (store/outbox_store.py); `transport` and `clock` may be replaced in tests."""
 
     def __init__(self, store: RedisStore, config: Config, transport: Transport | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
+        self.box = store.outbox
         self.config = config
         self.transport = transport or SmtpTransport(config.smtp.host, config.smtp.port, config.smtp.timeout)
         self.clock = clock
-        self._claim = store.r.register_script(_CLAIM)
-        self.msg_key, self.due_key, self.lease_key, self.sent_key = (
-            store.k(f"outbox:{name}") for name in ("msg", "due", "lease", "sent"))
 
     # --- enqueue (in the caller's transaction)
-    def enqueue_ops(self, pipe: Any, n: Notification, at: datetime | None = None) -> None:
-        """Queue `n` on the caller's pipeline, due at `at` (default: its creation); no recipients, no message."""
+    def enqueue_ops(self, tx: Tx, n: Notification, at: datetime | None = None) -> None:
+        """Queue `n` in the caller's transaction, due at `at` (default: its creation); no recipients, no message."""
         if not n.to:
             return
         when = at or from_iso(n.created_at) or self.clock()
         n = replace(n, next_at=to_iso(when))
-        pipe.hset(self.msg_key, n.id, json.dumps(n.to_json(), separators=(",", ":"), ensure_ascii=False))
-        pipe.zadd(self.due_key, {n.id: to_ms(when)})
+        self.box.add(tx, n.id, n.to_json(), when)
 
     def enqueue(self, n: Notification) -> None:
-        """Enqueue in a transaction of its own, when there is no decision pipeline to join."""
-        pipe = self.store.r.pipeline(transaction=True)
-        self.enqueue_ops(pipe, n)
-        try:
-            pipe.execute()
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"outbox write failed: {exc}") from exc
+        """Enqueue in a transaction of its own, when there is no decision transaction to join."""
+        with self.store.batch("outbox write failed") as tx:
+            self.enqueue_ops(tx, n)
 
     # --- inspect
     def pending(self) -> list[Notification]:
         """Everything not yet delivered, due or not, soonest first."""
-        try:
-            raws = self.store.r.hvals(self.msg_key)
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return sorted((Notification.from_json(json.loads(x)) for x in raws), key=lambda n: (n.next_at, n.id))
+        return sorted((Notification.from_json(d) for d in self.box.pending()), key=lambda n: (n.next_at, n.id))
 
     def sent(self, count: int = 100) -> list[dict[str, str]]:
-        """The latest `count` deliveries, newest first; the stream keeps only about the last 10,000."""
-        rows = self.store.r.xrevrange(self.sent_key, count=count)
-        return [{text(k): text(v) for k, v in (f or {}).items()} for _sid, f in rows or []]
+        """The latest `count` deliveries, newest first; the store keeps only about the last 10,000."""
+        return self.box.sent(count)
 
     # --- deliver
     def claim(self, now: datetime, limit: int = 50, everything: bool = False) -> list[Notification]:
         """Atomically take due messages (all pending ones with `everything`) for this worker."""
-        lease_until = to_ms(now) + int(LEASE_SECONDS * 1000)
-        max_score = "+inf" if everything else str(to_ms(now))
-        ids = self._claim(keys=[self.due_key, self.lease_key], args=[to_ms(now), lease_until, limit, max_score])
-        if not ids:
-            return []
-        raws = self.store.r.hmget(self.msg_key, ids)
-        out = []
-        for mid, raw in zip(ids, raws, strict=True):
-            if raw is None:  # acknowledged by someone else meanwhile
-                self.store.r.zrem(self.lease_key, mid)
-                continue
-            out.append(Notification.from_json(json.loads(raw)))
-        return out
+        lease_until = now + timedelta(seconds=LEASE_SECONDS)
+        return [Notification.from_json(d) for d in self.box.claim(now, lease_until, limit, everything)]
 
     def deliver_due(self, now: datetime | None = None, everything: bool = False) -> DeliveryReport:
         """Send what is due (each message by exactly one worker); reschedule failures with backoff."""
         report = DeliveryReport()
         limit = 100000 if everything else 50
-        try:
-            while True:
-                t = now or self.clock()
-                batch = self.claim(t, limit=limit, everything=everything)
-                for n in batch:
-                    self._deliver_one(n, t, report)
-                if everything or len(batch) < limit:
-                    return report
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"outbox: Redis is unreachable: {exc}") from exc
+        while True:
+            t = now or self.clock()
+            batch = self.claim(t, limit=limit, everything=everything)
+            for n in batch:
+                self._deliver_one(n, t, report)
+            if everything or len(batch) < limit:
+                return report
 
     def _deliver_one(self, n: Notification, now: datetime, report: DeliveryReport) -> None:
         sender = self.config.smtp.sender
@@ -177,13 +129,9 @@ class Outbox:
             error = f"{type(exc).__name__}: {exc}"
         else:
             error = "; ".join(f"{a}: {v}" for a, v in refused.items())
-        pipe = self.store.r.pipeline(transaction=True)
-        pipe.zrem(self.lease_key, n.id)
         if not refused:
-            pipe.hdel(self.msg_key, n.id)
-            pipe.xadd(self.sent_key, {"id": n.id, "kind": n.kind, "to": ", ".join(n.to), "subject": n.subject,
-                                        "at": to_iso(self.clock()), "attempts": str(n.attempts + 1)},
-                      maxlen=10000, approximate=True)
+            self.box.delivered(n.id, {"id": n.id, "kind": n.kind, "to": ", ".join(n.to), "subject": n.subject,
+                                      "at": to_iso(self.clock()), "attempts": str(n.attempts + 1)})
             report.sent.append(n.id)
         else:
             attempts = n.attempts + 1
@@ -193,10 +141,8 @@ class Outbox:
             # only the refused recipients are retried: the others have their copy
             retry = replace(n, to=tuple(a for a in n.to if a in refused) or n.to, attempts=attempts,
                             last_error=error[:500], next_at=to_iso(nxt))
-            pipe.hset(self.msg_key, n.id, json.dumps(retry.to_json(), separators=(",", ":"), ensure_ascii=False))
-            pipe.zadd(self.due_key, {n.id: to_ms(nxt)})
+            self.box.retry(n.id, retry.to_json(), nxt)
             report.failed.append((n.id, error))
-        pipe.execute()
 
     def run_forever(self, stop: threading.Event, interval: float = 1.0,
                     also: Iterable[Callable[[datetime], Any]] = (), log: Any = None) -> None:

@@ -1,19 +1,14 @@
 """Held messages: what compliance reviews, and the one-time release/reject.
 
-The message itself stays in the MTA's hold queue (never lost); Redis keeps
-what a reviewer needs and the state machine:
-
-    quarantine          hash  id -> JSON QuarantineEntry
-    quarantine:raw      hash  id -> the raw message (for `show`)
-    quarantine:qid      hash  "host/queue id" and "queue id" -> id   (lookup by MTA queue id)
-    quarantine:held     zset  id -> held since (ms)       undecided entries
-    quarantine:remind   zset  id -> next reminder (ms)
+The message itself stays in the MTA's hold queue (never lost); the store
+(store/quarantine_store.py) keeps what a reviewer needs and the state of
+this machine:
 
     held --release--> releasing --(MTA ok)--> released
          --reject---> rejecting --(MTA ok)--> rejected
     releasing/rejecting --(MTA failed, or no agent took it)--> held (last_error set)
 
-Every transition is a WATCH/MULTI on the entry, so two reviewers racing
+Every transition is one transaction on the watched entry, so two reviewers racing
 cannot both act: the second is told who acted, when and why. The final
 transition carries its audit entry, the notifications (and, for a release
 with a material finding, the disclosure follow-up) in the same transaction.
@@ -25,15 +20,14 @@ Release and reject run where the message is held: on this host with
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure, to_ms
+from regfd.compliance.disclosures import Disclosures, new_id, open_disclosure
 from regfd.compliance.outbox import Outbox
 from regfd.compliance.records import Record
 from regfd.compliance.render import (
@@ -42,16 +36,18 @@ from regfd.compliance.render import (
     render_outcome,
     render_sender_rejected,
 )
-from regfd.core.clock import from_iso, to_iso
+from regfd.core.clock import from_iso, to_iso, to_ms
 from regfd.core.clock import now as utcnow
 from regfd.core.vocabulary import QuarantineState, Review
-from regfd.errors import InvalidInput, StoreUnavailable
+from regfd.errors import InvalidInput
 from regfd.ports import MtaQueue, MtaResult
-from regfd.store.client import REDIS_ERRORS, dumps, text, transact
 
 if TYPE_CHECKING:
     from regfd.config import Config
+    from regfd.store.client import Tx
     from regfd.store.redis_store import RedisStore
+
+T = TypeVar("T")
 
 IN_PROGRESS = (QuarantineState.RELEASING, QuarantineState.REJECTING)
 UNDECIDED = (QuarantineState.HELD, *IN_PROGRESS)
@@ -151,23 +147,17 @@ class Quarantine:
     def __init__(self, store: RedisStore, config: Config, clock: Callable[[], datetime] = utcnow,
                  outbox: Outbox | None = None) -> None:
         self.store = store
+        self.kept = store.quarantine
         self.config = config
         self.clock = clock
         self.outbox = outbox or Outbox(store, config, clock=clock)
         self.disclosures = Disclosures(store, config, clock)
 
     # ------------------------------------------------------------ registration (milter hot path)
-    def add_ops(self, pipe: Any, entry: QuarantineEntry, raw: bytes) -> None:
-        """Register a held message on the caller's pipeline (the decision's transaction), raw message included."""
-        pipe.hset(self.store.k("quarantine"), entry.id, dumps(entry.to_json()))
-        if raw:
-            pipe.hset(self.store.k("quarantine:raw"), entry.id, raw)
-        if entry.queue_id:
-            pipe.hset(self.store.k("quarantine:qid"), mapping={f"{host_key(entry.mta_host)}/{entry.queue_id}": entry.id,
-                                                          entry.queue_id: entry.id})
-        pipe.zadd(self.store.k("quarantine:held"), {entry.id: to_ms(entry.created_at)})
-        pipe.zadd(self.store.k("quarantine:remind"),
-                  {entry.id: to_ms(entry.created_at) + int(self.config.notify.hold_reminder_after * 1000)})
+    def add_ops(self, tx: Tx, entry: QuarantineEntry, raw: bytes) -> None:
+        """Register a held message in the caller's transaction (the decision's), raw message included."""
+        self.kept.add(tx, entry.id, entry.to_json(), raw, host_key(entry.mta_host), entry.queue_id,
+                      entry.created_at, self.config.notify.hold_reminder_after)
 
     # ------------------------------------------------------------ reading
     def resolve(self, ref: str) -> str:
@@ -175,58 +165,40 @@ class Quarantine:
         ref = ref.strip()
         if not ref:
             raise InvalidInput("empty quarantine id")
-        try:
-            if self.store.r.hexists(self.store.k("quarantine"), ref):
-                return ref
-            mapped = self.store.r.hget(self.store.k("quarantine:qid"), ref)
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        if mapped is None:
+        qid = self.kept.resolve(ref)
+        if qid is None:
             raise InvalidInput(f"no quarantined message {ref!r} (see regfd quarantine list)")
-        return text(mapped)
+        return qid
 
     def get(self, ref: str) -> QuarantineEntry:
         """Look up by quarantine id or MTA queue id (see resolve); InvalidInput when there is none."""
-        qid = self.resolve(ref)
-        raw = self.store.r.hget(self.store.k("quarantine"), qid)
-        if raw is None:
+        row = self.kept.get(self.resolve(ref))
+        if row is None:
             raise InvalidInput(f"no quarantined message {ref!r}")
-        return QuarantineEntry.from_json(json.loads(raw))
+        return QuarantineEntry.from_json(row)
 
     def raw(self, qid: str) -> bytes:
         """The message as held (b"" if it was not kept), for `regfd quarantine show`."""
-        raw = self.store.r.hget(self.store.k("quarantine:raw"), qid)
-        return raw.encode() if isinstance(raw, str) else raw or b""
+        return self.kept.raw(qid)
 
     def list(self, include_decided: bool = False) -> list[QuarantineEntry]:
         """Oldest first; only undecided messages unless `include_decided`."""
-        try:
-            if include_decided:
-                raws = self.store.r.hvals(self.store.k("quarantine"))
-            else:
-                ids = cast("list[bytes]", self.store.r.zrange(self.store.k("quarantine:held"), 0, -1))
-                raws = [x for x in (self.store.r.hmget(self.store.k("quarantine"), ids) if ids else []) if x]
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return sorted((QuarantineEntry.from_json(json.loads(x)) for x in raws), key=lambda e: e.created_at)
+        return sorted((QuarantineEntry.from_json(row) for row in self.kept.list(include_decided)),
+                      key=lambda e: e.created_at)
 
     # ------------------------------------------------------------ transitions
-    def _update(self, qid: str, fn: Callable[[QuarantineEntry, Any], Any], extra_watch: tuple[str, ...] = ()) -> Any:
-        """WATCH the entry, let `fn(entry, pipe)` check it and queue writes (pipe in MULTI), EXEC; retry on races.
+    def _update(self, qid: str, fn: Callable[[QuarantineEntry, Tx], T]) -> T:
+        """Let `fn(entry, tx)` check the watched entry and queue the transition; retried on races.
 
         `fn` raises InvalidInput to refuse (nothing written).
         """
-        key = self.store.k("quarantine")
 
-        def step(pipe: Any) -> Any:
-            raw = pipe.hget(key, qid)
-            if raw is None:
+        def step(row: dict[str, Any] | None, tx: Tx) -> T:
+            if row is None:
                 raise InvalidInput(f"no quarantined message {qid!r}")
-            entry = QuarantineEntry.from_json(json.loads(raw))
-            pipe.multi()
-            return fn(entry, pipe)
+            return fn(QuarantineEntry.from_json(row), tx)
 
-        return transact(self.store.r, (key, *extra_watch), step, failure="quarantine update failed, nothing changed")
+        return self.kept.update(qid, step)
 
     def begin(self, ref: str, action: str, by: str, reason: str, via: str) -> dict[str, Any]:
         """held -> releasing/rejecting, once. With via="agent" the request is queued for the MTA host's agent."""
@@ -235,7 +207,7 @@ class Quarantine:
         qid = self.resolve(ref)
         now = self.clock()
 
-        def fn(e: QuarantineEntry, pipe: Any) -> dict[str, Any]:
+        def fn(e: QuarantineEntry, tx: Tx) -> dict[str, Any]:
             if e.state in (QuarantineState.RELEASED, QuarantineState.REJECTED):
                 raise InvalidInput(f"quarantine {e.id} was already {e.state} by {e.decided_by} at "
                                    f"{to_iso(e.decided_at)} (reason: {e.reason}); nothing done")
@@ -247,23 +219,23 @@ class Quarantine:
             req = {"req_id": new_id("r"), "id": e.id, "action": action, "by": by, "reason": reason,
                    "at": to_iso(now), "via": via, "host": host_key(e.mta_host)}
             state = QuarantineState.RELEASING if action == Review.RELEASE else QuarantineState.REJECTING
-            pipe.hset(self.store.k("quarantine"), e.id, dumps(replace(e, state=state, request=req).to_json()))
+            self.kept.put(tx, e.id, replace(e, state=state, request=req).to_json())
             if via == "agent":
-                pipe.lpush(self.store.k(f"agent:req:{req['host']}"), dumps(req))
+                self.kept.request(tx, req["host"], req)
             return req
 
-        return cast("dict[str, Any]", self._update(qid, fn))
+        return self._update(qid, fn)
 
     def perform(self, req: dict[str, Any], mta: MtaQueue, worker: str) -> Outcome:
         """Carry out one request at the MTA (agent or --local) and finish the transition; answer the requester."""
         qid, action = req["id"], req["action"]
         now = self.clock()
 
-        def take(e: QuarantineEntry, pipe: Any) -> QuarantineEntry | None:
+        def take(e: QuarantineEntry, tx: Tx) -> QuarantineEntry | None:
             if not e.request or e.request.get("req_id") != req["req_id"] or e.state not in IN_PROGRESS:
                 return None
             taken = replace(e, request={**e.request, "taken_by": worker, "taken_at": to_iso(now)})
-            pipe.hset(self.store.k("quarantine"), e.id, dumps(taken.to_json()))
+            self.kept.put(tx, e.id, taken.to_json())
             return taken
 
         entry = self._update(qid, take)
@@ -285,36 +257,35 @@ class Quarantine:
         cfg = self.config
         corpsec = cfg.corporate_secretary
 
-        def fn(e: QuarantineEntry, pipe: Any) -> Outcome:
+        def fn(e: QuarantineEntry, tx: Tx) -> Outcome:
             audit = {"queue_id": e.queue_id, "mta_host": e.mta_host, "reason": reason, "via": req.get("via", ""),
                      "worker": worker, "mta": result.detail, "sender": e.record.sender,
                      "recipients": [r.address for r in e.record.recipients], "subject": e.record.subject}
             if not result.ok:
                 back = replace(e, state=QuarantineState.HELD, request=None, last_error=result.detail)
-                pipe.hset(self.store.k("quarantine"), e.id, dumps(back.to_json()))
-                self.store.audit_ops(pipe, by, f"quarantine.{action}.failed", e.id, audit)
+                self.kept.put(tx, e.id, back.to_json())
+                self.store.audit_ops(tx, by, f"quarantine.{action}.failed", e.id, audit)
                 return Outcome(False, e.id, action, QuarantineState.HELD,
                                f"{action} of {e.id} failed at the MTA: {result.detail}")
             final = QuarantineState.RELEASED if action == Review.RELEASE else QuarantineState.REJECTED
             disclosure = None
             if action == Review.RELEASE and e.has_material:
                 disclosure = open_disclosure(replace(e.record, quarantine_id=e.id), now, "released", e.id, now)
-                self.disclosures.add_ops(pipe, disclosure)
+                self.disclosures.add_ops(tx, disclosure)
                 audit["disclosure_id"] = disclosure.id
                 audit["deadline"] = to_iso(disclosure.deadline)
             done = replace(e, state=final, request=None, decided_by=by, decided_at=now, reason=reason,
                            detail=result.detail, last_error="", disclosure_id=disclosure.id if disclosure else "")
-            pipe.hset(self.store.k("quarantine"), e.id, dumps(done.to_json()))
-            pipe.zrem(self.store.k("quarantine:held"), e.id)
-            pipe.zrem(self.store.k("quarantine:remind"), e.id)
-            self.store.audit_ops(pipe, by, f"quarantine.{action}", e.id, audit)
+            self.kept.put(tx, e.id, done.to_json())
+            self.kept.decided(tx, e.id)
+            self.store.audit_ops(tx, by, f"quarantine.{action}", e.id, audit)
             if corpsec:
-                self.outbox.enqueue_ops(pipe, render_outcome(
+                self.outbox.enqueue_ops(tx, render_outcome(
                     e.record, to=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, outcome=final, by=by,
                     reason=reason, deadline=disclosure.deadline if disclosure else None,
                     disclosure_id=disclosure.id if disclosure else ""))
             if action == Review.REJECT and e.record.sender:
-                self.outbox.enqueue_ops(pipe, render_sender_rejected(
+                self.outbox.enqueue_ops(tx, render_sender_rejected(
                     e.record, corpsec=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, by=by, reason=reason))
             msg = f"{final} {e.id} (queue id {e.queue_id} on {e.mta_host or 'the MTA'}): {result.detail}"
             if disclosure:
@@ -323,18 +294,14 @@ class Quarantine:
             return Outcome(True, e.id, action, final, msg, disclosure.id if disclosure else "",
                            to_iso(disclosure.deadline) if disclosure else "")
 
-        out = cast(Outcome, self._update(entry.id, fn))
+        out = self._update(entry.id, fn)
         self._answer(req, out)
         return out
 
     def _answer(self, req: dict[str, Any], out: Outcome) -> None:
         if req.get("via") != "agent":
             return
-        key = self.store.k(f"agent:ans:{req['req_id']}")
-        pipe = self.store.r.pipeline(transaction=True)
-        pipe.rpush(key, dumps(out.to_json()))
-        pipe.expire(key, 600)
-        pipe.execute()
+        self.kept.answer(req["req_id"], out.to_json())
 
     # ------------------------------------------------------------ what the CLI calls
     def act_local(self, ref: str, action: str, by: str, reason: str, mta: MtaQueue) -> Outcome:
@@ -345,23 +312,22 @@ class Quarantine:
     # ------------------------------------------------------------ reminders
     def remind_due(self, now: datetime) -> int:
         """Held too long: remind the Corporate Secretary, once per `hold_reminder_after` period, until decided."""
-        remind_key = self.store.k("quarantine:remind")
         period_ms = int(self.config.notify.hold_reminder_after * 1000)
 
-        def step(pipe: Any, qid: str, score: int, row: dict[str, Any]) -> bool:
+        def step(tx: Tx, qid: str, score: int, row: dict[str, Any]) -> bool:
             e = QuarantineEntry.from_json(row)
             if e.state not in UNDECIDED:
-                pipe.zrem(remind_key, qid)
+                self.kept.remind_at(tx, qid, None)
                 return False
             nxt = score
             while nxt <= to_ms(now):
                 nxt += period_ms
-            pipe.zadd(remind_key, {qid: nxt})
-            pipe.hset(self.store.k("quarantine"), qid, dumps(replace(e, reminders=e.reminders + 1).to_json()))
+            self.kept.remind_at(tx, qid, nxt)
+            self.kept.put(tx, qid, replace(e, reminders=e.reminders + 1).to_json())
             if self.config.corporate_secretary:
-                self.outbox.enqueue_ops(pipe, render_hold_reminder(
+                self.outbox.enqueue_ops(tx, render_hold_reminder(
                     e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
                     quarantine_id=qid, held_since=e.created_at))
             return True
 
-        return self.store.process_due(remind_key, self.store.k("quarantine"), to_ms(now), step)
+        return self.kept.process_due(now, step)

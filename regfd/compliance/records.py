@@ -1,13 +1,9 @@
 """The record of every communication with a Specified Person, kept for the retention period.
 
-One Redis stream entry per recorded verdict, appended in the milter's
-decision transaction (compliance/executor.py), so a message is never delivered
-unrecorded. The stream id is Redis's own time-ordered id, which makes
-`--since` a range read; MINID trimming drops entries older than
-`records_retention_days` as new ones arrive (exact trimming, so retention
-is exact; it costs one comparison when nothing has expired).
-
-    records   stream  {"r": JSON record}
+One stream entry per recorded verdict (store/records_store.py), appended in
+the milter's decision transaction (compliance/executor.py), so a message is
+never delivered unrecorded; entries older than `records_retention_days`
+are trimmed as new ones arrive.
 
 `make_record` is pure: the same `Record` feeds the record, the notification,
 the quarantine entry and the disclosure follow-up.
@@ -17,21 +13,19 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from regfd.core.clock import to_iso
 from regfd.core.finding import Finding
 from regfd.core.message import MessageFacts
 from regfd.core.verdict import Verdict
 from regfd.core.vocabulary import FindingKind, RecipientKind
-from regfd.errors import StoreUnavailable
-from regfd.store.client import REDIS_ERRORS
 
 if TYPE_CHECKING:
+    from regfd.store.client import Tx
     from regfd.store.redis_store import RedisStore
 
 CSV_COLUMNS = ("at", "queue_id", "message_id", "mta_host", "sender", "sender_class", "recipients", "subject",
@@ -216,22 +210,15 @@ def to_csv(records: Iterable[Record]) -> str:
 
 
 class Records:
-    """The record stream in Redis: appended in the decision's transaction, read by `regfd records`."""
+    """The record stream (store/records_store.py): appended in the decision's transaction, read by `regfd records`."""
 
     def __init__(self, store: RedisStore, retention_days: int) -> None:
-        self.store = store
+        self.stream = store.records
         self.retention = timedelta(days=retention_days)
 
-    @property
-    def key(self) -> str:
-        """The stream's Redis key (under the store's prefix)."""
-        return self.store.k("records")
-
-    def add_ops(self, pipe: Any, record: Record, now: datetime) -> None:
+    def add_ops(self, tx: Tx, record: Record, now: datetime) -> None:
         """Append in the caller's transaction; trim what the retention period no longer covers."""
-        minid = max(0, int((now - self.retention).timestamp() * 1000))
-        pipe.xadd(self.key, {"r": json.dumps(record.to_json(), separators=(",", ":"), ensure_ascii=False)},
-                  minid=minid, approximate=False)
+        self.stream.append(tx, record.to_json(), now - self.retention)
 
     def list(self, since: datetime | None = None, until: datetime | None = None) -> list[Record]:
         """Records in stream order (arrival order), each with its stream `id`.
@@ -239,22 +226,4 @@ class Records:
         `since` bounds by arrival in Redis (the stream id's time), which is
         within the decision's milliseconds of the record's `at`.
         """
-        start = f"{int(since.timestamp() * 1000)}-0" if since else "-"
-        end = f"{int(until.timestamp() * 1000)}" if until else "+"
-        out: list[Record] = []
-        try:
-            while True:
-                # the client does not decode replies: ids and fields are bytes
-                rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
-                            self.store.r.xrange(self.key, min=start, max=end, count=1000))
-                for sid, fields in rows:
-                    rec = json.loads(fields[b"r"])
-                    out.append(Record.from_json({**rec, "id": sid.decode()}))
-                if len(rows) < 1000:
-                    break
-                last = rows[-1][0].decode()
-                ms, seq = last.split("-")
-                start = f"{ms}-{int(seq) + 1}"
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-        return out
+        return [Record.from_json(d) for d in self.stream.list(since, until)]

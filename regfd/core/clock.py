@@ -16,6 +16,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def to_ms(dt: datetime) -> int:
+    """Epoch milliseconds: the score of the sorted sets that schedule work, and the time of a stream id."""
+    return int(dt.timestamp() * 1000)
+
+
 def parse_instant(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:
     """Parse `YYYY-MM-DD` or an ISO 8601 date-time into an aware UTC datetime.
 

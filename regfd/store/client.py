@@ -1,17 +1,18 @@
-"""The Redis client and the few helpers every Redis-backed module shares.
+"""The Redis client and the few helpers every Redis-backed store module shares.
 
-Only the store package builds clients (`client_from_url`); the compliance
-services receive one through `RedisStore` and use these helpers, so the
-error tuple, the JSON encoding of stored rows and the WATCH/MULTI retry
-loop each exist once.
+Only the store package builds clients (`client_from_url`) and talks to
+them; the compliance services call the store modules (records_store,
+quarantine_store, outbox_store, disclosures_store), so the error tuple, the
+JSON encoding of stored rows and the WATCH/MULTI retry loop each exist once.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
 
 import redis
 from redis.client import Pipeline
@@ -23,6 +24,29 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 """What a Redis call raises when the server is down, slow or refuses: callers turn it into StoreUnavailable."""
 
 T = TypeVar("T")
+
+
+class Tx:
+    """The writes of one MULTI/EXEC, queued by the store modules' methods that take a `tx`.
+
+    Outside the store package a Tx is only passed from one store method to
+    the next: the domain decides which writes commit together, the store how
+    they are written.
+    """
+
+    __slots__ = ("pipe",)
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+
+
+@contextmanager
+def reaching(failure: str = "Redis is unreachable") -> Iterator[None]:
+    """Turn the Redis errors raised inside the block into StoreUnavailable(`failure: error`)."""
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        raise StoreUnavailable(f"{failure}: {exc}") from exc
 
 
 def client_from_url(url: str, *, timeout: float = 5.0) -> redis.Redis:
@@ -87,3 +111,19 @@ def transact(client: redis.Redis, keys: Sequence[str], fn: Callable[[Pipeline], 
                         return None
     except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"{failure}: {exc}") from exc
+
+
+def update_row(client: redis.Redis, table: str, item: str, fn: Callable[[dict[str, Any] | None, Tx], T], *,
+               failure: str, also_watch: Sequence[str] = ()) -> T:
+    """Read `item`'s JSON row of hash `table` under WATCH and let `fn(row, tx)` queue writes; retried on races.
+
+    `fn` gets None when there is no such row; it raises to refuse (nothing is written).
+    """
+
+    def step(pipe: Pipeline) -> T:
+        raw = pipe.hget(table, item)
+        pipe.multi()
+        return fn(json.loads(raw) if raw is not None else None, Tx(pipe))
+
+    result = transact(client, (table, *also_watch), step, failure=failure)
+    return cast(T, result)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -40,8 +41,12 @@ from regfd.core.directory import (
     RegistryEntry,
 )
 from regfd.errors import InvalidInput, StoreUnavailable
-from regfd.store.client import REDIS_ERRORS, client_from_url, dumps, text, transact
+from regfd.store.client import REDIS_ERRORS, Tx, client_from_url, dumps, text, transact
+from regfd.store.disclosures_store import DisclosuresStore
+from regfd.store.outbox_store import OutboxStore
 from regfd.store.private_redis import PrivateRedis
+from regfd.store.quarantine_store import QuarantineStore
+from regfd.store.records_store import RecordsStore
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -64,17 +69,41 @@ class AuditEvent:
 
 
 class RedisStore:
-    """The directory over one Redis client; every key lives under `prefix`, so instances can share a server."""
+    """The directory over one Redis client; every key lives under `prefix`, so instances can share a server.
+
+    It also holds the compliance state's store modules, one per persisted
+    concept (`records`, `quarantine`, `outbox`, `disclosures`), over the same
+    client and prefix: the compliance services are given this object and
+    never the client itself.
+    """
 
     def __init__(self, client: redis.Redis, prefix: str = "regfd:") -> None:
         self.r = client
         self.p = prefix
         self.round_trips = 0  # counted per network exchange, for the benchmark
+        self.records = RecordsStore(self)
+        self.quarantine = QuarantineStore(self)
+        self.outbox = OutboxStore(self)
+        self.disclosures = DisclosuresStore(self)
 
     # ----- keys
     def k(self, name: str) -> str:
-        """The full key for `name`; the compliance services use it so their keys share the prefix."""
+        """The full key for `name`; the store modules use it so all keys share the prefix."""
         return self.p + name
+
+    @contextmanager
+    def batch(self, failure: str) -> Iterator[Tx]:
+        """One MULTI/EXEC for everything the block queues on the yielded Tx (nothing if the block raises).
+
+        Raises StoreUnavailable(`failure: error`) when the EXEC fails: then none of it was written.
+        """
+        pipe = self.r.pipeline(transaction=True)
+        yield Tx(pipe)
+        try:
+            self.round_trips += 1
+            pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"{failure}: {exc}") from exc
 
     # ----- the hot path
     def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot:
@@ -124,8 +153,11 @@ class RedisStore:
             raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
 
     # ----- writes (each with its audit entry, atomically)
-    def audit_ops(self, pipe: Any, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
-        """Queue an audit entry on `pipe`, so a change and its audit commit together."""
+    def audit_ops(self, tx: Tx, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        """Queue an audit entry on `tx`, so a change and its audit commit together."""
+        self._audit(tx.pipe, who, action, target, detail)
+
+    def _audit(self, pipe: Pipeline, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
         pipe.xadd(self.k("audit"), {"at": to_iso(now()), "who": who, "action": action,
                                     "target": target, "detail": dumps(detail)})
 
@@ -134,7 +166,7 @@ class RedisStore:
         pipe = self.r.pipeline(transaction=True)
         for method, args in ops:
             getattr(pipe, method)(*args)
-        self.audit_ops(pipe, who, action, target, detail)
+        self._audit(pipe, who, action, target, detail)
         try:
             pipe.execute()
         except REDIS_ERRORS as exc:
@@ -269,12 +301,12 @@ class RedisStore:
 
     # scheduled work (reminders)
     def process_due(self, schedule: str, table: str, now_ms: int,
-                    step: Callable[[Any, str, int, dict[str, Any]], bool], limit: int = 100) -> int:
+                    step: Callable[[Tx, str, int, dict[str, Any]], bool], limit: int = 100) -> int:
         """Claim each item due in `schedule` (a sorted set scored in epoch ms) with its JSON row in `table`.
 
         Each item is handled in its own WATCH transaction on both keys, so
-        several workers never handle one item twice. `step(pipe, id, score,
-        row)` is called after `pipe.multi()` to queue the item's changes (it
+        several workers never handle one item twice. `step(tx, id, score,
+        row)` is called in the transaction to queue the item's changes (it
         must reschedule or remove the item) and returns whether it counts;
         an item whose row is gone is simply unscheduled. Returns the count.
         """
@@ -290,7 +322,7 @@ class RedisStore:
                 if raw is None:
                     pipe.zrem(schedule, item)
                     return False
-                return step(pipe, item, int(score), json.loads(raw))
+                return step(Tx(pipe), item, int(score), json.loads(raw))
             return run
 
         try:
