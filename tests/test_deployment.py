@@ -67,6 +67,9 @@ def accounts() -> Iterator[None]:
             except KeyError:
                 _run("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", GROUP, user)
                 created.insert(0, ("userdel", user))
+            else:  # left by an interrupted run: make sure it is in the (possibly new) group, remove it afterwards
+                _run("usermod", "-a", "-G", GROUP, user)
+                created.insert(0, ("userdel", user))
         yield
     finally:
         for cmd, name in created:
