@@ -210,3 +210,9 @@ def test_a_bad_model_file_stops_loading_with_one_line(tmp_path: Path, model: str
     with pytest.raises(ConfigError, match=message) as exc:
         load_lexicons(_with_model(tmp_path, model))
     assert "\n" not in str(exc.value) and "model.toml" in str(exc.value)
+
+
+def test_a_topic_of_three_words_or_more_counts_as_an_event() -> None:
+    [f] = [f for f in text_findings("Somebody broke into our payroll system and took everyone's bank details.")
+           if f.category == "cybersecurity"]
+    assert "event 'broke into our payroll system'" in f.rule

@@ -34,7 +34,7 @@ SCOPES = ("sentence", "neighbours", "paragraph", "part")
 # Weights evidence.toml may give besides the signal groups of signals.toml:
 # the hit itself (a topic word, or a phrase of the material lexicon), a
 # sentence that is a question, and a hit inside a quoted reply.
-STRUCTURAL = ("topic", "phrase", "question", "quoted")
+STRUCTURAL = ("topic", "phrase", "question", "quoted", "event")
 TOPIC_PREFIX = "topic:"
 _FILE_KEYS = {"kind", "description", "threshold", "weights", "scope", "anchors", "default_category"}
 
@@ -273,6 +273,10 @@ class _Scorer:
             context = self.contexts[b] = self._context(b)
         total, present = context
         score = model.weights.get(base, 1.0) + total
+        event = model.weights.get("event", 0.0)
+        is_event = bool(event) and base == "topic" and self.text.count(" ", start, end) >= 2
+        if is_event:  # a topic of three words or more names an event ("broke into our system"), not a subject
+            score += event
         quoted = model.weights.get("quoted", 0.0)
         in_reply = bool(quoted) and any(lo <= start < hi for lo, hi in self.replies)
         if in_reply:
@@ -289,7 +293,7 @@ class _Scorer:
                 return None
             verdict = f"{wm.origin} p={p:.2f}" + (f" ({', '.join(top)})" if top else "")
         text = self.text
-        signals = [f"{base} {text[start:end]!r}"]
+        signals = [f"{'event' if is_event else base} {text[start:end]!r}"]
         for group, e, mpid in present:
             if mpid < 0:
                 signals.append(group)
