@@ -236,7 +236,7 @@ class Signals:
         covered = {ev.lo for ev in best.values()}
         for start, end in anchors:
             nearest = min(topic_hits, key=lambda t: abs(t[0] - end), default=(0, self.model.default_category))
-            ev = scorer.score(nearest[1], start, end, "topic")
+            ev = scorer.score(nearest[1], start, end, "topic", event_ok=False)  # the anchor is not the topic
             if ev is not None and ev.lo not in covered:
                 covered.add(ev.lo)
                 best[(ev.lo, ev.category)] = ev
@@ -262,7 +262,7 @@ class _Scorer:
         self.probabilities: dict[tuple[int, int, int, int, int, int], tuple[float, list[str]]] = {}
         self.contexts: dict[tuple[int, int, int, int, int, int], tuple[float, list[tuple[str, int, int]]]] = {}
 
-    def score(self, category: str, start: int, end: int, base: str) -> Evidence | None:
+    def score(self, category: str, start: int, end: int, base: str, event_ok: bool = True) -> Evidence | None:
         """The evidence for the hit [start, end) as `base` ("topic" or "phrase"), or None under the threshold."""
         model = self.s.model
         b = self.bounds.get(end)
@@ -274,7 +274,7 @@ class _Scorer:
         total, present = context
         score = model.weights.get(base, 1.0) + total
         event = model.weights.get("event", 0.0)
-        is_event = bool(event) and base == "topic" and self.text.count(" ", start, end) >= 2
+        is_event = bool(event) and event_ok and base == "topic" and self.text.count(" ", start, end) >= 2
         if is_event:  # a topic of three words or more names an event ("broke into our system"), not a subject
             score += event
         quoted = model.weights.get("quoted", 0.0)
