@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 CONFIG ?= config/regfd.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test deps bench clean
+.PHONY: run test deps bench clean deb
 
 run: deps
 	$(BIN)/regfd --config $(CONFIG) milter
@@ -29,8 +29,12 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The Debian package (deploy/deb/build-deb.sh; deploy/README.md, "Install from the Debian package").
+deb:
+	bash deploy/deb/build-deb.sh --out dist
+
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache dist
