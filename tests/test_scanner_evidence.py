@@ -216,3 +216,117 @@ def test_a_topic_of_three_words_or_more_counts_as_an_event() -> None:
     [f] = [f for f in text_findings("Somebody broke into our payroll system and took everyone's bank details.")
            if f.category == "cybersecurity"]
     assert "event 'broke into our payroll system'" in f.rule
+
+
+# Everyday-language sentences written while tuning (not from the corpus): every one of these is found
+# today; a lexicon edit that loses one should be a deliberate decision.
+EVERYDAY_DISCLOSURES = [
+    ('earnings', "We're going to come in a good bit under what we did last spring, maybe 10% down."),
+    ('earnings', "The quarter's basically done and it wasn't pretty, call it 118 against 131 last year."),
+    ('earnings', "Our sales in June fell off badly, the worst month we've had since 2020."),
+    ('guidance', "I wouldn't lean on the number we gave in February, it's not going to happen."),
+    ('prospects-strategy', "We're getting out of the appliance business altogether next year."),
+    ('write-downs-reserves', "We'll have to eat about eight million on that inventory this quarter."),
+    ('litigation-investigations', "We're settling the patent thing for around six million, papers next week."),
+    ('liquidity', "If the bank doesn't extend the line by Friday we can't pay the suppliers."),
+    ('products-customers-contracts', "Boeing picked us for the new seat actuator, it's worth maybe 40 million."),
+    ('products-customers-contracts', "Our biggest customer told us they're moving the whole program to the Germans."),
+    ('management-changes', 'Marcus is out at the end of the month, the board already has his replacement.'),
+    ('management-changes', "They're making Priya the new head of finance when Marcus goes."),
+    ('dividends', 'The board is going to cut the payout in half at the next meeting.'),
+    ('extraordinary-borrowings', "We're taking out a 300 million loan to fund the purchase."),
+    ('accounting-auditor', 'The auditors found a problem with how we booked the aerospace revenue.'),
+    ('cybersecurity', "Somebody broke into our payroll system and took everyone's bank details."),
+    ('debt-ratings', "Moody's is about to knock us down a notch, we heard yesterday."),
+    ('bankruptcy', 'The Mexican subsidiary is going to file for protection next month.'),
+    ('insider-trading', "Dana's selling a big block of her stock as soon as the window opens."),
+    ('mergers-acquisitions', "We've agreed to buy Kestrel for 400 million, signing is Tuesday."),
+    ('mergers-acquisitions', 'A private equity firm made us an offer at 42 a share.'),
+    ('securities-events', "We're going to buy back about 50 million of our own shares this fall."),
+    ('earnings', 'Between the two of us, June was a record and the quarter will beat last year handily.'),
+    ('earnings', "Short version: we're going to be light. Really light."),
+    ('earnings', 'Q3 is shaping up about 15% better than what we told people.'),
+    ('guidance', "We're going to have to take the annual number down when we report."),
+    ('guidance', "The street is way too optimistic on the back half, I'd trim it."),
+    ('write-downs-reserves', 'That Czech acquisition is going to cost us a big goodwill charge in Q4.'),
+    ('litigation-investigations', 'We got served yesterday - a class action over the recall.'),
+    ('liquidity', "We're burning cash faster than planned; treasury thinks we have maybe four months."),
+    ('products-customers-contracts', "GM just cancelled the e-axle program on us, that's 60 million a year gone."),
+    ('products-customers-contracts', 'The FDA cleared the new pump drive this morning, launch is next month.'),
+    ('management-changes', 'Heads up: our COO resigned this morning, it goes out Monday.'),
+    ('dividends', 'Expect the dividend to go up a penny at the August meeting.'),
+    ('extraordinary-borrowings', 'Treasury is lining up a $250M bond deal for September.'),
+    ('accounting-auditor', 'Brightline is resigning as our auditor after the audit fight.'),
+    ('cybersecurity', 'We got hit with ransomware over the weekend, Brno is down.'),
+    ('debt-ratings', "S&P told us they're putting us on negative watch next week."),
+    ('bankruptcy', 'The UK sub is going into administration, the board signed off last night.'),
+    ('insider-trading', 'Two directors are loading up on stock before the news comes out.'),
+    ('mergers-acquisitions', "We're in the final stretch on buying Ferrand, announcement in two weeks."),
+    ('mergers-acquisitions', 'Siemens wants to buy us, they came in with a number last Friday.'),
+    ('securities-events', "The board approved a 2-for-1 split yesterday, it'll be public after the close."),
+    ('securities-events', "We're calling the 2028 notes early in August."),
+    ('earnings', 'Flash numbers: revenue 151, EPS 47 cents, both ahead of consensus.'),
+    ('guidance', 'Between us, the 2027 targets are getting pushed out a year.'),
+    ('litigation-investigations', 'The SEC opened an inquiry into our revenue accounting last month.'),
+]
+
+EVERYDAY_HARMLESS = [
+    'Thanks for coming out to the plant last week; the team enjoyed showing you the new winding line.',
+    'As you saw in our first-quarter release, revenue was $142.6 million, up 3% from last year.',
+    "We don't provide intra-quarter updates, but our full-year outlook from May 5 is on the IR site.",
+    'Our CFO will be at your conference in September; please send the schedule when you have it.',
+    'Congrats on the new fund launch, your team must be thrilled.',
+    'The Q2 call is on July 30 at 8:30; the dial-in is in the press release.',
+    'We shipped the sample order to your lab yesterday; tracking is 1Z999.',
+    'Our annual meeting is on June 12; the proxy has the details on the director nominees.',
+    "I can't comment on market rumors, but anything material would be in an 8-K.",
+    'The board declared the regular quarterly dividend of $0.025 back in April, payable May 29.',
+    'We opened the Monterrey plant in 2014 and it now employs about 850 people.',
+    'Our sales team is hiring two engineers in Dayton this year; feel free to pass the posting along.',
+    'The supplier raised the price of copper wire 4% this month, which is in line with the LME.',
+    "We're planning the offsite for next month; budget is about $12,000 for the whole team.",
+    'The analyst day deck from March is still the best summary of our strategy.',
+    'Your note on the sector was excellent; we agree the cycle is turning for automation names.',
+    "We'll send the updated investor presentation once it's posted after the call.",
+    'The 10-Q we filed yesterday has the segment detail you asked about on page 14.',
+    'Good catch on the share count; the diluted figure was 16.9 million per the 10-Q.',
+    'Our new CFO started in January, as announced last fall.',
+    'We hosted the customer advisory board last week; lots of good feedback on the X7 drive.',
+    'The IT team will patch the VPN this weekend, so expect a short outage Saturday night.',
+    'Please keep the attached meeting agenda to yourselves until we confirm the room.',
+    "We're aiming to finalize the dinner seating for the conference by Friday.",
+    'Our quarter-end inventory count is next Tuesday, so the warehouse will be closed that day.',
+    'Our gross margin was 31.2% last quarter, as we said on the call, mostly tariffs.',
+    'We expect to report second-quarter results on July 30 before the market opens.',
+    "We've been a supplier to that customer for twenty years and value the relationship.",
+    'The CEO will present at the Northbridge conference on Sept 10; slides will be on our website.',
+    'Happy to set up a plant tour for your team next month, just let Priya know the dates.',
+    "We won't be able to meet next week because we're in our quiet period until the release.",
+    "The company's long-term targets are the ones we laid out at investor day last year.",
+    "We're hiring a new controller for the Brno site; the posting went up Monday.",
+    'Thanks for the question on buybacks; our capital allocation priorities are in the 10-K.',
+    'Our plant in Dayton will be closed on July 4 for the holiday, as every year.',
+    'The CFO is travelling next week so please send the questions to me.',
+    "We're moving the sales kickoff to the Marriott this year because of the construction.",
+    'Revenue recognition for our service contracts is described in note 2 of the 10-K.',
+    'I saw that your firm closed the acquisition of Harbor; congratulations to the whole team.',
+    'The settlement with the EPA was announced in 2023 and is fully paid.',
+    'Our new ERP goes live in October; finance will run both systems in parallel for a month.',
+    'The board meets quarterly; the next scheduled meeting is in August.',
+    'Could you resend the model? The file you attached last night was empty.',
+    'We expect the new Monterrey line to be running by spring, as we said at investor day.',
+    'Dana is out of the office until Monday, back for the board meeting on Tuesday.',
+    "We'll be at the trade show in Hannover with the whole drives team.",
+    'Our revolver was amended in March, as disclosed in the 8-K, extending it to 2030.',
+    "We don't guide on quarterly margins, but the full-year framework hasn't changed since May.",
+]
+
+
+@pytest.mark.parametrize(("category", "sentence"), EVERYDAY_DISCLOSURES)
+def test_everyday_disclosure_is_found(category: str, sentence: str) -> None:
+    assert category in {f.category for f in text_findings(sentence) if f.kind == MATERIAL}
+
+
+@pytest.mark.parametrize("sentence", EVERYDAY_HARMLESS)
+def test_everyday_harmless_sentence_is_quiet(sentence: str) -> None:
+    assert [f for f in text_findings(sentence) if f.kind == MATERIAL] == []
