@@ -35,6 +35,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/regfd")
 
 MODES = ("enforce", "monitor")
 FAILURE_ACTIONS = ("tempfail", "accept", "reject")
+MILTER_ENGINES = ("libmilter", "asyncio")
 MTAS = ("postfix", "sendmail")
 
 
@@ -58,6 +59,10 @@ class MilterConfig:
     # host: "auto" when it may run the MTA's queue commands (root for
     # Postfix's postsuper), "yes", or "no" (a separate `regfd agent` runs as root).
     agent: str = "auto"
+    # Which milter engine serves the MTA: "libmilter" (pymilter, the reference)
+    # or "asyncio" (regfd/mta/asyncio_engine.py: the protocol spoken in Python,
+    # one event loop, no thread per event).
+    engine: str = "libmilter"
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,8 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("sendmail.binary", "must not be empty")
     if cfg.milter.agent not in ("auto", "yes", "no"):
         raise _fail("milter.agent", f"must be auto, yes or no (got {cfg.milter.agent!r})")
+    if cfg.milter.engine not in MILTER_ENGINES:
+        raise _fail("milter.engine", f"must be one of {', '.join(MILTER_ENGINES)} (got {cfg.milter.engine!r})")
     if cfg.milter.failure_action not in FAILURE_ACTIONS:
         raise _fail(
             "milter.failure_action",

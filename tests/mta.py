@@ -17,7 +17,8 @@ uses it as a library. Fixtures (all session-scoped but `postfix_bin`'s install i
                     `.config_dir`, `.queue_dir`, `.port` (smtpd with regfd),
                     `.ports["dedicated"]` (smtpd whose milter is
                     `.sockets["dedicated"]`, for tests that run their own
-                    milter), `.send(...)`, `.sendmail(...)` (local submission),
+                    milter; `asyncio` and `asyncio-inet` likewise, for
+                    tests/test_e2e_engines.py), `.send(...)`, `.sendmail(...)` (local submission),
                     `.postqueue(...)`, `.postsuper(...)`, `.queue()`, `.held()`,
                     `.maillog`.
 
@@ -159,14 +160,14 @@ class MilterProcess:
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
               timeout: float = 20.0, wrapper: Sequence[str] = (), python: str = PYTHON,
-              cwd: Path | str = REPO) -> MilterProcess:
+              cwd: Path | str = REPO, engine: str = "") -> MilterProcess:
         """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec; `wrapper` runs it as another
-        user (["runuser", "-u", USER, "--"])."""
+        user (["runuser", "-u", USER, "--"]); `engine` overrides milter.engine (libmilter | asyncio)."""
         spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
         socket_path = Path(socket_path) if not isinstance(socket_path, str) else Path("/nonexistent")
         logf = open(log, "ab")  # noqa: SIM115 - the milter process owns it until stop()
         proc = subprocess.Popen([*wrapper, python, "-m", "regfd.cli", "milter", "--config", str(config),
-                                 "--socket", spec],
+                                 "--socket", spec, *(["--engine", engine] if engine else [])],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
                                 cwd=cwd)
         logf.close()
@@ -238,6 +239,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 POSTFIX_HOSTNAME = "mta.regfd.test"  # the `j` macro: the MTA host name regfd records
+# The session Postfix's `asyncio-inet` listener uses a milter on this port (tests/test_e2e_engines.py starts it).
+ASYNCIO_INET_PORT = free_port()
 
 MAIN_CF = """\
 compatibility_level = 3.6
@@ -496,7 +499,8 @@ def postfix(postfix_bin: str, mta_dir: Path, smtp_sink: SmtpSink, regfd_milter: 
             ) -> Iterator[PostfixInstance]:
     """The session's Postfix: the main smtpd goes through `regfd_milter`, `dedicated` through a test's own milter."""
     pf = PostfixInstance(mta_dir / "postfix", smtp_sink.port,
-                         {"main": regfd_milter.socket, "dedicated": mta_dir / "dedicated.sock"})
+                         {"main": regfd_milter.socket, "dedicated": mta_dir / "dedicated.sock",
+                          "asyncio": mta_dir / "asyncio.sock", "asyncio-inet": f"inet:127.0.0.1:{ASYNCIO_INET_PORT}"})
     pf.start()
     yield pf
     pf.stop()

@@ -21,16 +21,18 @@ from tests.mta import MilterProcess, make_mta_dir
 SCRIPT = Path(__file__).parent / "miltertest" / "verdicts.lua"
 
 
-@pytest.fixture(params=["unix", "inet"])
+@pytest.fixture(params=[("unix", "libmilter"), ("inet", "libmilter"), ("unix", "asyncio"), ("inet", "asyncio")],
+                ids=lambda p: "-".join(p))
 def milter(regfd, request):  # type: ignore[no-untyped-def]
-    """unix: the quiet protocol (no connect/helo, no header replies); inet: every stage answered."""
+    """unix: the quiet protocol (no connect/helo, no header replies); inet: every stage answered; each engine."""
+    kind, engine = request.param
     for args in (("registry", "add", "bank.com", "--category", "analyst"),
                  ("officer", "add", "ceo@allient.com", "--role", "CEO")):
         assert regfd(*args).rc == 0
     d = make_mta_dir("regfd-miltertest-")
-    sock = d / "regfd.sock" if request.param == "unix" else f"inet:{free_port()}@127.0.0.1"
-    m = MilterProcess.start(regfd.config, sock, regfd.env, d / "milter.log")
-    m.spec = f"unix:{sock}" if request.param == "unix" else sock  # type: ignore[attr-defined]
+    sock = d / "regfd.sock" if kind == "unix" else f"inet:{free_port()}@127.0.0.1"
+    m = MilterProcess.start(regfd.config, sock, regfd.env, d / "milter.log", engine=engine)
+    m.spec = f"unix:{sock}" if kind == "unix" else sock  # type: ignore[attr-defined]
     yield m
     assert m.stop() == 0, "SIGTERM: clean exit"
     shutil.rmtree(d, ignore_errors=True)

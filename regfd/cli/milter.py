@@ -13,6 +13,8 @@ def register(sub: Any) -> None:
     p.add_argument("--config", dest="milter_config", metavar="FILE",
                    help="TOML configuration file (same as the global --config)")
     p.add_argument("--socket", help="inet:PORT@HOST or unix:PATH (default: milter.socket from the config)")
+    p.add_argument("--engine", choices=("libmilter", "asyncio"),
+                   help="milter engine (default: milter.engine from the config)")
     p.set_defaults(func=run)
 
 
@@ -23,4 +25,4 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
     if args.milter_config:
         ctx.config_path = args.milter_config
     configure_logging()
-    return run_daemon(ctx.config, ctx.services, args.socket)
+    return run_daemon(ctx.config, ctx.services, args.socket, engine=args.engine)

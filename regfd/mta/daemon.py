@@ -160,14 +160,14 @@ class RedisSupervisor(threading.Thread):
                 log.error("redis.private_restart_failed", error=str(exc))
 
 
-def run_daemon(config: Config, services: Services, socket_spec: str | None = None) -> int:
+def run_daemon(config: Config, services: Services, socket_spec: str | None = None, engine: str | None = None) -> int:
     """The milter daemon: fails before listening on any bad setting; returns after a stop signal and the drain.
 
-    `socket_spec` overrides `milter.socket` from the configuration.
+    `socket_spec` overrides `milter.socket` from the configuration, `engine` its `milter.engine`.
     """
-    import Milter
-    import milter as libmilter
-
+    engine = engine or config.milter.engine
+    if engine not in ("libmilter", "asyncio"):
+        raise ConfigError(f"milter engine: must be libmilter or asyncio (got {engine!r})")
     kind, spec = parse_socket(socket_spec or config.milter.socket)
     services.decider  # noqa: B018 -- policy and lexicons load (and fail) before anything listens
     check_socket_free(kind, spec)
@@ -198,6 +198,19 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
         background = start_background(handle.store, config, stop_background)
         app = services.milter_app(handle.store, sink)
         app.quiet = kind == "unix"  # fewer round trips where Nagle cannot stall them
+        start_fields = dict(socket=spec, config=config.source, mode=config.mode, engine=engine,
+                            failure_action=config.milter.failure_action, quiet_protocol=app.quiet, pid=os.getpid(),
+                            store="private" if not config.effective_redis_url else "url",
+                            sink=type(sink).__module__ + "." + type(sink).__name__)
+        if engine == "asyncio":
+            failure = serve_asyncio(app, kind, spec, start_fields)
+            if failure is not None:
+                raise RegfdError(f"milter stopped: {failure}")
+            log.info("milter.stopped")
+            return 0
+
+        import Milter
+        import milter as libmilter
 
         Milter.factory = app.factory
         before = _socket_fds()
@@ -207,11 +220,7 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
             # The MTA runs as another user (postfix): the socket must be writable by it.
             # Who may reach it is decided by the socket's directory (deploy/README.md).
             os.chmod(spec.partition(":")[2], 0o666)
-        log.info("milter.start", socket=spec, config=config.source, mode=config.mode,
-                 failure_action=config.milter.failure_action, tcp_nodelay=bool(nodelay), quiet_protocol=app.quiet,
-                 pid=os.getpid(),
-                 store="private" if not config.effective_redis_url else "url",
-                 sink=type(sink).__module__ + "." + type(sink).__name__)
+        log.info("milter.start", tcp_nodelay=bool(nodelay), **start_fields)
         failure = serve_until_stopped(libmilter, app)
         app.shutdown()
         if failure is not None:
@@ -273,6 +282,34 @@ def serve_until_stopped(libmilter: Any, app: Any) -> BaseException | None:
     libmilter.stop()
     server.join(15)  # libmilter's listener notices within its 5 s poll
     return failed[0] if failed else None
+
+
+def serve_asyncio(app: Any, kind: str, spec: str, start_fields: dict[str, Any]) -> BaseException | None:
+    """The asyncio engine on this (the main) thread until a stop signal, then the drain.
+
+    The stop signals are blocked in every thread (run_daemon); the loop's
+    handlers take them here while it runs. Returns the error it failed with, if any.
+    """
+    from regfd.mta import asyncio_engine
+
+    loop, loop_name = asyncio_engine.new_event_loop()
+    engine = asyncio_engine.Engine(app, quiet=kind == "unix")
+
+    def started(server: Any) -> None:
+        log.info("milter.start", tcp_nodelay=kind != "unix", loop=loop_name, workers=engine.workers, **start_fields)
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        loop.run_until_complete(asyncio_engine.serve(engine, kind, spec, STOP_SIGNALS, DRAIN_SECONDS, started))
+    except OSError as exc:
+        return RegfdError(f"milter socket {spec}: cannot listen ({exc})")
+    except Exception as exc:  # reported by run_daemon
+        return exc
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        engine.shutdown()
+        loop.close()
+    return None
 
 
 def _register(Milter: Any, libmilter: Any, spec: str) -> None:

@@ -1,0 +1,239 @@
+"""The asyncio milter engine: one `asyncio.Protocol` per MTA connection, no thread per event.
+
+Packets are parsed in `data_received` and handed to the connection's
+`Session` (session.py); all replies to one read go out in one write. The
+two blocking steps (the directory lookup at DATA, and scan + judge + record
+at end of message) run on a small bounded thread pool, with
+`milter.decision_timeout` enforced by a timer on the loop: past it the
+session answers the failure action and the late result is dropped (and
+not recorded). While a step runs the connection stops reading, so its
+buffer stays bounded by one read; so it does when the MTA stops reading
+our replies (transport flow control).
+
+uvloop is used when it is installed (it is not a dependency). TCP_NODELAY
+is set on every inet connection (FIELD-NOTES §1). A stop signal closes the
+listener, refuses new messages with 451 (the client retries) and waits up
+to `drain` seconds for the messages in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from regfd.mta import protocol as p
+from regfd.mta.session import DecisionFailed, Job, Session, SessionApp
+
+log = structlog.get_logger("regfd.mta.asyncio")
+
+
+class Engine:
+    """The listening side: shared pool, connection count, the graceful stop."""
+
+    def __init__(self, app: SessionApp, quiet: bool, workers: int | None = None,
+                 max_packet: int = p.DEFAULT_MAX_PACKET) -> None:
+        self.app = app
+        self.quiet = quiet
+        self.max_packet = max_packet
+        self.workers = workers or max(2, min(8, 2 * (os.cpu_count() or 1)))
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="regfd-decide")
+        self.connections: set[MilterConnection] = set()
+        self.protocol_errors = 0
+
+    def protocol_factory(self) -> MilterConnection:
+        """A connection object per accepted MTA connection."""
+        return MilterConnection(self)
+
+    def shutdown(self) -> None:
+        """Drop queued work without waiting (after the drain)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MilterConnection(asyncio.Protocol):
+    """One MTA connection: bytes → packets → session → replies, one write per read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.session = Session(engine.app, quiet=engine.quiet)
+        self.parser = p.PacketParser(engine.max_packet)
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.job: Job | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.write_paused = False
+
+    # ----- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """TCP_NODELAY on inet (accepted sockets usually inherit it; made sure here)."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.engine.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The MTA went away: a message still open stops counting as in flight."""
+        self.session.close()
+        if self.job is not None:
+            self.job.cancelled = True
+        self._cancel_timer()
+        self.engine.connections.discard(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        """The MTA does not read our replies: stop reading its packets until it does."""
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """The write buffer drained: read again unless a decision is pending."""
+        self.write_paused = False
+        if self.transport is not None and self.job is None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        """Parse and answer every complete packet of this read (stopping at a pending decision)."""
+        self.parser.feed(data)
+        if self.job is None:
+            self._process([])
+
+    # ----- the work
+    def _process(self, out: list[bytes]) -> None:
+        """Hand packets to the session until none is complete or one needs blocking work; write once."""
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            while not self.session.closed:
+                pkt = self.parser.next()
+                if pkt is None:
+                    break
+                step = self.session.handle(pkt)
+                if isinstance(step, Job):
+                    self._start(step)
+                    break
+                out.extend(step)
+        except p.ProtocolError as exc:
+            self.engine.protocol_errors += 1
+            log.warning("milter.protocol_error", error=str(exc), buffered=self.parser.buffered)
+            if out:
+                transport.write(b"".join(out))
+            transport.abort()
+            return
+        if out:
+            transport.write(b"".join(out))
+        if self.session.closed:
+            transport.close()
+
+    def _start(self, job: Job) -> None:
+        """Run the job on the pool; stop reading until it is answered."""
+        assert self.transport is not None
+        self.job = job
+        self.transport.pause_reading()
+        if job.budget <= 0:
+            self._finish(job, DecisionFailed("no time left within milter.decision_timeout"))
+            return
+        future = self.engine.pool.submit(job.run)
+        self.timer = self.loop.call_later(job.budget, self._timed_out, job)
+        future.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._done, job, f))
+
+    def _done(self, job: Job, future: concurrent.futures.Future[Any]) -> None:
+        if self.job is not job:
+            return  # timed out (answered already) or the connection is gone
+        exc = future.exception() if not future.cancelled() else DecisionFailed("decision cancelled")
+        self._finish(job, exc if exc is not None else future.result())
+
+    def _timed_out(self, job: Job) -> None:
+        if self.job is not job:
+            return
+        job.cancelled = True
+        self._finish(job, DecisionFailed(f"decision not finished within milter.decision_timeout "
+                                         f"({self.engine.app.decision_timeout:g}s)"))
+
+    def _finish(self, job: Job, outcome: Any) -> None:
+        self._cancel_timer()
+        self.job = None
+        if self.transport is None:
+            return
+        out = self.session.resume(job, outcome)
+        if not self.write_paused:
+            self.transport.resume_reading()
+        self._process(out)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
+    """uvloop's loop when it is installed, else asyncio's; with the name for the log."""
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return asyncio.new_event_loop(), "asyncio"
+    return uvloop.new_event_loop(), "uvloop"
+
+
+async def listen(engine: Engine, kind: str, spec: str) -> asyncio.AbstractServer:
+    """Listen on `spec` (unix:PATH, inet:PORT@HOST, inet6:PORT@HOST); a unix socket is made writable by the MTA."""
+    loop = asyncio.get_running_loop()
+    rest = spec.partition(":")[2]
+    if kind == "unix":
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rest)  # a stale socket (daemon.check_socket_free refused a live one)
+        server = await loop.create_unix_server(engine.protocol_factory, rest, backlog=128)
+        os.chmod(rest, 0o666)
+        return server
+    port, _, host = rest.partition("@")
+    host = host or ("::" if kind == "inet6" else "0.0.0.0")
+    family = socket.AF_INET6 if kind == "inet6" else socket.AF_INET
+    return await loop.create_server(engine.protocol_factory, host, int(port), family=family, reuse_address=True,
+                                    backlog=128)
+
+
+async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[signal.Signals], drain: float,
+                started: Any = None) -> None:
+    """Serve until a stop signal, then close the listener, refuse new messages and drain those in flight.
+
+    `started(server)` is called once listening (the daemon logs its start there).
+    """
+    loop = asyncio.get_running_loop()
+    server = await listen(engine, kind, spec)
+    stop = asyncio.Event()
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, stop.set)
+    if started is not None:
+        started(server)
+    try:
+        await stop.wait()
+    finally:
+        for sig in stop_signals:
+            loop.remove_signal_handler(sig)
+    server.close()
+    app: Any = engine.app
+    log.info("milter.stopping", inflight=app.inflight)
+    with app._lock:
+        app._closing = True  # new messages get 451 (the client retries)
+    deadline = time.monotonic() + drain
+    while app.inflight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if app.inflight > 0:
+        log.warning("milter.stop_with_inflight", inflight=app.inflight)
+    for conn in list(engine.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.wait_closed(), 5)
