@@ -6,12 +6,14 @@ import email
 import email.policy
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from regfd.compliance import outbox as outbox_module
 from regfd.compliance.executor import Workflow
 from regfd.compliance.outbox import Outbox, SmtpTransport, backoff
 from regfd.compliance.render import highlight_html, highlight_text
@@ -187,6 +189,69 @@ def test_expired_lease_is_delivered_again(store: RedisStore, config: Config, sin
     clock.advance(minutes=11)
     assert outbox.deliver_due().sent == [claimed.id]
     assert len(sink.messages) == 1
+
+
+def test_a_dead_claimants_notifications_are_resent_within_a_minute(store: RedisStore, config: Config,
+                                                                   sink: Sink) -> None:
+    """A worker that claims and dies (claims, never sends) holds only a few, and only for a short lease."""
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    for i in range(12):
+        v = make_verdict(config, officer=True, findings=(MATERIAL,), queue_id=f"4DEAD{i:05d}")
+        wf.on_decision(v, facts_for(v))
+    dead = Outbox(store, config, clock=clock)
+    held = {n.id for n in dead.claim(clock.t)}  # its process is SIGKILLed now
+    assert 0 < len(held) <= 5, f"one worker claimed {len(held)} at once"
+    alive = Outbox(store, config, SmtpTransport("127.0.0.1", sink.controller.port), clock)
+    first = alive.deliver_due()
+    assert len(first.sent) == 12 - len(held) and not held & set(first.sent)  # the rest went at once
+    clock.advance(seconds=20)
+    assert alive.deliver_due().sent == []  # the dead worker's lease still stands
+    clock.advance(seconds=40)  # a minute after the crash
+    assert set(alive.deliver_due().sent) == held
+    assert len(sink.messages) == 12 and len({m["Message-ID"] for m in sink.parsed()}) == 12
+    assert alive.pending() == []
+
+
+class SlowTransport:
+    """Records each send after `delay` seconds (a relay slower than the lease); never refuses."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sent: list[str] = []
+        self.sending = threading.Event()
+
+    def send(self, message: email.message.EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]:
+        self.sending.set()
+        time.sleep(self.delay)
+        self.sent.append(str(message["Message-ID"]))
+        return {}
+
+
+def test_a_slow_live_sender_keeps_its_lease_and_nothing_is_sent_twice(store: RedisStore, config: Config,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each send takes longer than the lease, the second waits longer than it too: renewed, never taken over."""
+    monkeypatch.setattr(outbox_module, "LEASE_SECONDS", 1.0)
+    wf = Workflow(store, config)
+    for i in range(2):
+        v = make_verdict(config, officer=True, findings=(MATERIAL,), queue_id=f"4SLOW{i:05d}")
+        wf.on_decision(v, facts_for(v))
+    slow, eager = SlowTransport(1.5), SlowTransport(0.0)
+    reports: list[Any] = []
+    worker = threading.Thread(target=lambda: reports.append(Outbox(store, config, slow).deliver_due()))
+    worker.start()
+    assert slow.sending.wait(10)  # it has claimed both and is sending the first
+    other = Outbox(store, config, eager)
+    polls = 0
+    while worker.is_alive():  # another worker polls all along, as run_forever would
+        other.deliver_due()
+        polls += 1
+        time.sleep(0.05)
+    worker.join()
+    assert polls > 20
+    assert eager.sent == [], "a live worker's notification was taken over and sent a second time"
+    assert len(slow.sent) == len(set(slow.sent)) == 2 and len(reports[0].sent) == 2
+    assert other.pending() == []
 
 
 def test_outbox_cli(store: RedisStore, config: Config, regfd: Any, port: int) -> None:

@@ -5,10 +5,13 @@ Redis by store/outbox_store.py, so a notification survives a relay outage
 and a restart.
 
 Enqueueing is a few writes added to the caller's transaction (the milter's
-decision). Workers claim due messages atomically, so two workers on two
-hosts never take the same message; a worker that dies mid-send leaves a
-lease that expires (LEASE_SECONDS) and the message becomes due again:
-never dropped.
+decision). Workers claim due messages atomically, a few at a time
+(CLAIM_LIMIT), so two workers on two hosts never take the same message. A
+claim is a short lease (LEASE_SECONDS) that the worker renews while it
+sends (every third of it, and once more right before each send, which is
+skipped if the lease was lost), so a slow send is never taken over; a
+worker that dies leaves leases that expire within LEASE_SECONDS and the
+messages become due again: never dropped, resent within a minute.
 (A crash after the relay accepted but before the acknowledgement can resend
 once; each notification has a stable Message-ID so that duplicate is
 recognisable.) Failures back off exponentially from `retry_initial` to
@@ -17,9 +20,11 @@ recognisable.) Failures back off exponentially from `retry_initial` to
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import threading
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -35,7 +40,8 @@ if TYPE_CHECKING:
     from regfd.store.client import Tx
     from regfd.store.redis_store import RedisStore
 
-LEASE_SECONDS = 600.0  # > smtp timeout many times over: a live worker finishes well before
+LEASE_SECONDS = 30.0  # how late a dead worker's claims are resent; a live one renews every third of it
+CLAIM_LIMIT = 5  # claimed at a time by one worker: what one crash can delay
 
 
 # ---------------------------------------------------------------- transport
@@ -78,6 +84,7 @@ class Outbox:
         self.config = config
         self.transport = transport or SmtpTransport(config.smtp.host, config.smtp.port, config.smtp.timeout)
         self.clock = clock
+        self.token = uuid.uuid4().hex  # names this worker's claims, so it renews only its own leases
 
     # --- enqueue (in the caller's transaction)
     def enqueue_ops(self, tx: Tx, n: Notification, at: datetime | None = None) -> None:
@@ -103,20 +110,62 @@ class Outbox:
         return self.box.sent(count)
 
     # --- deliver
-    def claim(self, now: datetime, limit: int = 50, everything: bool = False) -> list[Notification]:
-        """Atomically take due messages (all pending ones with `everything`) for this worker."""
+    def claim(self, now: datetime, limit: int = CLAIM_LIMIT, everything: bool = False) -> list[Notification]:
+        """Atomically lease due messages (all pending ones with `everything`) to this worker for LEASE_SECONDS."""
         lease_until = now + timedelta(seconds=LEASE_SECONDS)
-        return [Notification.from_json(d) for d in self.box.claim(now, lease_until, limit, everything)]
+        rows = self.box.claim(now, lease_until, limit, everything, self.token)
+        return [Notification.from_json(d) for d in rows]
+
+    def renew(self, ids: list[str]) -> set[str]:
+        """Extend this worker's leases on `ids` by LEASE_SECONDS from now; the ids it still held."""
+        t = self.clock()
+        return self.box.renew(ids, self.token, t, t + timedelta(seconds=LEASE_SECONDS))
+
+    @contextlib.contextmanager
+    def _renewing(self, ids: list[str]) -> Iterator[Callable[[str], None]]:
+        """Renew the leases of `ids` every third of LEASE_SECONDS until the block ends; the caller
+        tells the yielded function each id it is done with."""
+        pending = set(ids)
+        lock = threading.Lock()
+        done = threading.Event()
+        interval = LEASE_SECONDS / 3
+
+        def renew_loop() -> None:
+            while not done.wait(interval):
+                with lock:
+                    todo = sorted(pending)
+                if not todo:
+                    continue
+                with contextlib.suppress(Exception):  # Redis away: the pre-send check decides
+                    self.renew(todo)
+
+        renewer = threading.Thread(target=renew_loop, name="regfd-outbox-lease", daemon=True)
+        renewer.start()
+
+        def finished(nid: str) -> None:
+            with lock:
+                pending.discard(nid)
+
+        try:
+            yield finished
+        finally:
+            done.set()
+            renewer.join(5)
 
     def deliver_due(self, now: datetime | None = None, everything: bool = False) -> DeliveryReport:
         """Send what is due (each message by exactly one worker); reschedule failures with backoff."""
         report = DeliveryReport()
-        limit = 100000 if everything else 50
+        limit = 100000 if everything else CLAIM_LIMIT
         while True:
             t = now or self.clock()
             batch = self.claim(t, limit=limit, everything=everything)
-            for n in batch:
-                self._deliver_one(n, t, report)
+            if not batch:
+                return report
+            with self._renewing([n.id for n in batch]) as finished:
+                for n in batch:
+                    if self.renew([n.id]):  # still ours, and a full lease for this send
+                        self._deliver_one(n, t, report)
+                    finished(n.id)
             if everything or len(batch) < limit:
                 return report
 
