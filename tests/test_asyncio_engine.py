@@ -78,14 +78,16 @@ def negotiate(c: Client) -> None:
     assert reply.cmd == p.OPTNEG
 
 
-@pytest.fixture
-def engine(regfd: Any) -> Iterator[tuple[MilterProcess, int]]:
-    """`regfd milter --engine asyncio` on an inet socket, messages limited to 1 MB."""
+@pytest.fixture(params=["default-loop", "stdlib-loop"])
+def engine(regfd: Any, request: Any) -> Iterator[tuple[MilterProcess, int]]:
+    """`regfd milter --engine asyncio` on an inet socket, messages limited to 1 MB; on uvloop when it is
+    installed (default-loop) and on asyncio's own loop (stdlib-loop)."""
     assert regfd("registry", "add", "bank.com", "--category", "analyst").rc == 0
     regfd.write_config(extra="[limits]\nmax_message_bytes = 1000000\n")
     d = make_mta_dir("regfd-asyncio-")
     port = free_port()
-    m = MilterProcess.start(regfd.config, f"inet:{port}@127.0.0.1", regfd.env, d / "milter.log", engine="asyncio")
+    env = {**regfd.env, **({"REGFD_EVENT_LOOP": "asyncio"} if request.param == "stdlib-loop" else {})}
+    m = MilterProcess.start(regfd.config, f"inet:{port}@127.0.0.1", env, d / "milter.log", engine="asyncio")
     yield m, port
     assert m.stop() == 0, m.log.read_text()[-3000:]
 

@@ -26,7 +26,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -74,8 +74,7 @@ class MilterConnection(asyncio.Protocol):
     # ----- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """TCP_NODELAY on inet (accepted sockets usually inherit it; made sure here)."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
@@ -179,7 +178,13 @@ class MilterConnection(asyncio.Protocol):
 
 
 def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
-    """uvloop's loop when it is installed, else asyncio's; with the name for the log."""
+    """uvloop's loop when it is installed, else asyncio's; with the name for the log.
+
+    REGFD_EVENT_LOOP=asyncio keeps the standard loop even where uvloop is
+    installed (bench/bench_mta.py compares the two).
+    """
+    if os.environ.get("REGFD_EVENT_LOOP") == "asyncio":
+        return asyncio.new_event_loop(), "asyncio"
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
