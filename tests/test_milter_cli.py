@@ -100,3 +100,27 @@ def test_private_redis_is_supervised_and_stopped_on_exit(regfd, workdir):  # typ
         rc = proc.wait(20)
     assert rc == 0
     wait_until(lambda: not private.answering(), 10, what="the private redis-server to stop")
+
+
+def test_private_redis_left_by_a_killed_milter_is_adopted_and_stopped(regfd, workdir):  # type: ignore[no-untyped-def]
+    """A regfd SIGKILLed leaves its redis-server; the next milter adopts it and its SIGTERM stops it."""
+    from tests.test_store_backends import orphaned_private_redis, redis_pids_under
+
+    state = regfd.tmp / "state"
+    orphan = orphaned_private_redis(state)
+    env = {**{k: v for k, v in os.environ.items() if k != "REGFD_REDIS_URL"},
+           **{k: v for k, v in regfd.env.items() if k != "REGFD_REDIS_URL"}}
+    log = workdir / "m.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([PYTHON, "-m", "regfd.cli", "milter", "--config", str(regfd.config),
+                                 "--socket", f"unix:{workdir / 'm.sock'}"], env=env, stdout=f, stderr=f, cwd=REPO)
+    try:
+        wait_until(lambda: "milter.start" in log.read_text() or proc.poll() is not None, 20)
+        assert proc.poll() is None, log.read_text()
+        assert redis_pids_under(state / "redis") == [orphan]  # reused, not a second server
+        assert json.loads((state / "redis" / "owner.json").read_text())["owner"] == proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    assert rc == 0
+    wait_until(lambda: redis_pids_under(state / "redis") == [], 10, what="the adopted redis-server to stop")

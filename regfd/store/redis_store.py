@@ -359,7 +359,7 @@ class StoreHandle:
     """An open store plus the private redis-server it may have started.
 
     Use as a context manager: the private server is stopped on exit only if
-    this handle started it.
+    this handle started it or adopted it (its owning regfd had died).
     """
 
     def __init__(self, store: RedisStore, private: PrivateRedis | None) -> None:
@@ -373,7 +373,7 @@ class StoreHandle:
         self.close()
 
     def close(self) -> None:
-        """Close the client, then stop the private server if this handle started it."""
+        """Close the client, then stop the private server if this handle started or adopted it."""
         self.store.r.close()
         if self.private is not None:
             self.private.stop()
