@@ -124,9 +124,11 @@ class MilterConnection(asyncio.Protocol):
                     self._start(step)
                     break
                 out.extend(step)
-        except p.ProtocolError as exc:
+        except Exception as exc:  # a broken peer (ProtocolError), or a bug: this connection only
             self.engine.protocol_errors += 1
-            log.warning("milter.protocol_error", error=str(exc), buffered=self.parser.buffered)
+            bug = not isinstance(exc, p.ProtocolError)
+            log.warning("milter.protocol_error", error=f"{type(exc).__name__}: {exc}", buffered=self.parser.buffered,
+                        exc_info=exc if bug else None)
             if out:
                 transport.write(b"".join(out))
             transport.abort()
