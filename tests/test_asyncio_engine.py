@@ -177,3 +177,86 @@ def test_slow_decision_gets_the_failure_action_within_the_timeout(regfd: Any) ->
     finally:
         m.stop()
         silent.close()
+
+
+# ----------------------------------------------------------------------------- in-process: the engine's timers
+def _in_process(regfd: Any, scan: Any = None, extra: str = "") -> Any:
+    from tests.test_milter import make_app, stub_scan
+
+    assert regfd("registry", "add", "bank.com", "--category", "analyst").rc == 0
+    assert regfd("officer", "add", "ceo@allient.com", "--role", "CEO").rc == 0
+    return make_app(regfd, scan=scan or stub_scan, extra=extra)
+
+
+def test_idle_connections_are_closed(regfd: Any) -> None:
+    import asyncio
+
+    from regfd.mta.asyncio_engine import Engine
+
+    app, _ = _in_process(regfd)
+
+    async def main() -> None:
+        engine = Engine(app, quiet=False, idle_timeout=0.2)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(engine.protocol_factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert engine.close_idle(loop.time()) == 0  # not idle yet
+        await asyncio.sleep(0.3)
+        assert engine.close_idle(loop.time()) == 1
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        server.close()
+        engine.shutdown()
+
+    asyncio.run(main())
+
+
+def test_scan_over_the_deadline_answers_451_in_time_and_records_nothing(regfd: Any) -> None:
+    """The engine's timer, not the scan, decides when the MTA is answered; the late verdict is not recorded."""
+    import asyncio
+
+    from regfd.mta.asyncio_engine import Engine
+
+    finished = threading.Event()
+
+    def slow(raw: bytes) -> list[Any]:
+        time.sleep(1.0)
+        finished.set()
+        return []
+
+    app, sink = _in_process(regfd, scan=slow, extra="[milter]\ndecision_timeout = 0.3\n")
+
+    async def main() -> float:
+        engine = Engine(app, quiet=False)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(engine.protocol_factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        parser = p.PacketParser()
+
+        async def replies(n: int) -> list[p.Packet]:
+            out: list[p.Packet] = []
+            while len(out) < n:
+                out += parser.packets(await asyncio.wait_for(reader.read(65536), 5))
+            return out
+
+        writer.write(p.packet(p.OPTNEG, struct.pack(">III", 6, 0x1FF, 0x1FFFFF)))
+        writer.write(p.packet(p.MAIL, z("<ceo@allient.com>")) + p.packet(p.RCPT, z("<analyst@bank.com>")))
+        writer.write(p.packet(p.DATA))
+        assert [r.cmd for r in await replies(4)] == [p.OPTNEG, p.R_CONTINUE, p.R_CONTINUE, p.R_CONTINUE]
+        t = time.monotonic()
+        writer.write(p.packet(p.HEADER, z("Subject", "Hi")) + p.packet(p.EOH) + p.packet(p.BODY, b"Hello\r\n")
+                     + p.packet(p.BODYEOB))
+        got = await replies(4)
+        elapsed = time.monotonic() - t
+        assert got[-1].cmd == p.R_REPLYCODE and got[-1].data.startswith(b"451 4.7.1"), got
+        await asyncio.get_running_loop().run_in_executor(None, finished.wait, 5)
+        await asyncio.sleep(0.1)
+        writer.close()
+        server.close()
+        engine.shutdown()
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    assert elapsed < 0.9, elapsed  # answered at the deadline, not when the scan ended
+    assert finished.is_set() and sink.calls == [] and app.inflight == 0

@@ -35,19 +35,40 @@ from regfd.mta.session import DecisionFailed, Job, Session, SessionApp
 
 log = structlog.get_logger("regfd.mta.asyncio")
 
+# A connection silent this long with no decision pending is closed: libmilter's default timeout (7210 s).
+IDLE_TIMEOUT = 7210.0
+
 
 class Engine:
     """The listening side: shared pool, connection count, the graceful stop."""
 
     def __init__(self, app: SessionApp, quiet: bool, workers: int | None = None,
-                 max_packet: int = p.DEFAULT_MAX_PACKET) -> None:
+                 max_packet: int = p.DEFAULT_MAX_PACKET, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.app = app
         self.quiet = quiet
         self.max_packet = max_packet
+        self.idle_timeout = idle_timeout
         self.workers = workers or max(2, min(8, 2 * (os.cpu_count() or 1)))
         self.pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="regfd-decide")
         self.connections: set[MilterConnection] = set()
         self.protocol_errors = 0
+
+    def close_idle(self, now: float) -> int:
+        """Close connections silent for over `idle_timeout` s with no decision pending; returns how many."""
+        idle = [c for c in self.connections
+                if c.job is None and c.transport is not None and now - c.last_read > self.idle_timeout]
+        for c in idle:
+            log.warning("milter.idle_closed", idle_s=round(now - c.last_read, 1))
+            assert c.transport is not None
+            c.transport.abort()
+        return len(idle)
+
+    async def sweep_idle(self, interval: float) -> None:
+        """Every `interval` s, close idle connections (a peer that connects and says nothing holds no slot forever)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            self.close_idle(loop.time())
 
     def protocol_factory(self) -> MilterConnection:
         """A connection object per accepted MTA connection."""
@@ -70,6 +91,7 @@ class MilterConnection(asyncio.Protocol):
         self.job: Job | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.write_paused = False
+        self.last_read = self.loop.time()
 
     # ----- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,6 +126,7 @@ class MilterConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse and answer every complete packet of this read (stopping at a pending decision)."""
+        self.last_read = self.loop.time()
         self.parser.feed(data)
         if self.job is None:
             self._process([])
@@ -224,9 +247,11 @@ async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[sig
         loop.add_signal_handler(sig, stop.set)
     if started is not None:
         started(server)
+    sweeper = asyncio.ensure_future(engine.sweep_idle(min(60.0, engine.idle_timeout / 2)))
     try:
         await stop.wait()
     finally:
+        sweeper.cancel()
         for sig in stop_signals:
             loop.remove_signal_handler(sig)
     server.close()
