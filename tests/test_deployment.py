@@ -40,9 +40,11 @@ from tests.mta import (
 
 pytestmark = pytest.mark.e2e
 
-SERVICE_USER = "regfd-deploytest"
-OFFICER = "compliance-deploytest"
-GROUP = "regfd-compliance-deploytest"
+# Names of this run only: two runs on one machine (or a run interrupted earlier) never share accounts.
+_RUN = uuid.uuid4().hex[:6]
+SERVICE_USER = f"regfd-dt{_RUN}"
+OFFICER = f"officer-dt{_RUN}"
+GROUP = f"regfd-compl-dt{_RUN}"
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
