@@ -180,11 +180,12 @@ class Signals:
     topics: PatternSet
     topic_categories: tuple[str, ...]  # per topic pattern id
     topic_rx: tuple[regex.Pattern[str], ...]  # reverse-searching, to find a topic's start from its end
-    modifiers: PatternSet
-    modifier_groups: tuple[str, ...]  # per modifier pattern id
+    modifiers: PatternSet  # groups that count at most in a topic's paragraph: scanned there only
+    modifier_groups: tuple[str, ...]  # per modifier pattern id; ids of `wide` follow those of `modifiers`
     modifier_rx: tuple[regex.Pattern[str], ...]
     model: EvidenceModel
     word_model: WordModel | None = None
+    wide: PatternSet | None = None  # groups that count in the whole text part (secrecy, tips, published)
 
     def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (),
              topics: bool = True) -> tuple[list[Evidence], dict[int, Evidence]]:
@@ -205,22 +206,42 @@ class Signals:
         topic_reports = self.topics.matches(data, limit=5000)[0] if topics else []
         if not topic_reports and not phrases:
             return [], {}
-        mod_reports, _ = self.modifiers.matches(data, limit=50_000)
+        to_compact = compact.to_compact
+        breaks = _Breaks(compact)
+        # Paragraph-bound groups are scanned only in the paragraphs that hold a hit (a mail
+        # of ten paragraphs with one topic sentence pays for one); whole-part groups everywhere.
+        located: list[tuple[int, int, int]] = []  # (pattern id, start, end) of each topic or anchor hit
+        for pid, end in topic_reports:
+            m = self.topic_rx[pid].match(compact.text, 0, end)
+            located.append((pid, m.start() if m is not None else max(0, end - 1), end))
+        hits = [(start, end) for _, start, end in located]
+        hits += [(to_compact(s), to_compact(e)) for s, e, _ in phrases]
+        spans: list[tuple[int, int]] = []
+        for start, end in sorted(hits):
+            b = breaks.bounds(start, end)
+            if spans and b[4] <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], b[5]))
+            else:
+                spans.append((b[4], b[5]))
+        mod_reports: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            found, _ = self.modifiers.matches(data[lo:hi], limit=50_000)
+            mod_reports.extend((pid, end + lo) for pid, end in found)
+        if self.wide is not None:
+            offset = self.modifiers.size
+            mod_reports.extend((pid + offset, end) for pid, end in self.wide.matches(data, limit=50_000)[0])
         ends: dict[str, list[tuple[int, int]]] = {}
         for pid, end in mod_reports:
             ends.setdefault(self.modifier_groups[pid], []).append((end, pid))
         for v in ends.values():
             v.sort()
-        to_compact = compact.to_compact
         replies = [(to_compact(a), to_compact(b)) for a, b in reply_spans(text)]
-        scorer = _Scorer(self, compact.text, ends, replies, _Breaks(compact))
+        scorer = _Scorer(self, compact.text, ends, replies, breaks)
         text = compact.text
         best: dict[tuple[int, str], Evidence] = {}
         anchors: list[tuple[int, int]] = []
         topic_hits: list[tuple[int, str]] = []
-        for pid, end in topic_reports:
-            m = self.topic_rx[pid].match(text, 0, end)
-            start = m.start() if m is not None else max(0, end - 1)
+        for pid, start, end in located:
             category = self.topic_categories[pid]
             if not category:  # an anchor: scored below, if its sentence has no finding yet
                 anchors.append((start, end))
@@ -463,14 +484,18 @@ def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Pa
                               f"(topic:{', topic:'.join(MATERIAL_CATEGORIES)})")
     candidates = topics + anchors  # an anchor's category is "": see Signals.find
     candidate_rx = [compact_regex(e.pattern) for e in candidates]
+    near = [e for e in mods if model.scope(e.category) != "part"]
+    wide = [e for e in mods if model.scope(e.category) == "part"]
+    mods = near + wide
     mod_rx = [compact_regex(e.pattern) for e in mods]
     return Signals(
         PatternSet(candidate_rx, single_match=False, cache_dir=cache_dir),
         tuple(e.category[len(TOPIC_PREFIX):] if e in topics else "" for e in candidates),
         tuple(compile_reverse(x) for x in candidate_rx),
-        PatternSet(mod_rx, single_match=False, cache_dir=cache_dir),
+        PatternSet(mod_rx[:len(near)], single_match=False, cache_dir=cache_dir),
         tuple(e.category for e in mods),
         tuple(compile_reverse(x) for x in mod_rx),
         model,
         load_word_model(word_model_path) if word_model_path is not None else None,
+        PatternSet(mod_rx[len(near):], single_match=False, cache_dir=cache_dir) if wide else None,
     )

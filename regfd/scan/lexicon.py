@@ -73,6 +73,8 @@ def pattern_to_regex(pattern: str, *, compact: bool = False) -> str:
     """
     sep = " " if compact else _SEP
     opt_sep = " ?" if compact else r"[\s\-/]*"
+    # In the compact text a gap word may hold inner dots ("u.s", "3.5") but not end a sentence ("friday.").
+    word = r"[a-z0-9&'$%,]+(?:\.[a-z0-9&'$%,]+)*" if compact else _WORD
     p = fold(" ".join(pattern.split()))
     if not p:
         raise PatternError("empty pattern")
@@ -118,12 +120,12 @@ def pattern_to_regex(pattern: str, *, compact: bool = False) -> str:
                     raise PatternError("'~N' needs N between 1 and 10")
                 # up to N words, each followed by a separator (the pattern's own space follows)
                 if j < n and p[j] == " ":
-                    out.append(f"(?:{_WORD}{sep}){{0,{count}}}")
+                    out.append(f"(?:{word}{sep}){{0,{count}}}")
                     j += 1
                 else:
                     raise PatternError("'~N' must be followed by a word")
             else:
-                out.append(_WORD)
+                out.append(word)
             i = j
             continue
         elif c.isalnum() or c in "&.$%":
