@@ -10,8 +10,6 @@ test_e2e_postfix.py does for libmilter.
 
 from __future__ import annotations
 
-import json
-import signal
 import smtplib
 import uuid
 from collections.abc import Iterator
@@ -147,66 +145,4 @@ def test_several_messages_on_one_smtp_session(world: Any, smtp_sink: Any, via: V
     assert actions == ["accept", "hold", "reject"]
 
 
-def test_asyncio_redis_down_tempfails_then_retry_gets_its_verdict(world: Any, smtp_sink: Any,
-                                                                  tmp_path: Path) -> None:
-    """A DEDICATED redis-server and asyncio milter on the instance's `dedicated` listener."""
-    from tests.conftest import Regfd, start_redis, stop_redis
-
-    server = start_redis(tmp_path / "redis")
-    runner = Regfd(tmp_path, server.url, "down:", smtp_port=smtp_sink.port)
-    assert runner("registry", "add", "bank.com", "--category", "analyst").rc == 0
-    port = world.ports["dedicated"]
-    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log",
-                                 engine="asyncio")
-    try:
-        sender, rcpt = uniq("erin", "allient.com"), uniq("analyst", "bank.com")
-        msg = make_message(sender, rcpt, "Numbers", MATERIAL)
-        stop_redis(server)
-        code, text = world.send(sender, [rcpt], msg, port=port)
-        assert code == 451 and text.startswith("4.7.1"), (code, text)
-        assert smtp_sink.to(rcpt) == []
-        assert not [q for q in world.queue() if q["sender"] == sender]
-        server = start_redis(tmp_path / "redis")
-        assert runner("registry", "add", "bank.com", "--category", "analyst").rc == 0
-        code, text = world.send(sender, [rcpt], msg, port=port)
-        assert code == 250, text
-        decision = milter.decision_for(sender)
-        assert decision["action"] == "hold"
-        wait_until(lambda: [q for q in world.held() if q["queue_id"] == decision["queue_id"]], 10,
-                   what="the retried message in hold")
-    finally:
-        milter.stop()
-        stop_redis(server)
-
-
-def test_asyncio_sigterm_lets_the_message_in_flight_finish(world: Any, smtp_sink: Any, mta_regfd: Any,
-                                                           tmp_path: Path) -> None:
-    """SIGTERM between RCPT and DATA: the asyncio engine stops listening but still decides that message."""
-    from tests.conftest import Regfd
-
-    runner = Regfd(tmp_path, mta_regfd.redis_url, f"drain{uuid.uuid4().hex[:6]}:", smtp_port=smtp_sink.port)
-    assert runner("registry", "add", "bank.com", "--category", "analyst").rc == 0
-    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log",
-                                 engine="asyncio")
-    try:
-        sender, rcpt = uniq("frank", "allient.com"), uniq("analyst", "bank.com")
-        with smtplib.SMTP("127.0.0.1", world.ports["dedicated"], timeout=60) as smtp:
-            smtp.ehlo("client.test")
-            assert smtp.mail(sender)[0] == 250
-            assert smtp.rcpt(rcpt)[0] == 250
-            milter.proc.send_signal(signal.SIGTERM)
-            wait_until(lambda: "milter.stopping" in milter.log.read_text(), 15, what="the milter to stop listening")
-            assert milter.proc.poll() is None
-            try:
-                code, text = smtp.data(make_message(sender, rcpt, "Numbers", MATERIAL))
-            except smtplib.SMTPDataError as exc:
-                raise AssertionError(milter.log.read_text()[-3000:]) from exc
-        assert code == 250, text
-        assert milter.decision_for(sender)["action"] == "hold"
-        assert milter.proc.wait(40) == 0
-        events = {e["event"]: e for e in map(json.loads, filter(lambda line: line.startswith("{"),
-                                                               milter.log.read_text().splitlines()))}
-        assert events["milter.stopping"]["inflight"] == 1
-        assert "milter.stop_with_inflight" not in events and "milter.stopped" in events
-    finally:
-        milter.stop()
+# Redis down and SIGTERM with a message in flight: tests/test_e2e_postfix.py runs both for each engine.

@@ -106,8 +106,9 @@ def test_local_submission_goes_through_non_smtpd_milters(world, smtp_sink, regfd
     assert smtp_sink.to(rcpt) == []
 
 
+@pytest.mark.parametrize("engine", ["libmilter", "asyncio"])
 def test_redis_down_tempfails_then_retry_gets_its_verdict(world: Any, smtp_sink: Any, mta_dir: Path,
-                                                          tmp_path: Path) -> None:
+                                                          tmp_path: Path, engine: str) -> None:
     """A DEDICATED redis-server and milter (on the instance's second listener) so stopping Redis
     touches no other test."""
     from tests.conftest import Regfd, start_redis, stop_redis
@@ -116,7 +117,8 @@ def test_redis_down_tempfails_then_retry_gets_its_verdict(world: Any, smtp_sink:
     runner = Regfd(tmp_path, server.url, "down:", smtp_port=smtp_sink.port)
     assert runner("registry", "add", "bank.com", "--category", "analyst").rc == 0
     port = world.ports["dedicated"]
-    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log")
+    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log",
+                                 engine=engine)
     try:
         sender, rcpt = uniq("erin", "allient.com"), uniq("analyst", "bank.com")
         msg = make_message(sender, rcpt, "Numbers", MATERIAL)
@@ -138,8 +140,9 @@ def test_redis_down_tempfails_then_retry_gets_its_verdict(world: Any, smtp_sink:
         stop_redis(server)
 
 
+@pytest.mark.parametrize("engine", ["libmilter", "asyncio"])
 def test_sigterm_lets_the_message_in_flight_finish(world: Any, smtp_sink: Any, mta_regfd: Any,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, engine: str) -> None:
     """SIGTERM arrives between RCPT and DATA: regfd stops listening but still decides that message."""
     import signal
     import smtplib
@@ -148,7 +151,8 @@ def test_sigterm_lets_the_message_in_flight_finish(world: Any, smtp_sink: Any, m
 
     runner = Regfd(tmp_path, mta_regfd.redis_url, f"drain{uuid.uuid4().hex[:6]}:", smtp_port=smtp_sink.port)
     assert runner("registry", "add", "bank.com", "--category", "analyst").rc == 0
-    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log")
+    milter = MilterProcess.start(runner.config, world.sockets["dedicated"], runner.env, tmp_path / "milter.log",
+                                 engine=engine)
     try:
         sender, rcpt = uniq("frank", "allient.com"), uniq("analyst", "bank.com")
         with smtplib.SMTP("127.0.0.1", world.ports["dedicated"], timeout=60) as smtp:
