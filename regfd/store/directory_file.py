@@ -29,6 +29,7 @@ from regfd.core.directory import (
     QuietPeriod,
     RegistryEntry,
 )
+from regfd.core.directory_rules import parse_choice, parse_pattern
 from regfd.errors import InvalidInput
 
 _TABLES = {"officer", "delegate", "registry", "exempt", "quiet"}
@@ -116,17 +117,13 @@ def load_directory_file(path: Path) -> FileDirectory:
                         parse_instant(until, tz, end_of_day=True) if until else None,
                         _get(row, "scope", where, required=False))
                 elif name == "registry":
-                    pattern = normalize_pattern(_get(row, "pattern", where))
-                    category = _get(row, "category", where)
-                    if category not in REGISTRY_CATEGORIES:
-                        raise ValueError(f"unknown category {category!r}")
+                    pattern = parse_pattern(_get(row, "pattern", where))
+                    category = parse_choice(_get(row, "category", where), REGISTRY_CATEGORIES, "category")
                     registry[pattern] = RegistryEntry(pattern, category, _get(row, "firm", where, False),
                                                       _get(row, "note", where, False))
                 elif name == "exempt":
-                    pattern = normalize_pattern(_get(row, "pattern", where))
-                    kind = _get(row, "kind", where)
-                    if kind not in EXEMPTION_KINDS:
-                        raise ValueError(f"unknown kind {kind!r}")
+                    pattern = parse_pattern(_get(row, "pattern", where))
+                    kind = parse_choice(_get(row, "kind", where), EXEMPTION_KINDS, "kind")
                     until = _get(row, "until", where, required=False)
                     exemptions[pattern] = Exemption(pattern, kind,
                                                     parse_instant(until, tz, end_of_day=True) if until else None)
@@ -136,6 +133,6 @@ def load_directory_file(path: Path) -> FileDirectory:
                     if end <= start:
                         raise ValueError("end is not after start")
                     quiet.append(QuietPeriod(str(n), start, end, _get(row, "label", where, False)))
-            except ValueError as exc:
+            except (ValueError, InvalidInput) as exc:  # the CLI's own checks, located in the file
                 raise InvalidInput(f"{where}: {exc}") from None
     return FileDirectory(domains, roles, tz, at, officers, delegates, registry, exemptions, tuple(quiet))
