@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -370,7 +371,8 @@ _COMPACT_SENTENCE_END = regex.compile(r"[.!?;][\"')\]]* ")
 
 # What a space in a lexicon pattern stands for, each made a space (length kept) ...
 _TO_SPACE = bytes(0x20 if chr(b) in "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:" else b for b in range(256))
-# ... and then each run of spaces made one (found with bytes.find: a regex over every position costs 4x more).
+# ... and then each run of spaces made one (re.sub: 26 us on 10 KB; the maps back, with bytes.find, only on demand).
+_RUNS = re.compile(rb"  +")
 
 
 class Compact:
@@ -381,40 +383,53 @@ class Compact:
     single literal, which Hyperscan runs about three times faster than a
     repeated class (0.41 -> 0.14 ms for the signals on 10 KB). Only runs of
     two or more characters shift offsets, and there are few (line ends).
+    The offset maps are built on first use: most text has no topic or
+    phrase hit and never needs them (a CRLF-wrapped 10 KB mail has ~150 runs).
     """
 
     def __init__(self, text: str) -> None:
         # Bytes, one per character as for the lexicons (non-ASCII is "?", which no pattern matches).
-        spaced = text.encode("ascii", "replace").translate(_TO_SPACE)
+        self._source = text
+        self._spaced = text.encode("ascii", "replace").translate(_TO_SPACE)
+        self.data = _RUNS.sub(b" ", self._spaced)
+        self.text = self.data.decode("ascii")
+        self._mapped = False
         self.starts: list[int] = []  # each run of two or more: start and end in `text` ...
         self.ends: list[int] = []
         self.at: list[int] = []  # ... its one space in the compact text ...
         self.removed: list[int] = []  # ... and the characters removed up to and including it
-        self.paragraphs: list[int] = []  # compact offsets of the runs that held a blank line
-        pieces: list[bytes] = []
-        removed = prev = 0
+        self._paragraphs: list[int] = []  # compact offsets of the runs that held a blank line
+
+    def _map(self) -> None:
+        if self._mapped:
+            return
+        self._mapped = True
+        text, spaced = self._source, self._spaced
+        removed = 0
         n = len(spaced)
         i = spaced.find(b"  ")
         while i >= 0:
             j = i + 2
             while j < n and spaced[j] == 0x20:
                 j += 1
-            pieces.append(spaced[prev:i + 1])
-            prev = j
             self.starts.append(i)
             self.ends.append(j)
             self.at.append(i - removed)
             if text.count("\n", i, j) >= 2:
-                self.paragraphs.append(i - removed)
+                self._paragraphs.append(i - removed)
             removed += j - i - 1
             self.removed.append(removed)
             i = spaced.find(b"  ", j)
-        pieces.append(spaced[prev:])
-        self.data = b"".join(pieces)
-        self.text = self.data.decode("ascii")
+
+    @property
+    def paragraphs(self) -> list[int]:
+        """Compact offsets of the runs that held a blank line."""
+        self._map()
+        return self._paragraphs
 
     def to_compact(self, pos: int) -> int:
         """A `text` offset in the compact text (inside a run: its space)."""
+        self._map()
         k = bisect.bisect_right(self.starts, pos)
         if k and pos < self.ends[k - 1]:
             return self.at[k - 1]
@@ -422,6 +437,7 @@ class Compact:
 
     def to_text(self, pos: int) -> int:
         """A compact offset back in `text`."""
+        self._map()
         k = bisect.bisect_left(self.at, pos)
         return pos + (self.removed[k - 1] if k else 0)
 
