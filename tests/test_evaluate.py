@@ -21,9 +21,9 @@ CORPUS = REPO / "corpus"
 DIRECTORY = CORPUS / "directory.toml"
 
 # Agreed floors for the development part (what CI enforces). Measured when set:
-# recall 0.940, benign held 0.038, action accuracy 0.967 (520 messages); the
-# floors leave a little room so that an unrelated lexicon edit does not fail
-# CI by one message.
+# recall 0.940, benign held 0.038, action accuracy 0.967 (520 messages); with
+# dev/h and dev/i (840 messages): 0.933, 0.034, 0.971. The floors leave a
+# little room so that an unrelated lexicon edit does not fail CI by one message.
 DEV_FLOORS = ("--min-recall", "0.92", "--max-benign-held", "0.05", "--min-accuracy", "0.95")
 
 
@@ -31,9 +31,10 @@ def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
     r = regfd("evaluate", CORPUS / "dev", "--directory", DIRECTORY, "--json", *DEV_FLOORS)
     assert r.rc == 0, r.err
     parts = {p["part"]: p for p in json.loads(r.out)["parts"]}
-    assert set(parts) == {"dev/a", "dev/b", "dev/c", "dev/f", "all"}
+    batches = ("dev/a", "dev/b", "dev/c", "dev/f", "dev/h", "dev/i")
+    assert set(parts) == {*batches, "all"}
     total = parts["all"]
-    assert total["messages"] == sum(parts[p]["messages"] for p in ("dev/a", "dev/b", "dev/c", "dev/f")) >= 520
+    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= 840
     assert sum(sum(row.values()) for row in total["confusion"].values()) == total["messages"]
     assert set(total["categories"]) == set(MATERIAL_CATEGORIES)
     for miss in total["misses"]:  # every miss names its message and shows the evidence a reviewer needs

@@ -330,3 +330,58 @@ def test_everyday_disclosure_is_found(category: str, sentence: str) -> None:
 @pytest.mark.parametrize("sentence", EVERYDAY_HARMLESS)
 def test_everyday_harmless_sentence_is_quiet(sentence: str) -> None:
     assert [f for f in text_findings(sentence) if f.kind == MATERIAL] == []
+
+
+# A sentence that only names a topic with the company and a figure (2.75) is a finding on its own ...
+_WEAK = "Our revenue for the year was about $610 million."
+
+
+@pytest.mark.parametrize("crlf", [True, False])
+def test_a_public_reference_elsewhere_in_the_text_makes_a_weak_sentence_a_restatement(crlf: bool) -> None:
+    assert [f for f in scan(_message(f"Ana,\n\n{_WEAK}\n\nBob\n", crlf=crlf)) if f.kind == MATERIAL]
+    # ... not when the text cites the public source two paragraphs away (elsewhere: public -1.0) ...
+    cited = f"Ana,\n\n{_WEAK}\n\nThanks for the lunch.\n\nThe release is on our website.\n\nBob\n"
+    assert [f for f in scan(_message(cited, crlf=crlf)) if f.kind == MATERIAL] == []
+    # ... unless the text also speaks of an announcement still to come (elsewhere_unless: pending).
+    pending = f"Ana,\n\n{_WEAK}\n\nThanks for the lunch.\n\nIt will be in the Q3 10-Q, the release is on our website.\n\nBob\n"
+    found = [f for f in scan(_message(pending, crlf=crlf)) if f.kind == MATERIAL]
+    assert found and not any("public elsewhere" in f.rule for f in found), found
+
+
+def test_secrecy_outweighs_a_public_reference_elsewhere() -> None:
+    body = ("Ana,\n\nKeep it to yourself: our revenue for the year will be about $560 million.\n\n"
+            "Last year's figures are in the 10-K.\n\nBob\n")
+    found = [f for f in scan(_message(body)) if f.kind == MATERIAL]
+    assert found and "public elsewhere" in found[0].rule, found  # counted, and shown to the reviewer
+
+
+@pytest.mark.parametrize(("evidence", "message"), [
+    ('kind = "evidence"\nthreshold = 2\n[weights]\ntopic = 1\n[elsewhere]\npublished = -1\n',
+     "elsewhere for 'published'"),  # published counts in the whole part already
+    ('kind = "evidence"\nthreshold = 2\nelsewhere_unless = ["nonsense"]\n[weights]\ntopic = 1\n',
+     "elsewhere_unless must be a list of signal groups"),
+])
+def test_a_bad_elsewhere_setting_stops_loading_with_one_line(tmp_path: Path, evidence: str, message: str) -> None:
+    evidence = evidence.replace("[weights]", '[scope]\npublished = "part"\n[weights]') if "published" in evidence \
+        else evidence
+    with pytest.raises(ConfigError, match=message):
+        _lexicons_with(tmp_path, evidence)
+
+
+# Written for these tests in the manner of batches dev/h and dev/i (everyday words, no trade term).
+@pytest.mark.parametrize(("category", "sentence"), [
+    ("mergers-acquisitions", "A buyout shop has offered to take the whole company private at $61 a share."),
+    ("cybersecurity", "Someone got into our customer portal and pulled contact info for thousands of accounts."),
+    ("management-changes", "We're about to lose our CFO, she has been interviewing at a competitor; please don't say anything."),
+    ("earnings", "Between ourselves, the quarter is running about 6% under our own plan."),
+    ("prospects-strategy", "The Dayton site is going to close next spring; it won't be announced until the fall."),
+])
+def test_plain_words_for_an_event_with_secrecy_are_found(category: str, sentence: str) -> None:
+    found = [f for f in text_findings(sentence) if f.kind == MATERIAL]
+    assert category in {f.category for f in found}, found
+
+
+def test_a_reconciliation_line_item_is_not_a_deal() -> None:
+    table = ("GAAP net income $9.8M\nRestructuring and acquisition costs $0.6M\n"
+             "Acquisition-related amortization $1.1M\nAdjusted EBITDA $21.4M\n")
+    assert [f for f in text_findings(table) if f.category == "mergers-acquisitions"] == []

@@ -20,7 +20,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ SCOPES = ("sentence", "neighbours", "paragraph", "part")
 # sentence that is a question, and a hit inside a quoted reply.
 STRUCTURAL = ("topic", "phrase", "question", "quoted", "event")
 TOPIC_PREFIX = "topic:"
-_FILE_KEYS = {"kind", "description", "threshold", "weights", "scope", "anchors", "default_category"}
+_FILE_KEYS = {"kind", "description", "threshold", "weights", "scope", "elsewhere", "elsewhere_unless", "anchors",
+              "default_category"}
 
 # Sentence and paragraph breaks in normalized text; CRLF line ends included.
 
@@ -52,10 +53,18 @@ class EvidenceModel:
     origin: str
     anchors: tuple[str, ...] = ()  # groups that make a sentence a candidate even without a topic word
     default_category: str = "prospects-strategy"  # for an anchored sentence with no topic anywhere near
+    # A group's weight when it is in the text part but outside its scope ("the 8-K is linked at the top").
+    elsewhere: Mapping[str, float] = field(default_factory=dict)
+    # ... unless one of these groups is in the part too ("it'll be in the Q2 10-Q": the filing is still to come).
+    elsewhere_unless: tuple[str, ...] = ()
 
     def scope(self, group: str) -> str:
         """Where a group counts; the topic's own sentence unless configured."""
         return self.scopes.get(group, "sentence")
+
+    def scanned_whole(self, group: str) -> bool:
+        """Whether a group must be looked for in the whole text part, not only around hits."""
+        return self.scope(group) == "part" or group in self.elsewhere or group in self.elsewhere_unless
 
 
 def load_model(path: Path, groups: set[str]) -> EvidenceModel:
@@ -90,13 +99,24 @@ def load_model(path: Path, groups: set[str]) -> EvidenceModel:
         if scope not in SCOPES:
             raise ConfigError(f"{where}: scope of {group!r} must be one of {', '.join(SCOPES)}")
         scopes[group] = scope
+    elsewhere: dict[str, float] = {}
+    for group, w in dict(data.get("elsewhere", {})).items():
+        if group not in known - set(STRUCTURAL) or scopes.get(group, "sentence") == "part":
+            raise ConfigError(f"{where}: elsewhere for {group!r}: not a signal group counted short of the whole part")
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise ConfigError(f"{where}: elsewhere weight of {group!r} must be a number")
+        elsewhere[group] = float(w)
+    unless = data.get("elsewhere_unless", [])
+    if not isinstance(unless, list) or any(a not in known - set(STRUCTURAL) for a in unless):
+        raise ConfigError(f"{where}: elsewhere_unless must be a list of signal groups")
     anchors = data.get("anchors", [])
     if not isinstance(anchors, list) or any(a not in known - set(STRUCTURAL) for a in anchors):
         raise ConfigError(f"{where}: anchors must be a list of signal groups")
     default = data.get("default_category", "prospects-strategy")
     if default not in MATERIAL_CATEGORIES:
         raise ConfigError(f"{where}: default_category {default!r} is not a material category")
-    return EvidenceModel(weights, scopes, float(threshold), path.name, tuple(anchors), default)
+    return EvidenceModel(weights, scopes, float(threshold), path.name, tuple(anchors), default, elsewhere,
+                         tuple(unless))
 
 
 _TOKEN = regex.compile(r"[a-z0-9']+")
@@ -283,6 +303,7 @@ class _Scorer:
         self.breaks = breaks
         self.probabilities: dict[tuple[int, int, int, int, int, int], tuple[float, list[str]]] = {}
         self.contexts: dict[tuple[int, int, int, int, int, int], tuple[float, list[tuple[str, int, int]]]] = {}
+        self.elsewhere = {} if any(ends.get(g) for g in signals.model.elsewhere_unless) else signals.model.elsewhere
 
     def score(self, category: str, start: int, end: int, base: str, event_ok: bool = True) -> Evidence | None:
         """The evidence for the hit [start, end) as `base` ("topic" or "phrase"), or None under the threshold."""
@@ -308,7 +329,7 @@ class _Scorer:
             wm = self.s.word_model
             if wm is None or score < model.threshold - wm.gray_zone or in_reply:
                 return None
-            if any(model.weights.get(group, 0.0) < 0 for group, _, _ in present):
+            if any(model.weights.get(group.split(" ")[0], 0.0) < 0 for group, _, _ in present):
                 return None  # the model tips a sentence over; it never overrides what makes it harmless
             p, top = self._probability(wm, b, present)
             if p < wm.threshold:
@@ -350,6 +371,9 @@ class _Scorer:
             if i < len(found) and found[i][0] <= hi:
                 total += weight
                 present.append((group, found[i][0], found[i][1]))
+            elif found and group in self.elsewhere:
+                total += self.elsewhere[group]
+                present.append((f"{group} elsewhere", found[0][0], found[0][1]))
         question = model.weights.get("question", 0.0)
         if question and self.text[b[0]:b[1]].rstrip().endswith("?"):
             total += question
@@ -500,8 +524,8 @@ def build_signals(entries: Sequence[Any], model_path: Path | None, cache_dir: Pa
                               f"(topic:{', topic:'.join(MATERIAL_CATEGORIES)})")
     candidates = topics + anchors  # an anchor's category is "": see Signals.find
     candidate_rx = [compact_regex(e.pattern) for e in candidates]
-    near = [e for e in mods if model.scope(e.category) != "part"]
-    wide = [e for e in mods if model.scope(e.category) == "part"]
+    near = [e for e in mods if not model.scanned_whole(e.category)]
+    wide = [e for e in mods if model.scanned_whole(e.category)]
     mods = near + wide
     mod_rx = [compact_regex(e.pattern) for e in mods]
     return Signals(
