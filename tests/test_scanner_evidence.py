@@ -385,3 +385,16 @@ def test_a_reconciliation_line_item_is_not_a_deal() -> None:
     table = ("GAAP net income $9.8M\nRestructuring and acquisition costs $0.6M\n"
              "Acquisition-related amortization $1.1M\nAdjusted EBITDA $21.4M\n")
     assert [f for f in text_findings(table) if f.category == "mergers-acquisitions"] == []
+
+
+def test_a_signal_word_followed_by_its_clauses_comma_still_counts() -> None:
+    # "our COO, has told the board he will leave": the comma after COO does not break the topic
+    found = [f for f in text_findings("Ray Holt, our COO, has told the board he will leave at year end and it "
+                                      "hasn't been announced.") if f.kind == MATERIAL]
+    assert "management-changes" in {f.category for f in found}, found
+
+
+def test_a_denial_is_not_secrecy() -> None:
+    # "has not announced" (a denial, with the policy) is not "has not been announced" (a secret)
+    assert [f for f in text_findings("Allient has not announced a stock split, and as a matter of policy we do "
+                                     "not comment on market speculation.") if f.kind == MATERIAL] == []

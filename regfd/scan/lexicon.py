@@ -71,7 +71,7 @@ def pattern_to_regex(pattern: str, *, compact: bool = False) -> str:
     each replaced by one space (see evidence.Compact): a space is then one
     literal space, which Hyperscan matches three times faster than a class.
     """
-    sep = " " if compact else _SEP
+    sep = ",? " if compact else _SEP  # in the compact text a word may end with its clause's comma ("our coo, has told")
     opt_sep = " ?" if compact else r"[\s\-/]*"
     # In the compact text a gap word may hold inner dots ("u.s", "3.5") but not end a sentence ("friday.").
     word = r"[a-z0-9&'$%,]+(?:\.[a-z0-9&'$%,]+)*" if compact else _WORD
