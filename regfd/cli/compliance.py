@@ -1,6 +1,7 @@
 """Compliance commands: records, quarantine, disclosures, the agent and the outbox.
 
     regfd records [--since DATE] [--json|--csv]
+    regfd records keygen | export-key | checkpoint | verify | archive    (the register: cli/register.py)
     regfd quarantine list [--all] [--json] | show ID | release ID --by ADDR --reason TEXT [--local] [--timeout S]
                                                     | reject ID --by ADDR --reason TEXT [--local] [--timeout S]
     regfd disclosures [--open] [--json] | close ID --by ADDR --reference TEXT
@@ -30,6 +31,7 @@ from regfd.core.clock import parse_instant
 from regfd.errors import InvalidInput, RegfdError
 
 from . import Context
+from . import register as register_commands
 
 
 def _by(text: str) -> str:
@@ -233,6 +235,7 @@ def register(sub: Any) -> None:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     p.set_defaults(func=records_cmd)
+    register_commands.add_to(p)
 
     qu = sub.add_parser("quarantine", help="held messages: review, release, reject").add_subparsers(
         dest="sub", required=True)
