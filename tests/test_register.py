@@ -14,6 +14,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any, cast
 import pytest
 import redis
 
-from regfd.compliance.executor import Workflow
+from regfd.compliance.executor import Workflow, start_background
 from regfd.compliance.records import Record, Records
 from regfd.compliance.register import Register
 from regfd.config import load_config
@@ -281,17 +282,35 @@ def test_a_bad_checkpoint_signature_is_named(store: RedisStore, regfd: Regfd, tm
 
 def test_checkpoints_are_signed_periodically_and_only_when_due(store: RedisStore, regfd: Regfd) -> None:
     _fill(store, regfd)
-    config = load_config(regfd.config)
-    clock = FixedClock(T0)
-    reg = Register(store, config, clock)
+    reg = Register(store, load_config(regfd.config), FixedClock(T0))
+    minute = timedelta(minutes=1)
     assert reg.checkpoint_due(T0) == 0  # no key yet: nothing to sign with, nothing fails
     assert regfd("records", "keygen").rc == 0
-    assert reg.checkpoint_due(T0) == 1
-    assert reg.checkpoint_due(T0 + timedelta(minutes=59)) == 0  # the default interval is an hour
-    assert reg.checkpoint_due(T0 + timedelta(hours=2)) == 0  # nothing new to sign
+    assert reg.checkpoint_due(T0 + minute) == 1  # the key is looked for again a minute later
+    assert reg.checkpoint_due(T0 + 59 * minute) == 0  # the default interval is an hour
+    assert reg.checkpoint_due(T0 + 121 * minute) == 0  # an hour passed, but nothing new to sign
     _records(store, ["six"])
-    assert reg.checkpoint_due(T0 + timedelta(hours=2)) == 1
+    assert reg.checkpoint_due(T0 + 122 * minute) == 1
     assert [c["payload"]["chains"]["records"]["seq"] for c in store.register.checkpoints()] == [5, 6]
+
+
+def test_the_milter_background_worker_signs_checkpoints(store: RedisStore, regfd: Regfd) -> None:
+    regfd.write_config(extra="[register]\ncheckpoint_interval = 1\n")
+    assert regfd("records", "keygen").rc == 0
+    _records(store, ["one"])
+    stop = threading.Event()
+    threads = start_background(store, load_config(regfd.config), stop, agent=False, interval=0.05)
+    try:
+        deadline = time.monotonic() + 10
+        while not store.register.checkpoints() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    (signed,) = store.register.checkpoints()
+    assert signed["payload"]["chains"]["records"]["seq"] == 1
+    assert _verify(regfd)[0] == 0
 
 
 # ------------------------------------------------------------------ archive

@@ -75,6 +75,12 @@ class ArchivedChain:
     trimmed: int = 0
 
 
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("regfd.register")
+
+
 # ------------------------------------------------------------------ archive files
 def archive_line(chain: str, e: Entry) -> bytes:
     """One archived entry: canonical JSON, one line (what `verify --archive` reads back)."""
@@ -148,6 +154,7 @@ class Register:
         self.config = config
         self.clock = clock
         self._key: Ed25519PrivateKey | None = None
+        self._not_before: datetime | None = None  # the periodic tick looks at Redis again only then
 
     def key(self) -> Ed25519PrivateKey:
         """The signing key from the configured file, read once."""
@@ -174,20 +181,36 @@ class Register:
         """The outbox worker's tick: a checkpoint when `checkpoint_interval` has passed and a chain moved.
 
         Does nothing without a key file (a deployment that has not run
-        `regfd records keygen` yet) or with an interval of 0. Returns 1 when it signed.
+        `regfd records keygen` yet) or with an interval of 0; between two
+        looks at Redis it waits in memory, so the 1 s tick costs nothing.
+        Returns 1 when it signed. Never raises: a failure is logged and
+        retried a minute later, and the notifications that share the
+        worker's loop go on.
         """
-        interval = self.config.register.checkpoint_interval
-        if not interval or not self.config.signing_key_path.exists():
+        interval = timedelta(seconds=self.config.register.checkpoint_interval)
+        if not interval or (self._not_before is not None and now < self._not_before):
             return 0
-        last = self.chains.last_checkpoint()
-        if last is not None:
-            payload = last.get("payload", {})
-            at = from_iso(payload.get("at"))
-            if at is not None and now - at < timedelta(seconds=interval):
+        self._not_before = now + min(interval, timedelta(minutes=1))
+        try:
+            if not self.config.signing_key_path.exists():
                 return 0
-            if payload.get("kind") == "checkpoint" and payload.get("chains") == self.heads():
-                return 0
-        self.checkpoint()
+            last = self.chains.last_checkpoint()
+            if last is not None:
+                payload = last.get("payload", {})
+                at = from_iso(payload.get("at"))
+                if at is not None and now - at < interval:
+                    self._not_before = at + interval
+                    return 0
+                if payload.get("kind") == "checkpoint" and payload.get("chains") == self.heads():
+                    return 0
+            signed = self.checkpoint()
+        except Exception as exc:  # the key unreadable, Redis away: say so, try again later
+            _log().warning("register.checkpoint.failed", error=f"{type(exc).__name__}: {exc}")
+            return 0
+        self._not_before = now + interval
+        _log().info("register.checkpoint", id=signed["id"], key=signed["key"], **{
+            f"{c}_seq": p["seq"] for c, p in signed["payload"]["chains"].items()}, **{
+            f"{c}_hash": p["hash"] for c, p in signed["payload"]["chains"].items()})
         return 1
 
     # ---------------------------------------------------------------- verify
