@@ -335,6 +335,9 @@ def test_archive_round_trip(store: RedisStore, regfd: Regfd, tmp_path: Path) -> 
     assert [a["entry"]["subject"] for a in archived][2:] == ["three", "four", "five"]
     # Redis keeps only what came after the cut; `regfd records` lists what is in Redis (the rest is in the archive)
     assert [x["subject"] for x in json.loads(regfd("records", "--json").out)] == ["six", "seven"]
+    listed = json.loads(regfd("records", "--json", "--archive", str(out)).out)
+    assert [x["subject"] for x in listed][2:] == ["three", "four", "five", "six", "seven"]
+    assert listed[0]["id"] == archived[0]["id"]
     rc, text, err = _verify(regfd)
     assert rc == 0, text + err
     assert "records: intact, seq 6 to 7, 2 entries checked" in text

@@ -144,6 +144,16 @@ def read_archive(directory: Path) -> ArchiveDir:
     return out
 
 
+def archived_records(directory: Path, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The records in an archive (those that arrived at or after `since`), each with its stream `id`, in order.
+
+    What `regfd records --archive DIR` lists before the records still in Redis.
+    """
+    floor = to_ms(since) if since else 0
+    return [{**e.body, "id": e.id} for e in read_archive(directory).entries.get("records", [])
+            if e.body is not None and int(e.id.split("-")[0]) >= floor]
+
+
 # ------------------------------------------------------------------ the service
 class Register:
     """Checkpoints, verification and archiving over the store's chained streams."""
