@@ -92,7 +92,7 @@ def main() -> None:
             plain_bytes = int(store.r.memory_usage(plain_key, samples=0) or 0)
             chained_bytes = int(store.r.memory_usage(store.k("records"), samples=0) or 0)
             t = time.perf_counter()
-            report = Register(store, config).verify(None)
+            report = Register(store, config).verify([])
             walk_us = (time.perf_counter() - t) / n * 1e6
             assert report.intact and report.walks["records"].entries == n, report.problems
             print(f"record: {len(body)} bytes of JSON (a tag decision with one material finding)")

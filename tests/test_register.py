@@ -440,3 +440,18 @@ def test_a_relative_signing_key_is_read_beside_the_config(regfd: Regfd, value: s
     regfd.write_config(extra=f'[register]\nsigning_key = "keys/{value}"\n')
     assert regfd("records", "keygen").rc == 0
     assert (tmp_path / "keys" / value).is_file()
+
+
+def test_after_a_key_rotation_both_public_keys_verify(store: RedisStore, regfd: Regfd, tmp_path: Path) -> None:
+    _fill(store, regfd)
+    key = tmp_path / "state" / "register-signing.key"
+    pubs = []
+    for n in (1, 2):
+        assert regfd("records", "keygen").rc == 0
+        pubs.append(tmp_path / f"key{n}.pub")
+        pubs[-1].write_text(regfd("records", "export-key").out)
+        assert regfd("records", "checkpoint").rc == 0
+        key.rename(tmp_path / f"retired{n}.key")
+    assert "the signature does not verify" in _tampered(regfd, "--public-key", str(pubs[1]))
+    rc, out, err = _verify(regfd, "--public-key", str(pubs[0]), "--public-key", str(pubs[1]))
+    assert rc == 0 and "checkpoints: 2, 2 signatures valid, 4 heads agree" in out, out + err

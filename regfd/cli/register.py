@@ -3,7 +3,7 @@
     regfd records keygen                      create the Ed25519 signing key ([register] signing_key, mode 0600)
     regfd records export-key                  print its public key (PEM) for auditors
     regfd records checkpoint                  sign and store a checkpoint of every chain's head now
-    regfd records verify [--public-key FILE] [--archive DIR]
+    regfd records verify [--public-key FILE]... [--archive DIR]
                                               exit 0: intact; 1: tampered (the first bad entry is named)
     regfd records archive --before DATE --out DIR
                                               move what arrived before DATE to files, verified, then trim Redis
@@ -58,13 +58,13 @@ def verify_cmd(ctx: Context, a: argparse.Namespace) -> int:
 
     notes: list[str] = []
     if a.public_key:
-        public = load_public(Path(a.public_key))
+        public = [load_public(Path(f)) for f in a.public_key]
     elif ctx.config.signing_key_path.exists():
-        public = load_private(ctx.config.signing_key_path).public_key()
+        public = [load_private(ctx.config.signing_key_path).public_key()]
         notes.append("signatures checked with the local signing key's public half; an auditor passes the "
                      "exported key (--public-key)")
     else:
-        public = None
+        public = []
         notes.append("checkpoint signatures NOT checked: no --public-key and no signing key here")
     report = _register(ctx).verify(public, Path(a.archive) if a.archive else None)
     for chain, walk in report.walks.items():
@@ -75,7 +75,7 @@ def verify_cmd(ctx: Context, a: argparse.Namespace) -> int:
         legacy = f", {walk.legacy} written before the register" if walk.legacy else ""
         print(f"{chain}: {state}, {span}, {walk.entries} entries checked{where}{legacy}", file=ctx.out)
     if report.checkpoints or report.intact:
-        signed = f", {report.signatures_ok} signatures valid" if public is not None else ""
+        signed = f", {report.signatures_ok} signatures valid" if public else ""
         print(f"checkpoints: {report.checkpoints}{signed}, {report.agreeing} heads agree with the chains, "
               f"{report.not_checkable} before the checked range", file=ctx.out)
     for note in notes + report.notes:
@@ -116,7 +116,9 @@ def add_to(records: argparse.ArgumentParser) -> None:
     p.set_defaults(func=checkpoint_cmd)
     p = sub.add_parser("verify", help="check the register's hash chains and signed checkpoints "
                                       "(exit 0 intact, 1 tampered)")
-    p.add_argument("--public-key", metavar="FILE", help="PEM public key (from export-key) to check signatures with")
+    p.add_argument("--public-key", metavar="FILE", action="append",
+                   help="PEM public key (from export-key) to check signatures with; repeat it for the keys "
+                        "used before a rotation")
     p.add_argument("--archive", metavar="DIR", help="also verify the archive in DIR, joined to what is in Redis")
     p.set_defaults(func=verify_cmd)
     p = sub.add_parser("archive", help="write what arrived before DATE to files (JSON lines + signed "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -224,8 +224,12 @@ class Register:
         return 1
 
     # ---------------------------------------------------------------- verify
-    def verify(self, public: Ed25519PublicKey | None, archive: Path | None = None) -> Report:
-        """Walk every chain (after the archive's entries, if given) and check every checkpoint."""
+    def verify(self, public: Sequence[Ed25519PublicKey], archive: Path | None = None) -> Report:
+        """Walk every chain (after the archive's entries, if given) and check every checkpoint.
+
+        A checkpoint's signature must verify with one of `public` (several
+        after a key rotation); with none given, signatures are not checked.
+        """
         report = Report()
         arch = read_archive(archive) if archive is not None else None
         if arch is not None:
@@ -268,12 +272,13 @@ class Register:
             self._check_files(report, arch, stored + files)
         return report
 
-    def _check(self, report: Report, source: str, signed: Mapping[str, Any], public: Ed25519PublicKey | None) -> None:
+    def _check(self, report: Report, source: str, signed: Mapping[str, Any],
+               public: Sequence[Ed25519PublicKey]) -> None:
         report.checkpoints += 1
         payload = signed.get("payload") or {}
         at = payload.get("at", "?")
-        if public is not None:
-            if not signature_ok(public, signed):
+        if public:
+            if not any(signature_ok(k, signed) for k in public):
                 report.problems.append(f"{source} (at {at}): the signature does not verify with the given public "
                                        f"key (it names key {signed.get('key', '?')}): forged or edited")
                 return
