@@ -455,3 +455,14 @@ def test_after_a_key_rotation_both_public_keys_verify(store: RedisStore, regfd: 
     assert "the signature does not verify" in _tampered(regfd, "--public-key", str(pubs[1]))
     rc, out, err = _verify(regfd, "--public-key", str(pubs[0]), "--public-key", str(pubs[1]))
     assert rc == 0 and "checkpoints: 2, 2 signatures valid, 4 heads agree" in out, out + err
+
+
+def test_a_missing_head_is_named_and_a_long_chain_is_read_page_by_page(store: RedisStore, regfd: Regfd) -> None:
+    records = Records(store, 2555)
+    with store.batch("test") as tx:  # 1,050 appends in one transaction: more than one XRANGE page
+        for i in range(1050):
+            records.add_ops(tx, Record(subject=f"s{i}"), T0)
+    rc, out, err = _verify(regfd)
+    assert rc == 0 and "records: intact, seq 1 to 1050, 1050 entries checked" in out, out + err
+    _raw(regfd).delete(regfd.prefix + "register:records")
+    assert _tampered(regfd) == "records: the chain's head record is missing from Redis (deleted?)"

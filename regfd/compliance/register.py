@@ -20,9 +20,11 @@ to an auditor:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -75,6 +77,19 @@ class ArchivedChain:
     trimmed: int = 0
 
 
+class _Counter:
+    """Counts the entries an iterator yields (how many came from the archive)."""
+
+    def __init__(self, it: Iterable[Entry]) -> None:
+        self.it = iter(it)
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Entry]:
+        for e in self.it:
+            self.n += 1
+            yield e
+
+
 def _log() -> Any:
     import structlog
 
@@ -111,31 +126,56 @@ def _write_once(path: Path, data: bytes) -> None:
 
 @dataclass
 class ArchiveDir:
-    """An archive directory as read back: entries per chain (seq order), signed checkpoints, file digests."""
+    """An archive directory: its files per chain (in seq order), signed checkpoints, file digests.
 
-    entries: dict[str, list[Entry]] = field(default_factory=dict)
+    Entries are read lazily (`entries`), so verifying years of archive needs
+    no more memory than one line.
+    """
+
+    directory: Path
+    files: dict[str, list[Path]] = field(default_factory=dict)
     checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def last_seq(self, chain: str) -> int:
+        """The last seq the chain's archive files hold (0 with none), from their names (CHAIN-FIRST-LAST.jsonl)."""
+        files = self.files.get(chain, [])
+        return int(files[-1].stem.rsplit("-", 1)[1]) if files else 0
+
+    def entries(self, chain: str) -> Iterator[Entry]:
+        """The chain's archived entries in order; an unreadable line comes as an Entry without seq or body."""
+        for path in self.files.get(chain, []):
+            with open(path, "rb") as f:
+                for n, line in enumerate(f, 1):
+                    try:
+                        d = json.loads(line)
+                        seq = d["seq"]
+                        yield Entry(str(d["id"]), seq if isinstance(seq, int) else None, str(d["prev"]),
+                                    str(d["hash"]), d["entry"] if isinstance(d["entry"], dict) else None)
+                    except (ValueError, KeyError, TypeError):
+                        yield Entry(f"{path.name} line {n}", None, "", "", None)
+
+
+_ARCHIVE_FILE = re.compile(r"^(?P<chain>[a-z]+)-(?P<first>\d{12})-(?P<last>\d{12})\.jsonl$")
+
 
 def read_archive(directory: Path) -> ArchiveDir:
-    """Every `CHAIN-FIRST-LAST.jsonl` and `*.checkpoint.json` under `directory`."""
+    """Every `CHAIN-FIRST-LAST.jsonl` (digested here, read later) and `*.checkpoint.json` under `directory`."""
     if not directory.is_dir():
         raise RegfdError(f"archive directory {directory} does not exist")
-    out = ArchiveDir()
-    for chain in CHAINS:
-        entries: list[Entry] = []
-        for path in sorted(directory.glob(f"{chain}-*.jsonl")):
-            data = path.read_bytes()
-            out.digests[path.name] = hashlib.sha256(data).hexdigest()
-            for n, line in enumerate(data.splitlines(), 1):
-                try:
-                    d = json.loads(line)
-                    entries.append(Entry(str(d["id"]), d["seq"], str(d["prev"]), str(d["hash"]), d["entry"]))
-                except (ValueError, KeyError, TypeError):
-                    out.problems.append(f"archive {path.name} line {n}: not an archived entry (edited?)")
-        out.entries[chain] = entries
+    out = ArchiveDir(directory, {c: [] for c in CHAINS})
+    for path in sorted(directory.glob("*.jsonl")):
+        m = _ARCHIVE_FILE.match(path.name)
+        if m is None or m["chain"] not in CHAINS:
+            out.problems.append(f"archive file {path.name}: not an archive file name (inserted?)")
+            continue
+        out.files[m["chain"]].append(path)
+        digest_ = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest_.update(block)
+        out.digests[path.name] = digest_.hexdigest()
     for path in sorted(directory.glob("*.checkpoint.json")):
         try:
             out.checkpoints.append((path.name, json.loads(path.read_bytes())))
@@ -150,8 +190,8 @@ def archived_records(directory: Path, since: datetime | None = None) -> list[dic
     What `regfd records --archive DIR` lists before the records still in Redis.
     """
     floor = to_ms(since) if since else 0
-    return [{**e.body, "id": e.id} for e in read_archive(directory).entries.get("records", [])
-            if e.body is not None and int(e.id.split("-")[0]) >= floor]
+    return [{**e.body, "id": e.id} for e in read_archive(directory).entries("records")
+            if e.body is not None and e.seq is not None and int(e.id.split("-")[0]) >= floor]
 
 
 # ------------------------------------------------------------------ the service
@@ -229,48 +269,64 @@ class Register:
 
         A checkpoint's signature must verify with one of `public` (several
         after a key rotation); with none given, signatures are not checked.
+        One pass over each chain, streamed: memory does not grow with its length.
         """
         report = Report()
         arch = read_archive(archive) if archive is not None else None
         if arch is not None:
             report.problems += arch.problems
-        for chain in CHAINS:
-            anchor, head = self.chains.head(chain)
-            live = self.chains.entries(chain)
-            old = [e for e in (arch.entries.get(chain, []) if arch else []) if e.seq is not None]
-            report.archived[chain] = len(old)
-            if head is None and (anchor.seq or any(e.seq is not None for e in live)):
-                report.problems.append(f"{chain}: the chain's head record is missing from Redis (deleted?)")
-            if old:
-                have = {e.seq: e.hash for e in old}
-                live = [e for e in live if e.seq is None or have.get(e.seq) != e.hash]  # archived, not yet trimmed
-                start = Anchor(old[0].seq - 1, old[0].prev) if old[0].seq is not None else Anchor()
-                if start.seq:
-                    report.notes.append(f"{chain}: the archive starts at seq {start.seq + 1}; earlier entries "
-                                        "were trimmed by retention before any archive")
-                entries = old + live
-            else:
-                start, entries = anchor, live
-                if anchor.seq:
-                    report.notes.append(f"{chain}: seq 1 to {anchor.seq} are no longer in Redis (archived, or "
-                                        "trimmed by retention); give --archive DIR to check them too")
-            walk = verify(chain, entries, start, head)
-            report.walks[chain] = walk
-            if walk.problem is not None:
-                line = walk.problem.line()
-                if old and walk.problem.what == "deleted" and walk.problem.seq is not None \
-                        and walk.problem.seq <= anchor.seq:
-                    line += " (trimmed from Redis but not in this archive)"
-                report.problems.append(line)
-        if report.problems:
-            return report
         stored = [(f"checkpoint {c.get('id', '?')}", c) for c in self.chains.checkpoints()]
         files = [(f"archive checkpoint {name}", c) for name, c in (arch.checkpoints if arch else [])]
+        wanted: dict[str, set[int]] = {c: set() for c in CHAINS}
+        for _, signed in stored + files:
+            for chain, point in ((signed.get("payload") or {}).get("chains") or {}).items():
+                if chain in wanted and isinstance(point, dict) and isinstance(point.get("seq"), int):
+                    wanted[chain].add(point["seq"])
+        for chain in CHAINS:
+            report.walks[chain] = self._walk(report, chain, arch, wanted[chain])
+        if report.problems:
+            return report
         for source, signed in stored + files:
             self._check(report, source, signed, public)
         if arch is not None:
             self._check_files(report, arch, stored + files)
         return report
+
+    def _walk(self, report: Report, chain: str, arch: ArchiveDir | None, wanted: set[int]) -> Walk:
+        """One chain: the archive's entries (if any) then Redis's, from where the first of them starts."""
+        anchor, head = self.chains.head(chain)
+        live: Iterable[Entry] = self.chains.entries(chain)
+        old = iter(arch.entries(chain)) if arch is not None else iter(())
+        first = next(old, None)
+        counted: _Counter | None = None
+        if first is None:
+            start, entries = anchor, live
+            if anchor.seq:
+                report.notes.append(f"{chain}: seq 1 to {anchor.seq} are no longer in Redis (archived, or "
+                                    "trimmed by retention); give --archive DIR to check them too")
+        else:
+            assert arch is not None
+            start = Anchor(first.seq - 1, first.prev) if first.seq else Anchor()
+            if start.seq:
+                report.notes.append(f"{chain}: the archive starts at seq {start.seq + 1}; earlier entries "
+                                    "were trimmed by retention before any archive")
+            last = arch.last_seq(chain)
+            if anchor.seq < last:  # archived but not (all) trimmed: Redis still has copies of archived entries
+                copies = {e.seq: e.hash for e in arch.entries(chain) if e.seq is not None and e.seq > anchor.seq}
+                live = (e for e in live if e.seq is None or copies.get(e.seq) != e.hash)
+            counted = _Counter(itertools.chain([first], old))
+            entries = itertools.chain(counted, live)
+        walk = verify(chain, entries, start, head, wanted)
+        report.archived[chain] = counted.n if counted is not None else 0
+        if head is None and walk.problem is None and walk.end.seq > 0:
+            report.problems.append(f"{chain}: the chain's head record is missing from Redis (deleted?)")
+        if walk.problem is not None:
+            line = walk.problem.line()
+            if first is not None and walk.problem.what == "deleted" and walk.problem.seq is not None \
+                    and walk.problem.seq <= anchor.seq:
+                line += " (trimmed from Redis but not in this archive)"
+            report.problems.append(line)
+        return walk
 
     def _check(self, report: Report, source: str, signed: Mapping[str, Any],
                public: Sequence[Ed25519PublicKey]) -> None:
@@ -334,7 +390,7 @@ class Register:
         taken: dict[str, tuple[list[Entry], ArchivedChain]] = {}
         for chain in CHAINS:
             anchor, _ = self.chains.head(chain)
-            entries = self.chains.entries(chain, to_ms(before))
+            entries = list(self.chains.entries(chain, to_ms(before)))
             chained = [e for e in entries if e.seq is not None]
             if not chained:
                 continue
@@ -381,7 +437,8 @@ class Register:
         for chain, (_, a) in taken.items():
             if arch.digests.get(a.file) != a.sha256:
                 raise RegfdError(f"nothing trimmed: {a.file} does not read back as written")
-            mine = [e for e in arch.entries[chain] if e.seq is not None and a.first <= e.seq <= a.last]
+            arch.files[chain] = [out / a.file]  # just the file written now
+            mine = [e for e in arch.entries(chain) if e.seq is not None]
             walk = verify(chain, mine, Anchor(a.first - 1, a.prev), Anchor(a.last, a.hash))
             if walk.problem is not None:
                 raise RegfdError(f"nothing trimmed: {a.file} does not verify: {walk.problem.line()}")

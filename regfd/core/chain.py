@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 GENESIS = "0" * 64
 """The `prev` of a chain's first entry (seq 1)."""
+
+RECENT = 1000  # entries remembered to name both copies of a duplicated seq
 
 CHAINS = ("records", "audit")
 """The chained streams: each has its own sequence, anchor and head."""
@@ -113,18 +116,21 @@ class Walk:
         return self.problem is None
 
 
-def verify(chain: str, entries: Sequence[Entry], start: Anchor = Anchor(), head: Anchor | None = None) -> Walk:
+def verify(chain: str, entries: Iterable[Entry], start: Anchor = Anchor(), head: Anchor | None = None,
+           wanted: Collection[int] = ()) -> Walk:
     """Walk `entries` (stored order) from `start` and stop at the first bad one.
 
-    `head` is what the store says the last entry is: a chain that ends
-    before it has lost its newest entries. Entries without chain fields
-    before the first chained one are counted as `legacy` (written before the
-    register existed); anywhere else they are insertions.
+    One pass, in constant memory whatever the chain's length: only the
+    hashes at the `wanted` seqs (the checkpoints to check) are kept. `head`
+    is what the store says the last entry is: a chain that ends before it
+    has lost its newest entries. Entries without chain fields before the
+    first chained one are counted as `legacy` (written before the register
+    existed); anywhere else they are insertions.
     """
-    present = {e.seq for e in entries if e.seq is not None}
+    it = iter(entries)
     expected, prev = start.seq + 1, start.hash
     hashes: dict[int, str] = {}
-    ids: dict[int, str] = {}
+    recent: deque[tuple[int, str]] = deque(maxlen=RECENT)  # (seq, id) of the last entries, to name a duplicate
     legacy = 0
     count = 0
 
@@ -132,19 +138,22 @@ def verify(chain: str, entries: Sequence[Entry], start: Anchor = Anchor(), head:
         p = Problem(chain, seq, e.id if e else "", what, detail)
         return Walk(chain, start, Anchor(expected - 1, prev), count, legacy, p, hashes)
 
-    for e in entries:
+    for e in it:
         if e.seq is None:
-            if not hashes and count == 0:
+            if count == 0 and e.body is not None:
                 legacy += 1
                 continue
+            if e.body is None:
+                return stop(e, None, "edited", f"an unreadable entry follows seq {expected - 1}")
             return stop(e, None, "inserted", f"an entry without chain fields follows seq {expected - 1}")
         if e.seq != expected:
-            if e.seq in hashes:
-                return stop(e, e.seq, "inserted", f"seq {e.seq} appears twice (ids {ids[e.seq]} and {e.id}): "
+            if start.seq < e.seq < expected:
+                first = next((i for s, i in recent if s == e.seq), "an earlier entry")
+                return stop(e, e.seq, "inserted", f"seq {e.seq} appears twice (ids {first} and {e.id}): "
                                                   "one of them is forged")
             if e.seq <= start.seq:
                 return stop(e, e.seq, "inserted", f"seq {e.seq} is at or before the anchor (seq {start.seq})")
-            if e.seq > expected and expected not in present:
+            if not any(later.seq == expected for later in it):
                 missing = f"seq {expected}" if e.seq == expected + 1 else f"seq {expected} to {e.seq - 1}"
                 return stop(e, expected, "deleted", f"{missing} missing: the chain jumps from seq {expected - 1} "
                                                     f"to seq {e.seq}")
@@ -156,7 +165,9 @@ def verify(chain: str, entries: Sequence[Entry], start: Anchor = Anchor(), head:
         if e.prev != prev:
             return stop(e, e.seq, "inserted", f"its prev is not the hash of seq {expected - 1}: "
                                               "a forged or replaced entry")
-        hashes[e.seq], ids[e.seq] = e.hash, e.id
+        if e.seq in wanted:
+            hashes[e.seq] = e.hash
+        recent.append((e.seq, e.id))
         prev, expected, count = e.hash, expected + 1, count + 1
     end = Anchor(expected - 1, prev)
     if head is not None and head != end:
@@ -181,6 +192,6 @@ def check_point(walk: Walk, seq: int, hash_: str) -> str:
     if seq > walk.end.seq:
         return (f"a signed checkpoint covers seq {seq} but the chain ends at seq {walk.end.seq}: "
                 "entries were deleted")
-    if walk.hashes.get(seq) != hash_:
+    if (walk.hashes.get(seq) if seq != walk.end.seq else walk.end.hash) != hash_:
         return f"the hash of seq {seq} differs from the signed checkpoint: the chain was rewritten"
     return ""

@@ -23,7 +23,7 @@ last entry removed, in the same script, so what remains still verifies.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from regfd.core.chain import GENESIS, Anchor, Entry
@@ -162,22 +162,24 @@ class RegisterStore:
         anchor = Anchor(int(aseq), ahash or GENESIS) if aseq else Anchor()
         return anchor, (Anchor(int(seq), h or "") if seq else None)
 
-    def entries(self, chain: str, before_ms: int | None = None) -> list[Entry]:
-        """The chain's live entries in stream order (those that arrived before `before_ms` only, if given)."""
+    def entries(self, chain: str, before_ms: int | None = None) -> Iterator[Entry]:
+        """The chain's live entries in stream order (those that arrived before `before_ms` only, if given).
+
+        Read a page at a time as the caller goes, so a walk holds one page in memory.
+        """
         key = self.streams[chain]
         start = "-"
         end = f"({before_ms}-0" if before_ms is not None else "+"
-        out: list[Entry] = []
-        with reaching():
-            while True:
+        while True:
+            with reaching():
                 rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
                             self._r.xrange(key, min=start, max=end, count=PAGE))
-                for sid, raw in rows:
-                    out.append(_entry(chain, text(sid), {text(k): text(v) for k, v in raw.items()}))
-                if len(rows) < PAGE:
-                    return out
-                ms, n = text(rows[-1][0]).split("-")
-                start = f"{ms}-{int(n) + 1}"
+            for sid, raw in rows:
+                yield _entry(chain, text(sid), {text(k): text(v) for k, v in raw.items()})
+            if len(rows) < PAGE:
+                return
+            ms, n = text(rows[-1][0]).split("-")
+            start = f"{ms}-{int(n) + 1}"
 
     def trim_through(self, chain: str, last: Entry) -> int:
         """Remove every entry up to and including `last` and anchor the chain there; -1 if `last` changed."""
@@ -189,6 +191,13 @@ class RegisterStore:
         """Store a signed checkpoint; returns its stream id."""
         with reaching():
             return text(cast(bytes, self._r.xadd(self.checkpoints_key, {"c": dumps(dict(signed))})))
+
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        """The newest stored checkpoint, None when there is none."""
+        with reaching():
+            rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
+                        self._r.xrevrange(self.checkpoints_key, count=1))
+        return {**json.loads(rows[0][1][b"c"]), "id": text(rows[0][0])} if rows else None
 
     def checkpoints(self) -> list[dict[str, Any]]:
         """Every stored signed checkpoint, oldest first, each with its stream `id`."""
