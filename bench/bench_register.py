@@ -8,7 +8,8 @@ path) N times, in alternating rounds, two ways:
 and prints:
   - µs per append as the client sees it (median of the rounds), with and without chaining
   - µs per call inside Redis (INFO commandstats: XADD vs the EVAL that does the chained append)
-  - bytes per record in Redis (MEMORY USAGE of each stream / entries), with and without chaining
+  - bytes per record in Redis (MEMORY USAGE of each stream / entries), with and without chaining,
+    and per audit entry
   - `regfd records verify` speed (µs per entry walked)
 Usage: .venv/bin/python bench/bench_register.py [--records 5000] [--rounds 5]
 """
@@ -91,9 +92,14 @@ def main() -> None:
             n = args.rounds * args.records
             plain_bytes = int(store.r.memory_usage(plain_key, samples=0) or 0)
             chained_bytes = int(store.r.memory_usage(store.k("records"), samples=0) or 0)
+            for i in range(1000):  # audit entries, as `regfd registry add` writes them
+                store.audit("alice@allient.com", "registry.add", f"analyst{i}@bank.com",
+                            {"pattern": f"analyst{i}@bank.com", "category": "analyst", "firm": "Big Bank",
+                             "note": "", "added_by": "alice@allient.com", "added_at": "2026-11-17T15:00:00+00:00"})
+            audit_bytes = int(store.r.memory_usage(store.k("audit"), samples=0) or 0)
             t = time.perf_counter()
             report = Register(store, config).verify([])
-            walk_us = (time.perf_counter() - t) / n * 1e6
+            walk_us = (time.perf_counter() - t) / (n + 1000) * 1e6
             assert report.intact and report.walks["records"].entries == n, report.problems
             print(f"record: {len(body)} bytes of JSON (a tag decision with one material finding)")
             print(f"append, client side, median of {args.rounds} rounds of {args.records}:")
@@ -107,7 +113,8 @@ def main() -> None:
             print(f"memory per record (MEMORY USAGE / {n} entries):")
             print(f"  plain   {plain_bytes / n:8.1f} bytes")
             print(f"  chained {chained_bytes / n:8.1f} bytes   (+{(chained_bytes - plain_bytes) / n:.1f})")
-            print(f"verify: {walk_us:.1f} µs per entry walked ({n} entries)")
+            print(f"  audit entry (a registry change), chained: {audit_bytes / 1000:.1f} bytes")
+            print(f"verify: {walk_us:.1f} µs per entry walked ({n + 1000} entries)")
             store.r.close()
         finally:
             stop_redis(server)

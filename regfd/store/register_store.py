@@ -80,6 +80,12 @@ end
 local function raw(hex)
   return (string.gsub(hex, '..', function(c) return string.char(tonumber(c, 16)) end))
 end
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am < bm or (am == bm and tonumber(as) < tonumber(bs))
+end
 local function field(flat, name)
   for i = 1, #flat, 2 do if flat[i] == name then return flat[i + 1] end end
   return false
@@ -104,10 +110,11 @@ args[#args + 1] = 'hash'; args[#args + 1] = h
 redis.call('XADD', unpack(args))
 redis.call('HSET', KEYS[2], 'seq', s, 'hash', h)
 if ARGV[3] ~= '' then
-  local gone = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[3], '-', 'COUNT', 1)
-  if #gone > 0 then
-    local aseq = field(gone[1][2], 'seq')
-    if aseq then redis.call('HSET', KEYS[2], 'anchor_seq', aseq, 'anchor_hash', field(gone[1][2], 'hash')) end
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #oldest > 0 and before(oldest[1][1], ARGV[3]) then
+    local gone = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[3])
+    local aseq = field(gone[#gone][2], 'seq')
+    if aseq then redis.call('HSET', KEYS[2], 'anchor_seq', aseq, 'anchor_hash', field(gone[#gone][2], 'hash')) end
     redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3])
   end
 end
