@@ -70,10 +70,13 @@ def verify_cmd(ctx: Context, a: argparse.Namespace) -> int:
     for chain, walk in report.walks.items():
         archived = report.archived.get(chain, 0)
         where = f" ({archived} from the archive)" if archived else ""
-        state = "intact" if walk.intact else "TAMPERED"
-        span = f"seq {walk.start.seq + 1} to {walk.end.seq}" if walk.end.seq > walk.start.seq else "no entries"
         legacy = f", {walk.legacy} written before the register" if walk.legacy else ""
-        print(f"{chain}: {state}, {span}, {walk.entries} entries checked{where}{legacy}", file=ctx.out)
+        if walk.problem is not None:
+            print(f"{chain}: TAMPERED: {walk.entries} entries good{where}, then the first bad one at "
+                  f"seq {walk.problem.seq if walk.problem.seq is not None else walk.end.seq + 1}", file=ctx.out)
+            continue
+        span = f"seq {walk.start.seq + 1} to {walk.end.seq}" if walk.end.seq > walk.start.seq else "no entries"
+        print(f"{chain}: intact, {span}, {walk.entries} entries checked{where}{legacy}", file=ctx.out)
     if report.checkpoints or report.intact:
         signed = f", {report.signatures_ok} signatures valid" if public else ""
         print(f"checkpoints: {report.checkpoints}{signed}, {report.agreeing} heads agree with the chains, "
