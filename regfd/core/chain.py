@@ -9,10 +9,10 @@ chain each) carries `seq`, `prev` and `hash`:
 `canonical` is sorted-key compact JSON in UTF-8, so the same content always
 hashes the same whichever process wrote it. The link hashes the content's
 digest rather than the content itself because Redis computes it (a Lua
-script in the writer's MULTI/EXEC, store/register_store.py: the only way
-concurrent milters cannot fork the chain without a WATCH retry loop), and
-72 fixed bytes cost Redis two SHA-256 blocks (about 60 µs of Lua) whatever
-the record's size; SHA-256 over SHA-256 is as collision-resistant as the
+script in the writer's MULTI/EXEC, store/register_store.py, so concurrent
+milters cannot fork the chain and none retries a WATCH), and 72 fixed
+bytes cost Redis two SHA-256 blocks (about 90 µs of Lua) whatever the
+record's size; SHA-256 over SHA-256 is as collision-resistant as the
 direct form. The seq is hashed, so an entry cannot be renumbered.
 
 `verify` walks entries in stored order from an anchor (the last entry moved
@@ -100,7 +100,11 @@ class Problem:
 
 @dataclass(frozen=True)
 class Walk:
-    """The outcome of `verify` for one chain."""
+    """The outcome of `verify` for one chain: from `start` to `end` (the last good entry), `entries` checked.
+
+    `hashes` holds the hashes at the seqs `verify` was asked to keep (the
+    checkpoints'), which `check_point` compares with what was signed.
+    """
 
     chain: str
     start: Anchor
