@@ -241,6 +241,30 @@ def test_a_rewritten_chain_is_caught_by_the_signed_checkpoint(store: RedisStore,
         "records: the hash of seq 5 differs from the signed checkpoint: the chain was rewritten"), problem
 
 
+def test_a_checkpoint_copied_off_redis_survives_the_deletion_of_those_in_redis(store: RedisStore, regfd: Regfd,
+                                                                                 tmp_path: Path) -> None:
+    _fill(store, regfd)
+    assert regfd("records", "keygen").rc == 0
+    worm = tmp_path / "worm"
+    res = regfd("records", "checkpoint", "--out", str(worm))
+    assert res.rc == 0 and f"copy in {worm}" in res.out, res.out + res.err
+    (copy,) = worm.iterdir()
+    assert copy.name.endswith(".checkpoint.json") and stat.S_IMODE(copy.stat().st_mode) == 0o444
+    r = _raw(regfd)
+    key = regfd.prefix + "records"
+    rows = _rows(r, key)
+    body = json.loads(rows[4][1][b"r"])
+    body["subject"] = "rewritten"
+    rows[4] = (rows[4][0], _forge(rows[3][1][b"hash"].decode(), 5, body))
+    _rebuild(r, key, rows)
+    r.hset(regfd.prefix + "register:records", mapping={"hash": rows[4][1][b"hash"]})
+    r.delete(regfd.prefix + "register:checkpoints")
+    assert _verify(regfd)[0] == 0  # Redis alone no longer shows it
+    assert _tampered(regfd, "--archive", str(worm)) == (
+        f"archive checkpoint {copy.name} (at {json.loads(copy.read_text())['payload']['at']}): records: "
+        "the hash of seq 5 differs from the signed checkpoint: the chain was rewritten")
+
+
 def test_a_truncated_chain_with_its_head_moved_back_is_caught_by_the_checkpoint(store: RedisStore,
                                                                                   regfd: Regfd) -> None:
     _fill(store, regfd)
@@ -346,14 +370,21 @@ def test_archive_round_trip(store: RedisStore, regfd: Regfd, tmp_path: Path) -> 
     assert rc == 0, text + err
     assert "records: intact, seq 1 to 7, 7 entries checked (5 from the archive)" in text
     assert "audit: intact, seq 1 to 4, 4 entries checked (3 from the archive)" in text
-    # a second archive continues where the first stopped
+    # a second archive, in a directory of its own, continues where the first stopped
     _records(store, ["eight"])
+    out2 = tmp_path / "archive2"
     res = regfd("records", "archive", "--before", (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
-                "--out", str(out))
+                "--out", str(out2))
     assert res.rc == 0 and "records: seq 6 to 8 (3 entries)" in res.out, res.out + res.err
     assert json.loads(regfd("records", "--json").out) == []
-    rc, text, err = _verify(regfd, "--archive", str(out))
+    listed = json.loads(regfd("records", "--json", "--archive", str(out), "--archive", str(out2)).out)
+    assert len(listed) == 8 and listed[-1]["subject"] == "eight"
+    rc, text, err = _verify(regfd, "--archive", str(out2), "--archive", str(out))
     assert rc == 0 and "records: intact, seq 1 to 8, 8 entries checked (8 from the archive)" in text, text + err
+    problem = _tampered(regfd, "--archive", str(out2))  # the first directory left out: its part is missing
+    assert problem.startswith("checkpoint ") and problem.endswith(
+        ": the archive file audit-000000000001-000000000003.jsonl it signs is not in the archive directory "
+        "(deleted?)"), problem
     # an archive file edited (made writable first, as on a non-WORM disk) is named
     path = out / "records-000000000001-000000000005.jsonl"
     os.chmod(path, 0o644)
@@ -362,12 +393,13 @@ def test_archive_round_trip(store: RedisStore, regfd: Regfd, tmp_path: Path) -> 
     line["entry"]["subject"] = "nothing to see"
     lines[3] = json.dumps(line)
     path.write_text("\n".join(lines) + "\n")
-    problems = _tampered(regfd, "--archive", str(out))
+    problems = _tampered(regfd, "--archive", str(out), "--archive", str(out2))
     assert problems.startswith("records seq 4 (id ") and ": edited:" in problems, problems
     # an archive file missing is named too
     path.unlink()
-    problem = _tampered(regfd, "--archive", str(out))
-    assert problem.startswith("records seq 1") or "records-000000000001-000000000005.jsonl" in problem, problem
+    problem = _tampered(regfd, "--archive", str(out), "--archive", str(out2))
+    assert problem.endswith(": the archive file records-000000000001-000000000005.jsonl it signs is not in the "
+                            "archive directory (deleted?)"), problem
 
 
 def test_archive_refuses_a_broken_chain_and_trims_nothing(store: RedisStore, regfd: Regfd, tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
         from regfd.compliance.records import Record
         from regfd.compliance.register import archived_records
 
-        rows = [Record.from_json(d) for d in archived_records(Path(a.archive), since)] + rows
+        rows = [Record.from_json(d) for d in archived_records([Path(d) for d in a.archive], since)] + rows
     if a.csv:
         ctx.out.write(to_csv(rows))
         return
@@ -237,7 +237,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("records", help="the record of every communication with a Specified Person")
     p.add_argument("--since", help="date (company time zone) or ISO date-time")
-    p.add_argument("--archive", metavar="DIR", help="also list the records archived to DIR (regfd records archive)")
+    p.add_argument("--archive", metavar="DIR", action="append",
+                   help="also list the records archived to DIR (regfd records archive); may be repeated")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")

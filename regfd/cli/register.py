@@ -2,8 +2,8 @@
 
     regfd records keygen                      create the Ed25519 signing key ([register] signing_key, mode 0600)
     regfd records export-key                  print its public key (PEM) for auditors
-    regfd records checkpoint                  sign and store a checkpoint of every chain's head now
-    regfd records verify [--public-key FILE]... [--archive DIR]
+    regfd records checkpoint [--out DIR]      sign and store a checkpoint of every chain's head now
+    regfd records verify [--public-key FILE]... [--archive DIR]...
                                               exit 0: intact; 1: tampered (the first bad entry is named)
     regfd records archive --before DATE --out DIR
                                               move what arrived before DATE to files, verified, then trim Redis
@@ -47,9 +47,10 @@ def export_key_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 def checkpoint_cmd(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd records checkpoint`: one signed checkpoint now."""
-    signed = _register(ctx).checkpoint()
+    signed = _register(ctx).checkpoint(Path(a.out) if a.out else None)
     heads = ", ".join(f"{c} seq {p['seq']}" for c, p in signed["payload"]["chains"].items())
-    print(f"checkpoint {signed['id']}: {heads}; signed by key {signed['key']}", file=ctx.out)
+    print(f"checkpoint {signed['id']}: {heads}; signed by key {signed['key']}"
+          + (f"; copy in {a.out}" if a.out else ""), file=ctx.out)
 
 
 def verify_cmd(ctx: Context, a: argparse.Namespace) -> int:
@@ -66,7 +67,7 @@ def verify_cmd(ctx: Context, a: argparse.Namespace) -> int:
     else:
         public = []
         notes.append("checkpoint signatures NOT checked: no --public-key and no signing key here")
-    report = _register(ctx).verify(public, Path(a.archive) if a.archive else None)
+    report = _register(ctx).verify(public, [Path(d) for d in a.archive or ()])
     for chain, walk in report.walks.items():
         archived = report.archived.get(chain, 0)
         where = f" ({archived} from the archive)" if archived else ""
@@ -116,13 +117,16 @@ def add_to(records: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export-key", help="print the signing key's public half (PEM) for auditors")
     p.set_defaults(func=export_key_cmd)
     p = sub.add_parser("checkpoint", help="sign and store a checkpoint of the register's chains now")
+    p.add_argument("--out", metavar="DIR", help="also write it to DIR (e.g. the WORM archive directory)")
     p.set_defaults(func=checkpoint_cmd)
     p = sub.add_parser("verify", help="check the register's hash chains and signed checkpoints "
                                       "(exit 0 intact, 1 tampered)")
     p.add_argument("--public-key", metavar="FILE", action="append",
                    help="PEM public key (from export-key) to check signatures with; repeat it for the keys "
                         "used before a rotation")
-    p.add_argument("--archive", metavar="DIR", help="also verify the archive in DIR, joined to what is in Redis")
+    p.add_argument("--archive", metavar="DIR", action="append",
+                   help="also verify the archive in DIR, joined to what is in Redis; repeat it for an archive "
+                        "kept in several directories (and for checkpoint copies)")
     p.set_defaults(func=verify_cmd)
     p = sub.add_parser("archive", help="write what arrived before DATE to files (JSON lines + signed "
                                        "checkpoint), verify them, then trim it from Redis")

@@ -132,7 +132,6 @@ class ArchiveDir:
     no more memory than one line.
     """
 
-    directory: Path
     files: dict[str, list[Path]] = field(default_factory=dict)
     checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     digests: dict[str, str] = field(default_factory=dict)
@@ -160,37 +159,47 @@ class ArchiveDir:
 _ARCHIVE_FILE = re.compile(r"^(?P<chain>[a-z]+)-(?P<first>\d{12})-(?P<last>\d{12})\.jsonl$")
 
 
-def read_archive(directory: Path) -> ArchiveDir:
-    """Every `CHAIN-FIRST-LAST.jsonl` (digested here, read later) and `*.checkpoint.json` under `directory`."""
-    if not directory.is_dir():
-        raise RegfdError(f"archive directory {directory} does not exist")
-    out = ArchiveDir(directory, {c: [] for c in CHAINS})
-    for path in sorted(directory.glob("*.jsonl")):
-        m = _ARCHIVE_FILE.match(path.name)
-        if m is None or m["chain"] not in CHAINS:
-            out.problems.append(f"archive file {path.name}: not an archive file name (inserted?)")
-            continue
-        out.files[m["chain"]].append(path)
-        digest_ = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest_.update(block)
-        out.digests[path.name] = digest_.hexdigest()
-    for path in sorted(directory.glob("*.checkpoint.json")):
-        try:
-            out.checkpoints.append((path.name, json.loads(path.read_bytes())))
-        except ValueError:
-            out.problems.append(f"archive {path.name}: not a JSON checkpoint (edited?)")
+def read_archive(directories: Sequence[Path]) -> ArchiveDir:
+    """Every `CHAIN-FIRST-LAST.jsonl` (digested here, read later) and `*.checkpoint.json` in `directories`.
+
+    Several directories (a year each, the checkpoint copies) are one archive:
+    files are ordered by name, i.e. by seq, whichever directory holds them.
+    """
+    out = ArchiveDir({c: [] for c in CHAINS})
+    for directory in directories:
+        if not directory.is_dir():
+            raise RegfdError(f"archive directory {directory} does not exist")
+        for path in sorted(directory.glob("*.jsonl")):
+            m = _ARCHIVE_FILE.match(path.name)
+            if m is None or m["chain"] not in CHAINS:
+                out.problems.append(f"archive file {path.name}: not an archive file name (inserted?)")
+                continue
+            if path.name in out.digests:
+                out.problems.append(f"archive file {path.name}: in two of the archive directories")
+                continue
+            out.files[m["chain"]].append(path)
+            digest_ = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest_.update(block)
+            out.digests[path.name] = digest_.hexdigest()
+        for path in sorted(directory.glob("*.checkpoint.json")):
+            try:
+                out.checkpoints.append((path.name, json.loads(path.read_bytes())))
+            except ValueError:
+                out.problems.append(f"archive {path.name}: not a JSON checkpoint (edited?)")
+    for files in out.files.values():
+        files.sort(key=lambda p: p.name)
     return out
 
 
-def archived_records(directory: Path, since: datetime | None = None) -> list[dict[str, Any]]:
+def archived_records(directories: Sequence[Path], since: datetime | None = None) -> list[dict[str, Any]]:
     """The records in an archive (those that arrived at or after `since`), each with its stream `id`, in order.
 
     What `regfd records --archive DIR` lists before the records still in Redis.
     """
     floor = to_ms(since) if since else 0
-    return [{**e.body, "id": e.id} for e in read_archive(directory).entries("records")
+    return [{**e.body, "id": e.id} for e in read_archive(directories).entries("records")
             if e.body is not None and e.seq is not None and int(e.id.split("-")[0]) >= floor]
 
 
@@ -222,9 +231,20 @@ class Register:
         return out
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint(self) -> dict[str, Any]:
-        """Sign and store a checkpoint of every chain's head now; returns it (with its stream `id`)."""
-        signed = sign(self.key(), {"kind": "checkpoint", "at": to_iso(self.clock()), "chains": self.heads()})
+    def checkpoint(self, out: Path | None = None) -> dict[str, Any]:
+        """Sign and store a checkpoint of every chain's head now; returns it (with its stream `id`).
+
+        With `out`, it is also written there as `checkpoint-TIME.checkpoint.json`
+        (read-only, never overwritten): a copy off Redis, which `verify
+        --archive` of that directory checks too, so deleting the checkpoints
+        in Redis before rewriting a chain does not hide the rewrite.
+        """
+        now = self.clock()
+        signed = sign(self.key(), {"kind": "checkpoint", "at": to_iso(now), "chains": self.heads()})
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_once(out / f"checkpoint-{now.strftime('%Y%m%dT%H%M%S%fZ')}.checkpoint.json",
+                        canonical(signed) + b"\n")
         return {**signed, "id": self.chains.add_checkpoint(signed)}
 
     def checkpoint_due(self, now: datetime) -> int:
@@ -264,7 +284,7 @@ class Register:
         return 1
 
     # ---------------------------------------------------------------- verify
-    def verify(self, public: Sequence[Ed25519PublicKey], archive: Path | None = None) -> Report:
+    def verify(self, public: Sequence[Ed25519PublicKey], archive: Sequence[Path] = ()) -> Report:
         """Walk every chain (after the archive's entries, if given) and check every checkpoint.
 
         A checkpoint's signature must verify with one of `public` (several
@@ -272,7 +292,7 @@ class Register:
         One pass over each chain, streamed: memory does not grow with its length.
         """
         report = Report()
-        arch = read_archive(archive) if archive is not None else None
+        arch = read_archive(archive) if archive else None
         if arch is not None:
             report.problems += arch.problems
         stored = [(f"checkpoint {c.get('id', '?')}", c) for c in self.chains.checkpoints()]
@@ -428,7 +448,7 @@ class Register:
     def _reread(out: Path, taken: Mapping[str, tuple[list[Entry], ArchivedChain]], public: Ed25519PublicKey,
                 checkpoint_file: str) -> None:
         """Read back what was written; any difference stops the archive before Redis is trimmed."""
-        arch = read_archive(out)
+        arch = read_archive([out])
         if arch.problems:
             raise RegfdError(f"nothing trimmed: {arch.problems[0]}")
         signed = dict(arch.checkpoints).get(checkpoint_file)
