@@ -225,7 +225,7 @@ class Register:
         """Each chain's last entry as {"seq", "hash"} (seq 0 before the first)."""
         out = {}
         for chain in CHAINS:
-            anchor, head = self.chains.head(chain)
+            anchor, head, _ = self.chains.head(chain)
             h = head or anchor
             out[chain] = {"seq": h.seq, "hash": h.hash}
         return out
@@ -314,8 +314,8 @@ class Register:
 
     def _walk(self, report: Report, chain: str, arch: ArchiveDir | None, wanted: set[int]) -> Walk:
         """One chain: the archive's entries (if any) then Redis's, from where the first of them starts."""
-        anchor, head = self.chains.head(chain)
-        live: Iterable[Entry] = self.chains.entries(chain)
+        anchor, head, head_id = self.chains.head(chain)
+        live: Iterable[Entry] = self.chains.entries(chain, through=head_id)
         old = iter(arch.entries(chain)) if arch is not None else iter(())
         first = next(old, None)
         counted: _Counter | None = None
@@ -340,6 +340,12 @@ class Register:
         report.archived[chain] = counted.n if counted is not None else 0
         if head is None and walk.problem is None and walk.end.seq > 0:
             report.problems.append(f"{chain}: the chain's head record is missing from Redis (deleted?)")
+        if head is not None and head_id and walk.problem is None:
+            # What follows the head can only be an append made since it was read: seq head+1, chained onto it.
+            after = self.chains.entry_after(chain, head_id)
+            if after is not None and (after.seq != head.seq + 1 or after.prev != head.hash):
+                report.problems.append(f"{chain} an entry (id {after.id}): inserted: it follows the head "
+                                       f"(seq {head.seq}) without continuing it")
         if walk.problem is not None:
             line = walk.problem.line()
             if first is not None and walk.problem.what == "deleted" and walk.problem.seq is not None \
@@ -409,7 +415,7 @@ class Register:
         now = self.clock()
         taken: dict[str, tuple[list[Entry], ArchivedChain]] = {}
         for chain in CHAINS:
-            anchor, _ = self.chains.head(chain)
+            anchor, _, _ = self.chains.head(chain)
             entries = list(self.chains.entries(chain, to_ms(before)))
             chained = [e for e in entries if e.seq is not None]
             if not chained:

@@ -2,7 +2,7 @@
 
     records                 stream  each entry: its fields + seq, prev, hash   (records_store.py)
     audit                   stream  each entry: its fields + seq, prev, hash   (redis_store.py)
-    register:records        hash    seq, hash (the head); anchor_seq, anchor_hash (last entry gone from Redis)
+    register:records        hash    seq, hash, id (the head); anchor_seq, anchor_hash (last entry gone from Redis)
     register:audit          hash    the same for the audit chain
     register:checkpoints    stream  {"c": JSON signed checkpoint}
 
@@ -107,8 +107,8 @@ for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
 args[#args + 1] = 'seq'; args[#args + 1] = s
 args[#args + 1] = 'prev'; args[#args + 1] = prev
 args[#args + 1] = 'hash'; args[#args + 1] = h
-redis.call('XADD', unpack(args))
-redis.call('HSET', KEYS[2], 'seq', s, 'hash', h)
+local id = redis.call('XADD', unpack(args))
+redis.call('HSET', KEYS[2], 'seq', s, 'hash', h, 'id', id)
 if ARGV[3] ~= '' then
   local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
   if #oldest > 0 and before(oldest[1][1], ARGV[3]) then
@@ -160,23 +160,25 @@ class RegisterStore:
         minid = f"{max(0, trim_before_ms)}-0" if trim_before_ms is not None else ""
         tx.pipe.eval(_APPEND, 2, self.streams[chain], self.heads[chain], chain, entry_digest, minid, *flat)
 
-    def head(self, chain: str) -> tuple[Anchor, Anchor | None]:
-        """The anchor (where the live entries start) and the head (the last entry; None before the first)."""
+    def head(self, chain: str) -> tuple[Anchor, Anchor | None, str]:
+        """The anchor (where the live entries start), the head (the last entry; None before the first) and
+        the head's stream id ("" if unknown), read together."""
         with reaching():
             raw = cast("list[bytes | None]", self._r.hmget(self.heads[chain],
-                                                           ["seq", "hash", "anchor_seq", "anchor_hash"]))
-        seq, h, aseq, ahash = (text(x) if x is not None else None for x in raw)
+                                                           ["seq", "hash", "anchor_seq", "anchor_hash", "id"]))
+        seq, h, aseq, ahash, sid = (text(x) if x is not None else None for x in raw)
         anchor = Anchor(int(aseq), ahash or GENESIS) if aseq else Anchor()
-        return anchor, (Anchor(int(seq), h or "") if seq else None)
+        return anchor, (Anchor(int(seq), h or "") if seq else None), sid or ""
 
-    def entries(self, chain: str, before_ms: int | None = None) -> Iterator[Entry]:
-        """The chain's live entries in stream order (those that arrived before `before_ms` only, if given).
+    def entries(self, chain: str, before_ms: int | None = None, through: str = "") -> Iterator[Entry]:
+        """The chain's live entries in stream order: those that arrived before `before_ms`, or up to and
+        including stream id `through` (the head when a walk began: later appends are not its business).
 
         Read a page at a time as the caller goes, so a walk holds one page in memory.
         """
         key = self.streams[chain]
         start = "-"
-        end = f"({before_ms}-0" if before_ms is not None else "+"
+        end = f"({before_ms}-0" if before_ms is not None else (through or "+")
         while True:
             with reaching():
                 rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
@@ -187,6 +189,13 @@ class RegisterStore:
                 return
             ms, n = text(rows[-1][0]).split("-")
             start = f"{ms}-{int(n) + 1}"
+
+    def entry_after(self, chain: str, sid: str) -> Entry | None:
+        """The entry that follows stream id `sid`, if any."""
+        with reaching():
+            rows = cast("list[tuple[bytes, dict[bytes, bytes]]]",
+                        self._r.xrange(self.streams[chain], min=f"({sid}", max="+", count=1))
+        return _entry(chain, text(rows[0][0]), {text(k): text(v) for k, v in rows[0][1].items()}) if rows else None
 
     def trim_through(self, chain: str, last: Entry) -> int:
         """Remove every entry up to and including `last` and anchor the chain there; -1 if `last` changed."""
