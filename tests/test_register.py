@@ -28,7 +28,7 @@ from regfd.compliance.executor import Workflow, start_background
 from regfd.compliance.records import Record, Records
 from regfd.compliance.register import Register
 from regfd.config import load_config
-from regfd.core.chain import GENESIS, digest, link
+from regfd.core.chain import GENESIS, Anchor, digest, link, verify
 from regfd.store.redis_store import RedisStore
 from regfd.store.register_store import SHA256_PROBE
 from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict
@@ -503,3 +503,17 @@ def test_a_missing_head_is_named_and_a_long_chain_is_read_page_by_page(store: Re
     assert rc == 0 and "records: intact, seq 1 to 1050, 1050 entries checked" in out, out + err
     _raw(regfd).delete(regfd.prefix + "register:records")
     assert _tampered(regfd) == "records: the chain's head record is missing from Redis (deleted?)"
+
+
+def test_retention_trimming_while_verify_starts_is_no_gap(store: RedisStore, regfd: Regfd) -> None:
+    """The anchor read, then an append trims the oldest records, then the walk reads the stream: the walk
+    re-reads the anchor instead of calling the trimmed records deleted (and a real gap stays a gap)."""
+    _records(store, ["one", "two", "three"])
+    entries = list(store.register.entries("records"))
+    moved = Anchor(2, entries[1].hash)
+    assert verify("records", entries[2:], Anchor(), reanchor=lambda: moved).intact
+    walk = verify("records", entries[2:], Anchor(), reanchor=lambda: Anchor())
+    assert walk.problem is not None and walk.problem.what == "deleted"
+    forged = Anchor(2, entries[0].hash)  # an anchor that does not end where seq 3 begins
+    walk = verify("records", entries[2:], Anchor(), reanchor=lambda: forged)
+    assert walk.problem is not None and walk.problem.what == "inserted"

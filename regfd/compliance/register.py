@@ -336,7 +336,9 @@ class Register:
                 live = (e for e in live if e.seq is None or copies.get(e.seq) != e.hash)
             counted = _Counter(itertools.chain([first], old))
             entries = itertools.chain(counted, live)
-        walk = verify(chain, entries, start, head, wanted)
+        # Without an archive, retention may trim the oldest entries while the walk starts: the anchor moves.
+        reanchor = (lambda: self.chains.head(chain)[0]) if first is None else None
+        walk = verify(chain, entries, start, head, wanted, reanchor)
         report.archived[chain] = counted.n if counted is not None else 0
         if head is None and walk.problem is None and walk.end.seq > 0:
             report.problems.append(f"{chain}: the chain's head record is missing from Redis (deleted?)")

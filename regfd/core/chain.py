@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +121,7 @@ class Walk:
 
 
 def verify(chain: str, entries: Iterable[Entry], start: Anchor = Anchor(), head: Anchor | None = None,
-           wanted: Collection[int] = ()) -> Walk:
+           wanted: Collection[int] = (), reanchor: Callable[[], Anchor] | None = None) -> Walk:
     """Walk `entries` (stored order) from `start` and stop at the first bad one.
 
     One pass, in constant memory whatever the chain's length: only the
@@ -130,6 +130,11 @@ def verify(chain: str, entries: Iterable[Entry], start: Anchor = Anchor(), head:
     has lost its newest entries. Entries without chain fields before the
     first chained one are counted as `legacy` (written before the register
     existed); anywhere else they are insertions.
+
+    `reanchor` reads the anchor again when the entries jump ahead: retention
+    trimming the oldest entries while the walk began is no gap when the
+    anchor has moved to just before the entry found (whose `prev` must then
+    be the anchor's hash).
     """
     it = iter(entries)
     expected, prev = start.seq + 1, start.hash
@@ -157,11 +162,15 @@ def verify(chain: str, entries: Iterable[Entry], start: Anchor = Anchor(), head:
                                                   "one of them is forged")
             if e.seq <= start.seq:
                 return stop(e, e.seq, "inserted", f"seq {e.seq} is at or before the anchor (seq {start.seq})")
-            if not any(later.seq == expected for later in it):
+            moved = reanchor() if reanchor is not None and e.seq > expected else None
+            if moved is not None and moved.seq == e.seq - 1:
+                expected, prev = e.seq, moved.hash  # trimmed meanwhile; `e` must continue the new anchor
+            elif not any(later.seq == expected for later in it):
                 missing = f"seq {expected}" if e.seq == expected + 1 else f"seq {expected} to {e.seq - 1}"
                 return stop(e, expected, "deleted", f"{missing} missing: the chain jumps from seq {expected - 1} "
                                                     f"to seq {e.seq}")
-            return stop(e, e.seq, "reordered", f"seq {e.seq} stored where seq {expected} belongs")
+            else:
+                return stop(e, e.seq, "reordered", f"seq {e.seq} stored where seq {expected} belongs")
         if e.body is None:
             return stop(e, e.seq, "edited", "the entry's content is not readable JSON")
         if not e.hash or link(e.prev, e.seq, digest(e.body)) != e.hash:
