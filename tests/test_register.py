@@ -470,6 +470,9 @@ def test_verify_exit_status_and_usage(regfd: Regfd) -> None:
     assert res.rc == 2
     res = regfd("records", "verify", "--public-key", "/nonexistent.pub")
     assert res.rc == 1 and "cannot read the public key" in res.err
+    down = Regfd(regfd.tmp, f"unix://{regfd.tmp / 'no-redis.sock'}", regfd.prefix)
+    res = down("records", "verify")
+    assert res.rc == 3 and res.err.startswith("regfd: error: ") and res.err.count("\n") == 1, res.err
 
 
 @pytest.mark.parametrize("value", ["register-signing.key"])
