@@ -24,7 +24,9 @@ from typing import Any, cast
 import pytest
 import redis
 
+from regfd.compliance.disclosures import Disclosures
 from regfd.compliance.executor import Workflow, start_background
+from regfd.compliance.quarantine import Quarantine
 from regfd.compliance.records import Record, Records
 from regfd.compliance.register import Register
 from regfd.config import load_config
@@ -33,6 +35,7 @@ from regfd.store.redis_store import RedisStore
 from regfd.store.register_store import SHA256_PROBE
 from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict
 from tests.conftest import REPO, Regfd
+from tests.test_quarantine import FakeMta
 
 Fields = dict[bytes, bytes]
 
@@ -198,6 +201,36 @@ def test_an_unchained_entry_inserted_is_named(store: RedisStore, regfd: Regfd) -
                                           "target": "eve@hedge.com", "detail": "{}"})
     assert _tampered(regfd) == (f"audit an entry (id {sid.decode()}): inserted: "  # type: ignore[union-attr]
                                 "it follows the head (seq 3) without continuing it")
+
+
+def test_releases_rejects_and_disclosure_closes_are_chained(store: RedisStore, regfd: Regfd) -> None:
+    """Hold two messages, release one (it opens a disclosure follow-up, then closed), reject the other: each
+    step's audit entry is in the chain, and an edited release reason is named."""
+    config = load_config(regfd.config)
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    for qid in ("4AAAA", "4BBBB"):
+        v = make_verdict(config, findings=(MATERIAL,), queue_id=qid)
+        wf.on_decision(v, facts_for(v))
+    first, second = (r.quarantine_id for r in wf.records.list())
+    q = Quarantine(store, config, clock)
+    mta = FakeMta()  # postsuper cannot run here; tests/test_e2e_compliance.py releases through a real Postfix
+    assert q.act_local(first, "release", "corpsec@allient.com", "public since the 8-K", mta).ok
+    assert q.act_local(second, "reject", "corpsec@allient.com", "not public", mta).ok
+    (d,) = Disclosures(store, config, clock).list(open_only=True)
+    Disclosures(store, config, clock).close(d.id, "corpsec@allient.com", "8-K item 7.01")
+    r = _raw(regfd)
+    key = regfd.prefix + "audit"
+    rows = _rows(r, key)
+    assert [(f[b"action"], _seq(f)) for _, f in rows] == [
+        (b"quarantine.release", 1), (b"quarantine.reject", 2), (b"disclosure.close", 3)]
+    rc, out, err = _verify(regfd)
+    assert rc == 0 and "records: intact, seq 1 to 2" in out and "audit: intact, seq 1 to 3" in out, out + err
+    detail = json.loads(rows[0][1][b"detail"])
+    detail["reason"] = "approved by the CEO"
+    rows[0][1][b"detail"] = json.dumps(detail).encode()
+    _rebuild(r, key, rows)
+    assert _tampered(regfd).startswith(f"audit seq 1 (id {rows[0][0].decode()}): edited:")
 
 
 # ------------------------------------------------------------------ checkpoints
