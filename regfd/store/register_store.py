@@ -8,10 +8,10 @@
 
 An append is a Lua script queued on the writer's own MULTI/EXEC (`Tx`): it
 reads the head, computes the link (SHA-256 in Lua, two blocks; see
-compliance/chain.py for the definition), adds the entry and moves the
-head, all inside the transaction that writes whatever the entry records. Redis runs scripts one
-at a time, so concurrent milters append one after the other and the chain
-cannot fork; nothing waits on a WATCH. The script is sent with EVAL (its
+core/chain.py for the definition), adds the entry and moves the head, all
+inside the transaction that writes whatever the entry records. Redis runs
+scripts one at a time, so concurrent milters append one after the other
+and the chain cannot fork; nothing waits on a WATCH. The script is sent with EVAL (its
 text, a few kilobytes) rather than EVALSHA: a Redis restarted between two
 calls would answer NOSCRIPT inside the EXEC and the rest of the transaction
 would commit without its chain entry.
@@ -92,7 +92,10 @@ local function field(flat, name)
 end
 """
 
-# KEYS: stream, head.  ARGV: chain, digest, minid ("" = no trimming), then the entry's field/value pairs.
+# KEYS: stream, head.  ARGV: chain (not hashed: each chain has its own head), digest, minid ("" = no
+# trimming), then the entry's field/value pairs. Trimming costs one XRANGE COUNT 1 when nothing expired
+# (XREVRANGE to find the last expired entry walks the stream in Redis 7.0: 12 ms at 25,000 entries); the
+# anchor is then read off the oldest entry left (its seq - 1 and its prev).
 _APPEND = _SHA256 + """
 local head = redis.call('HMGET', KEYS[2], 'seq', 'hash')
 local seq = tonumber(head[1] or '0') + 1
@@ -112,10 +115,14 @@ redis.call('HSET', KEYS[2], 'seq', s, 'hash', h, 'id', id)
 if ARGV[3] ~= '' then
   local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
   if #oldest > 0 and before(oldest[1][1], ARGV[3]) then
-    local gone = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[3])
-    local aseq = field(gone[#gone][2], 'seq')
-    if aseq then redis.call('HSET', KEYS[2], 'anchor_seq', aseq, 'anchor_hash', field(gone[#gone][2], 'hash')) end
     redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3])
+    local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+    if not first then
+      redis.call('HSET', KEYS[2], 'anchor_seq', s, 'anchor_hash', h)
+    elseif field(first[2], 'seq') then
+      redis.call('HSET', KEYS[2], 'anchor_seq', string.format('%d', tonumber(field(first[2], 'seq')) - 1),
+                 'anchor_hash', field(first[2], 'prev'))
+    end
   end
 end
 return s
@@ -127,10 +134,10 @@ _TRIM = _SHA256 + """
 local got = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #got == 0 or field(got[1][2], 'seq') ~= ARGV[2] or field(got[1][2], 'hash') ~= ARGV[3] then return -1 end
 local ms, n = string.match(ARGV[1], '^(%d+)-(%d+)$')
-local before = redis.call('XLEN', KEYS[1])
+local len0 = redis.call('XLEN', KEYS[1])
 redis.call('XTRIM', KEYS[1], 'MINID', ms .. '-' .. string.format('%d', tonumber(n) + 1))
 redis.call('HSET', KEYS[2], 'anchor_seq', ARGV[2], 'anchor_hash', ARGV[3])
-return before - redis.call('XLEN', KEYS[1])
+return len0 - redis.call('XLEN', KEYS[1])
 """
 
 # For the tests: the Lua SHA-256 of ARGV[1].
