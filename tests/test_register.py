@@ -395,6 +395,11 @@ def test_archive_round_trip(store: RedisStore, regfd: Regfd, tmp_path: Path) -> 
     listed = json.loads(regfd("records", "--json", "--archive", str(out)).out)
     assert [x["subject"] for x in listed][2:] == ["three", "four", "five", "six", "seven"]
     assert listed[0]["id"] == archived[0]["id"]
+    audit = json.loads(regfd("audit", "--json", "--archive", str(out)).out)
+    assert [(x["action"], x["target"]) for x in audit] == [
+        ("registry.add", "bob@bank.com"), ("registry.add", "carol@fund.com"), ("registry.remove", "carol@fund.com"),
+        ("registry.add", "dave@fund.com")]
+    assert [x["action"] for x in json.loads(regfd("audit", "--json").out)] == ["registry.add"]
     rc, text, err = _verify(regfd)
     assert rc == 0, text + err
     assert "records: intact, seq 6 to 7, 2 entries checked" in text

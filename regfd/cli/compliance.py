@@ -63,9 +63,9 @@ def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
     rows = Records(ctx.store, ctx.config.records_retention_days).list(since)
     if a.archive:  # what `regfd records archive` moved out of Redis, listed first (it is older)
         from regfd.compliance.records import Record
-        from regfd.compliance.register import archived_records
+        from regfd.compliance.register import archived_entries
 
-        rows = [Record.from_json(d) for d in archived_records([Path(d) for d in a.archive], since)] + rows
+        rows = [Record.from_json(d) for d in archived_entries([Path(d) for d in a.archive], "records", since)] + rows
     if a.csv:
         ctx.out.write(to_csv(rows))
         return

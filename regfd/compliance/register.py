@@ -193,13 +193,13 @@ def read_archive(directories: Sequence[Path]) -> ArchiveDir:
     return out
 
 
-def archived_records(directories: Sequence[Path], since: datetime | None = None) -> list[dict[str, Any]]:
-    """The records in an archive (those that arrived at or after `since`), each with its stream `id`, in order.
+def archived_entries(directories: Sequence[Path], chain: str, since: datetime | None = None) -> list[dict[str, Any]]:
+    """A chain's archived entries (those that arrived at or after `since`), each with its stream `id`, in order.
 
-    What `regfd records --archive DIR` lists before the records still in Redis.
+    What `regfd records --archive DIR` and `regfd audit --archive DIR` list before what is still in Redis.
     """
     floor = to_ms(since) if since else 0
-    return [{**e.body, "id": e.id} for e in read_archive(directories).entries("records")
+    return [{**e.body, "id": e.id} for e in read_archive(directories).entries(chain)
             if e.body is not None and e.seq is not None and int(e.id.split("-")[0]) >= floor]
 
 
