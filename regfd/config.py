@@ -132,6 +132,16 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class RegisterConfig:
+    """`[register]`: the tamper-evident register's Ed25519 signing key and how often checkpoints are signed."""
+
+    # PEM private key written by `regfd records keygen` (mode 0600); empty: STATE_DIR/register-signing.key.
+    signing_key: str = ""
+    # Seconds between the checkpoints the milter's outbox worker signs; 0: only `regfd records checkpoint`.
+    checkpoint_interval: int = 3600
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: the TOML file's top-level keys, with one dataclass per section."""
 
@@ -157,6 +167,7 @@ class Config:
     sendmail: SendmailConfig = field(default_factory=SendmailConfig)
     limits: ScanLimits = field(default_factory=ScanLimits)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
     source: str = "<defaults>"
 
     @property
@@ -168,6 +179,11 @@ class Config:
     def effective_redis_url(self) -> str:
         """$REGFD_REDIS_URL, else `redis_url`; empty means the private redis-server under state_dir."""
         return os.environ.get("REGFD_REDIS_URL", "") or self.redis_url
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The register's signing key: `[register] signing_key`, else STATE_DIR/register-signing.key."""
+        return Path(self.register.signing_key) if self.register.signing_key else self.state_dir / "register-signing.key"
 
     def describe_store(self) -> str:
         """Which store this configuration uses, for a person (a password in the URL is hidden)."""
@@ -185,6 +201,7 @@ _SECTIONS: dict[str, type] = {
     "sendmail": SendmailConfig,
     "limits": ScanLimits,
     "notify": NotifyConfig,
+    "register": RegisterConfig,
 }
 
 
@@ -311,6 +328,12 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         else:
             raise _fail(key, f"{path} is relative: give an absolute path, or a config file to resolve it against")
     cfg = cast(Config, dataclasses.replace(cfg, **updates))
+    key = cfg.register.signing_key
+    if key and not Path(key).is_absolute():
+        if base is None:
+            raise _fail("register.signing_key", f"{key} is relative: give an absolute path")
+        absolute = str((base / key).resolve())
+        cfg = dataclasses.replace(cfg, register=dataclasses.replace(cfg.register, signing_key=absolute))
     if not cfg.lexicon_dir.is_dir():
         raise _fail("lexicon_dir", f"{cfg.lexicon_dir} is not a directory")
     if not cfg.policy_file.is_file():

@@ -1,6 +1,7 @@
 """Compliance commands: records, quarantine, disclosures, the agent and the outbox.
 
-    regfd records [--since DATE] [--json|--csv]
+    regfd records [--since DATE] [--archive DIR] [--json|--csv]
+    regfd records keygen | export-key | checkpoint | verify | archive    (the register: cli/register.py)
     regfd quarantine list [--all] [--json] | show ID | release ID --by ADDR --reason TEXT [--local] [--timeout S]
                                                     | reject ID --by ADDR --reason TEXT [--local] [--timeout S]
     regfd disclosures [--open] [--json] | close ID --by ADDR --reference TEXT
@@ -22,6 +23,7 @@ import json
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from regfd.cli.output import listing, print_json
@@ -30,6 +32,7 @@ from regfd.core.clock import parse_instant
 from regfd.errors import InvalidInput, RegfdError
 
 from . import Context
+from . import register as register_commands
 
 
 def _by(text: str) -> str:
@@ -58,6 +61,11 @@ def records_cmd(ctx: Context, a: argparse.Namespace) -> None:
         except ValueError as exc:
             raise InvalidInput(f"--since: {exc}") from None
     rows = Records(ctx.store, ctx.config.records_retention_days).list(since)
+    if a.archive:  # what `regfd records archive` moved out of Redis, listed first (it is older)
+        from regfd.compliance.records import Record
+        from regfd.compliance.register import archived_entries
+
+        rows = [Record.from_json(d) for d in archived_entries([Path(d) for d in a.archive], "records", since)] + rows
     if a.csv:
         ctx.out.write(to_csv(rows))
         return
@@ -229,10 +237,13 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("records", help="the record of every communication with a Specified Person")
     p.add_argument("--since", help="date (company time zone) or ISO date-time")
+    p.add_argument("--archive", metavar="DIR", action="append",
+                   help="also list the records archived to DIR (regfd records archive); may be repeated")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     p.set_defaults(func=records_cmd)
+    register_commands.add_to(p)
 
     qu = sub.add_parser("quarantine", help="held messages: review, release, reject").add_subparsers(
         dest="sub", required=True)

@@ -212,6 +212,13 @@ def audit_cmd(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd audit`; the table flattens each detail to key=value pairs, --json keeps it whole."""
     since = instant(a.since, ctx.config.tz, "--since") if a.since else None
     rows: list[dict[str, Any]] = [e.to_json() for e in ctx.store.audit_list(since)]
+    if a.archive:  # what `regfd records archive` moved out of Redis, listed first (it is older)
+        from pathlib import Path
+
+        from regfd.compliance.register import archived_entries
+
+        archived = archived_entries([Path(d) for d in a.archive], "audit", since)
+        rows = [{k: d[k] for k in ("id", "at", "who", "action", "target", "detail")} for d in archived] + rows
     if not a.json:
         for r in rows:
             detail = r["detail"]
@@ -305,6 +312,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("audit", help="who changed the directory, released or rejected what, and why")
     p.add_argument("--since")
+    p.add_argument("--archive", metavar="DIR", action="append",
+                   help="also list the entries archived to DIR (regfd records archive); may be repeated")
     json_flag(p)
     p.set_defaults(func=audit_cmd)
 

@@ -13,7 +13,8 @@ all together or not at all. Ids are generated client-side for that
 reason (nothing needs a value back from Redis before the EXEC).
 
 Background work (`start_background`, which `regfd milter` starts): the
-outbox worker (delivers notifications, runs `Reminders`) and the quarantine
+outbox worker (delivers notifications, runs `Reminders` and signs the
+register's periodic checkpoints) and the quarantine
 agent (runs postsuper, or Sendmail's equivalents, for release/reject requests).
 """
 
@@ -30,6 +31,7 @@ from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_d
 from regfd.compliance.outbox import Outbox
 from regfd.compliance.quarantine import Quarantine, QuarantineEntry, mta_queue
 from regfd.compliance.records import Record, Records, make_record
+from regfd.compliance.register import Register
 from regfd.compliance.render import render_decision, render_disclosure_reminder, render_sender_held
 from regfd.core.clock import now as utcnow
 from regfd.core.message import MessageFacts
@@ -155,7 +157,9 @@ def start_background(store: RedisStore, config: Config, stop: threading.Event, *
     """
     outbox = Outbox(store, config, transport)
     reminders = Reminders(store, config, outbox=outbox)
-    threads = [threading.Thread(target=outbox.run_forever, args=(stop, interval, [reminders.run_due]),
+    # The register's periodic signed checkpoint ([register] checkpoint_interval) rides the same loop.
+    checkpoints = Register(store, config).checkpoint_due
+    threads = [threading.Thread(target=outbox.run_forever, args=(stop, interval, [reminders.run_due, checkpoints]),
                                 name="regfd-outbox", daemon=True)]
     queue = mta or mta_queue(config)
     setting = config.milter.agent if agent is None else ("yes" if agent else "no")

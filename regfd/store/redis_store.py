@@ -9,7 +9,7 @@ recipient of a message is ONE round trip whatever the registry's size:
     delegates     hash  address -> JSON Authorization
     quiet         hash  id      -> JSON QuietPeriod
     quiet:seq     counter for quiet period ids
-    audit         stream of directory and release changes
+    audit         stream of directory and release changes (chained: store/register_store.py)
 
 A lookup computes every candidate key of every recipient (the address and
 each parent domain) and sends HMGETs for them with the sender's HGETs in one
@@ -31,6 +31,7 @@ import redis
 from redis.client import Pipeline
 
 from regfd.core.address import candidates
+from regfd.core.chain import digest
 from regfd.core.clock import now, to_iso
 from regfd.core.directory import (
     Authorization,
@@ -47,6 +48,7 @@ from regfd.store.outbox_store import OutboxStore
 from regfd.store.private_redis import PrivateRedis
 from regfd.store.quarantine_store import QuarantineStore
 from regfd.store.records_store import RecordsStore
+from regfd.store.register_store import RegisterStore
 
 if TYPE_CHECKING:
     from regfd.config import Config
@@ -81,6 +83,7 @@ class RedisStore:
         self.r = client
         self.p = prefix
         self.round_trips = 0  # counted per network exchange, for the benchmark
+        self.register = RegisterStore(self)
         self.records = RecordsStore(self)
         self.quarantine = QuarantineStore(self)
         self.outbox = OutboxStore(self)
@@ -158,8 +161,10 @@ class RedisStore:
         self._audit(tx.pipe, who, action, target, detail)
 
     def _audit(self, pipe: Pipeline, who: str, action: str, target: str, detail: dict[str, Any]) -> None:
-        pipe.xadd(self.k("audit"), {"at": to_iso(now()), "who": who, "action": action,
-                                    "target": target, "detail": dumps(detail)})
+        at = to_iso(now())
+        body = {"at": at, "who": who, "action": action, "target": target, "detail": detail}
+        self.register.append(Tx(pipe), "audit", {"at": at, "who": who, "action": action, "target": target,
+                                                 "detail": dumps(detail)}, digest(body))
 
     def _write(self, who: str, action: str, target: str, detail: dict[str, Any],
                ops: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
