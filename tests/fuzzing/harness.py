@@ -384,22 +384,30 @@ def check_libmilter(port: int, alive: Callable[[], bool], app_ref: MilterApp, sc
 
 # ============================================================================ the scanner
 SCAN_LIMITS = ScanLimits(max_message_bytes=2 * 1024 * 1024, time_budget=2.0)
-SCAN_SLACK = 1.5  # seconds over the budget allowed for one input (a shared, loaded machine)
+SCAN_SLACK = 1.0  # CPU seconds over the budget allowed for one input
+SCAN_WALL: list[float] = [0.0]  # the slowest scan's wall time (the bench prints it)
 
 
 def check_scan(raw: bytes, limits: ScanLimits = SCAN_LIMITS) -> list[Finding]:
     """The scanner's property: findings of known kinds, never an internal error, at most MAX_FINDINGS,
-    within the time budget (plus slack), and a verdict from them."""
+    and the work bounded by the time budget.
+
+    The bound is on the scan's CPU time (its thread's): on a shared machine
+    the wall clock also counts the other processes' turns, and the scanner
+    stops itself by the wall clock, so a scan whose CPU time passes the
+    budget is one that did not stop."""
     from tests.scanner_fixtures import lexicons
 
-    start = time.monotonic()
+    lex = lexicons()  # compiled once per process, before the clock starts
+    start, cpu = time.monotonic(), time.thread_time()
     with traced_peak(64 * 1024 * 1024, "scanner"):
-        findings = scan_message(raw, lexicons(), limits)
-    elapsed = time.monotonic() - start
+        findings = scan_message(raw, lex, limits)
+    cpu = time.thread_time() - cpu
+    SCAN_WALL[0] = max(SCAN_WALL[0], time.monotonic() - start)
     assert isinstance(findings, list)
     assert all(isinstance(f, Finding) and f.kind in FINDING_KINDS for f in findings)
     crashed = [f for f in findings if f.kind == UNSCANNABLE and f.category.startswith("scanner-error")]
     assert not crashed, f"the scanner raised internally: {crashed}"
     assert len(findings) <= MAX_FINDINGS
-    assert elapsed < limits.time_budget + SCAN_SLACK, f"scan took {elapsed:.2f}s"
+    assert cpu < limits.time_budget + SCAN_SLACK, f"scan used {cpu:.2f}s of CPU"
     return findings
