@@ -14,8 +14,10 @@ it in an @example to shrink and keep it).
 
 Printed per target: inputs run, failures, the largest tracemalloc peak of
 one input (above what was allocated before it), the process's peak RSS (the
-subprocess's for libmilter), inputs/s. Hypothesis generates in batches
-(`--batch`) so its memory of what it tried stays bounded.
+subprocess's for libmilter), inputs/s. Hypothesis generates in runs of
+`--batch` inputs (200): its cost per input grows with the length of a run
+(measured: 13 inputs/s in runs of 5 000, 40/s in runs of 200, same load),
+and its memory of what it tried is dropped between runs.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=100_000, help="inputs per target (default 100000)")
     ap.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of {', '.join(TARGETS)}")
-    ap.add_argument("--batch", type=int, default=5000, help="inputs per Hypothesis run")
+    ap.add_argument("--batch", type=int, default=200, help="inputs per Hypothesis run")
     ap.add_argument("--trace-every", type=int, default=TRACE_EVERY,
                     help=f"run every Nth input under tracemalloc (default {TRACE_EVERY}; 0: none)")
     args = ap.parse_args(argv)
