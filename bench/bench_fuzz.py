@@ -4,7 +4,8 @@
     .venv/bin/python bench/bench_fuzz.py --examples 2000 --targets session,scanner
 
 Targets: `session` (the sans-IO core: PacketParser + Session), `asyncio`
-(the asyncio engine in this process over a loopback socket), `libmilter`
+(the asyncio engine in this process over a loopback socket; `asyncio-unix`: on a
+unix socket with the quiet protocol), `libmilter`
 (`regfd milter --engine libmilter` as a subprocess over a loopback socket),
 `scanner` (structured MIME through scan_message). The properties are the
 suite's (tests/fuzzing/harness.py), on inputs from tests/fuzzing/strategies.py;
@@ -44,7 +45,7 @@ from tests.conftest import Regfd, free_port, start_redis, stop_redis  # noqa: E4
 from tests.fuzzing import harness  # noqa: E402
 from tests.fuzzing.strategies import Script, milter_scripts, mime_messages  # noqa: E402
 
-TARGETS = ("session", "asyncio", "libmilter", "scanner")
+TARGETS = ("session", "asyncio", "asyncio-unix", "libmilter", "scanner")
 TRACE_EVERY = 10
 
 
@@ -119,10 +120,10 @@ def bench(target: str, n: int, batch: int, regfd: Regfd) -> tuple[Tally, float, 
             tally.run(lambda: harness.check_session(app, script, action), lambda: _describe(script))
 
         drive(milter_scripts(), n, batch, one_session, tally.progress)
-    elif target == "asyncio":
+    elif target in ("asyncio", "asyncio-unix"):
         app, _ = harness.make_app(regfd)
         ref, _ = harness.make_app(regfd)
-        eut = harness.EngineUnderTest(app)
+        eut = harness.EngineUnderTest(app, str(regfd.tmp / "milter.sock") if target == "asyncio-unix" else None)
         try:
             drive(milter_scripts(), n, batch,
                   lambda s: tally.run(lambda: harness.check_engine(eut, ref, s, "tempfail"), lambda: _describe(s)),

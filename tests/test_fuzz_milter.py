@@ -56,32 +56,34 @@ _HOSTILE_EXAMPLES = [
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=_FIXTURE_REUSED)
-@given(script=milter_scripts(), action=st.sampled_from(["tempfail", "reject"]))
-@example(script=_HOSTILE_EXAMPLES[0], action="tempfail")
-@example(script=_HOSTILE_EXAMPLES[1], action="reject")
-@example(script=_HOSTILE_EXAMPLES[2], action="tempfail")
-@example(script=_HOSTILE_EXAMPLES[3], action="reject")
-@example(script=_HOSTILE_EXAMPLES[3], action="tempfail")
-@example(script=_HOSTILE_EXAMPLES[4], action="tempfail")
-@example(script=_HOSTILE_EXAMPLES[5], action="reject")
+@given(script=milter_scripts(), action=st.sampled_from(["tempfail", "reject"]), quiet=st.booleans())
+@example(script=_HOSTILE_EXAMPLES[0], action="tempfail", quiet=False)
+@example(script=_HOSTILE_EXAMPLES[1], action="reject", quiet=False)
+@example(script=_HOSTILE_EXAMPLES[2], action="tempfail", quiet=False)
+@example(script=_HOSTILE_EXAMPLES[3], action="reject", quiet=False)
+@example(script=_HOSTILE_EXAMPLES[3], action="tempfail", quiet=False)
+@example(script=_HOSTILE_EXAMPLES[4], action="tempfail", quiet=False)
+@example(script=_HOSTILE_EXAMPLES[5], action="reject", quiet=False)
 def test_session_core_survives_any_dialogue(apps: dict[str, Any], traced: None, script: Script,
-                                            action: str) -> None:
-    harness.check_session(apps[action], script, action)
+                                            action: str, quiet: bool) -> None:
+    """`quiet`: the unix-socket protocol (no connect/helo, headers unanswered) as negotiated on a unix socket."""
+    harness.check_session(apps[action], script, action, quiet)
 
 
-@pytest.fixture
-def engine(regfd: Any) -> Iterator[tuple[harness.EngineUnderTest, Any]]:
-    """The asyncio engine in this process on 127.0.0.1, and a separate app for the core's expected replies."""
+@pytest.fixture(params=["inet", "unix"])
+def engine(regfd: Any, request: Any) -> Iterator[tuple[harness.EngineUnderTest, Any]]:
+    """The asyncio engine in this process on 127.0.0.1, or on a unix socket with the quiet protocol; and a
+    separate app for the core's expected replies."""
     harness.populate(regfd)
     app, _ = harness.make_app(regfd)
     ref, _ = harness.make_app(regfd)
     harness.ENGINE_BREACHES.clear()
-    eut = harness.EngineUnderTest(app)
+    eut = harness.EngineUnderTest(app, str(regfd.tmp / "milter.sock") if request.param == "unix" else None)
     yield eut, ref
     eut.close()
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=_FIXTURE_REUSED)
+@settings(max_examples=120, deadline=None, suppress_health_check=_FIXTURE_REUSED)
 @given(script=milter_scripts())
 @example(script=_HOSTILE_EXAMPLES[1])
 @example(script=_HOSTILE_EXAMPLES[3])

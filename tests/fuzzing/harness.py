@@ -249,23 +249,27 @@ ENGINE_BREACHES: list[str] = []
 
 
 class EngineUnderTest:
-    """The asyncio engine on its own event loop thread, listening on 127.0.0.1 (a real socket)."""
+    """The asyncio engine on its own event loop thread, listening on 127.0.0.1 or, given `unix` (a path),
+    on a unix socket with the quiet protocol, as `regfd milter` does."""
 
-    def __init__(self, app: MilterApp, quiet: bool = False) -> None:
+    def __init__(self, app: MilterApp, unix: str | None = None) -> None:
         self.app = app
-        self.engine = Engine(app, quiet=quiet)
+        self.unix = unix
+        self.quiet = unix is not None
+        self.engine = Engine(app, quiet=self.quiet)
         self.engine.protocol_factory = lambda: _Measured(self.engine)  # type: ignore[method-assign]
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True, name="fuzz-engine")
         self.thread.start()
         ready.wait(10)
-        self.port: int = self.server.sockets[0].getsockname()[1]
+        self.address: int | str = unix if unix is not None else self.server.sockets[0].getsockname()[1]
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(
-            self.loop.create_server(self.engine.protocol_factory, "127.0.0.1", 0))
+        listening = (self.loop.create_unix_server(self.engine.protocol_factory, self.unix) if self.unix
+                     else self.loop.create_server(self.engine.protocol_factory, "127.0.0.1", 0))
+        self.server = self.loop.run_until_complete(listening)
         ready.set()
         self.loop.run_forever()
 
@@ -284,13 +288,20 @@ class EngineUnderTest:
         self.loop.close()
 
 
-def exchange(port: int, writes: list[bytes] | tuple[bytes, ...], timeout: float = 20.0) -> tuple[bytes, str]:
-    """Connect to 127.0.0.1:`port`, write `writes` while reading, half-close, read to the end.
+def exchange(address: int | str, writes: list[bytes] | tuple[bytes, ...],
+             timeout: float = 20.0) -> tuple[bytes, str]:
+    """Connect to 127.0.0.1:`address` (a port) or the unix socket `address` (a path), write `writes` while
+    reading, half-close, read to the end.
 
     Returns everything the milter wrote and how the connection ended ("eof" or "reset"); when the
     milter closes before all was written, the rest is not sent.
     """
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(address)
+    else:
+        sock = socket.create_connection(("127.0.0.1", address), timeout=5)
     sock.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -337,8 +348,8 @@ def check_engine(eut: EngineUnderTest, app_ref: MilterApp, script: Script, failu
     """Property (b): the engine answers exactly what the sans-IO core answers to the same bytes, keeps its
     bounds, forgets the connection, and serves a valid follow-up connection."""
     with traced_peak(MEMORY_LIMIT + 4 * 1024 * 1024, "asyncio"):  # plus the client's copy of the script
-        expected = converse(app_ref, script)
-        raw, how = exchange(eut.port, expected.sent)
+        expected = converse(app_ref, script, quiet=eut.quiet)
+        raw, how = exchange(eut.address, expected.sent)
         replies, tail = parse_replies(raw)
     for pkt in replies:
         check_reply(pkt, failure_action, script.kind)
@@ -350,7 +361,7 @@ def check_engine(eut: EngineUnderTest, app_ref: MilterApp, script: Script, failu
     wait_for(lambda: eut.connections() == 0 and eut.app.inflight == 0, 5,
              f"[{script.kind}] the engine still holds {eut.connections()} connection(s), "
              f"{eut.app.inflight} in flight")
-    follow, _ = exchange(eut.port, follow_up_packets())
+    follow, _ = exchange(eut.address, follow_up_packets())
     check_follow_up(parse_replies(follow)[0])
 
 
