@@ -2,8 +2,9 @@
 
 What is driven is the real thing: the sans-IO core (`PacketParser` +
 `Session`) the way an engine drives it, the asyncio engine in this process
-over a real loopback socket, `regfd milter --engine libmilter` as a
-subprocess over a real socket, and the scanner. The directory is a real
+over a real socket (loopback TCP, or unix with the quiet protocol),
+`regfd milter --engine libmilter` as a subprocess over loopback TCP, and
+the scanner. The directory is a real
 redis-server (tests/conftest.py), the scanner the real one on the
 repository's lexicons. One stand-in: `CountingSink`, which counts the
 decisions the session records instead of writing records to Redis, so that
