@@ -46,6 +46,14 @@ def test_rfc2047_subject_is_decoded() -> None:
     assert (finding.kind, finding.location, finding.text) == (EMBARGO, "subject", "Draft press release")
 
 
+@pytest.mark.parametrize("bogus", ["=?utf-8?b?not base64!?=", "=?x-bogus?q?abc?="])
+def test_a_broken_encoded_word_does_not_hide_the_valid_one_beside_it(bogus: str) -> None:
+    """Regression (found by fuzzing): one undecodable word made the whole Subject stay encoded."""
+    msg = _message(bogus + " =?utf-8?q?Embargoed_until_Monday_8am.?=")
+    msg.attach(MIMEText("see you", "plain"))
+    assert (EMBARGO, "subject") in {(f.kind, f.location) for f in scan(msg.as_bytes())}
+
+
 def test_base64_utf16_part() -> None:
     msg = _message()
     msg.attach(MIMEText(LEAK, "plain", "utf-16"))

@@ -312,23 +312,41 @@ def serve_asyncio(app: Any, kind: str, spec: str, start_fields: dict[str, Any]) 
     return None
 
 
+def _milter(ctx: Any) -> Any:
+    """The connection's milter object, made now if no negotiation made it.
+
+    libmilter passes a peer's commands on even when no option negotiation
+    came first (a broken or hostile peer; found by tests/test_fuzz_milter.py):
+    without an object every callback raised AttributeError and pymilter
+    answered its own "451 4.3.0 untrapped exception", not the configured
+    failure action. pymilter's connect_callback does the same.
+    """
+    m = ctx.getpriv()
+    if m is None:
+        import Milter as M
+
+        m = M.factory()
+        m._setctx(ctx)
+    return m
+
+
 def _register(Milter: Any, libmilter: Any, spec: str) -> None:
     """Milter.runmilter without its final main(), so the listening socket exists to set options on."""
     import Milter as M
 
     libmilter.set_connect_callback(M.connect_callback)
-    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_helo_callback(lambda ctx, host: _milter(ctx).hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: _milter(ctx).envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: _milter(ctx).envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: _milter(ctx).header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: _milter(ctx).eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: _milter(ctx).body(chunk))
+    libmilter.set_eom_callback(lambda ctx: _milter(ctx).eom())
+    libmilter.set_abort_callback(lambda ctx: _milter(ctx).abort())
     libmilter.set_close_callback(M.close_callback)
     libmilter.setconn(spec)
-    libmilter.register("regfd", data=lambda ctx: ctx.getpriv().data(),
-                       unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd), negotiate=M.negotiate_callback)
+    libmilter.register("regfd", data=lambda ctx: _milter(ctx).data(),
+                       unknown=lambda ctx, cmd: _milter(ctx).unknown(cmd), negotiate=M.negotiate_callback)
     try:
         libmilter.opensocket(True)
     except libmilter.error as exc:

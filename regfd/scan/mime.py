@@ -68,15 +68,31 @@ _TEXT_APPLICATION = {
 _LEGACY_OFFICE = {"doc", "xls", "ppt", "msg"}
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+
+
 def decode_header_text(value: object) -> str:
-    """An RFC 2047 header as text; undecodable pieces are kept as they are."""
+    """An RFC 2047 header as text; undecodable pieces are kept as they are.
+
+    When one encoded word cannot be decoded (bad base64, an unknown charset)
+    the stdlib gives up on the whole header; the others are then decoded one
+    by one, so a bogus word next to a valid one does not hide the valid
+    one's text (found by tests/test_scanner_property.py's structured MIME).
+    """
     if value is None:
         return ""
     raw = str(value)
     try:
         return str(make_header(decode_header(raw)))
     except Exception:
-        return raw
+        return _ENCODED_WORD.sub(_decode_word, raw)
+
+
+def _decode_word(m: re.Match[str]) -> str:
+    try:
+        return str(make_header(decode_header(m.group(0))))
+    except Exception:
+        return m.group(0)
 
 
 def _extension(name: str) -> str:
