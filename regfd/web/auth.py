@@ -25,6 +25,7 @@ directory.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import secrets
@@ -46,7 +47,12 @@ ROLES = ("auditor", "reviewer", "approver", "admin")
 SESSION_COOKIE = "regfd_session"
 LOGIN_CSRF_COOKIE = "regfd_login_csrf"
 _hasher = PasswordHasher()  # Argon2id, argon2-cffi's recommended parameters
-_DUMMY_HASH = _hasher.hash("regfd: a password nobody has")  # same work for unknown names: no user enumeration
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Checked for unknown names, so they cost the same work as known ones (no user enumeration)."""
+    return _hasher.hash("regfd: a password nobody has")
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,7 @@ async def login(request: Request) -> Response:
     if any(c.users.failures(k) >= web.login_attempts for k in keys):
         return again(f"Too many failed sign-ins: try again in {int(web.login_window // 60)} minutes.", 429)
     row = c.users.get(name) if name else None
-    ok = check_password(row["hash"] if row else _DUMMY_HASH, form.get("password", "")) and row is not None
+    ok = check_password(row["hash"] if row else _dummy_hash(), form.get("password", "")) and row is not None
     if ok and row is not None and row.get("totp"):
         import pyotp
 
