@@ -25,7 +25,7 @@ from regfd.web.auth import require
 from regfd.web.console import Console, console
 
 STATES = {  # the state filter's values -> what they select
-    "open": "needs review, awaiting second approval, or being released/rejected",
+    "open": "open (needs a decision)",
     "review": "needs review",
     "awaiting": AWAITING,
     "progress": "being released or rejected at the MTA",
