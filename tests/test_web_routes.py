@@ -37,7 +37,7 @@ from regfd.store.redis_store import RedisStore
 from regfd.store.users_store import UsersStore
 from regfd.web.app import create_app
 from regfd.web.auth import ROLES, hash_password
-from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict
+from tests.builders import MATERIAL, T0, FixedClock, facts_for, make_verdict, outbox_items
 from tests.conftest import RedisServer, Regfd
 from tests.test_quarantine import FakeMta, QuietLog
 
@@ -481,3 +481,21 @@ def test_user_commands(regfd: Regfd, store: RedisStore) -> None:
     assert [(u["name"], u["role"]) for u in listed] == [("ann@allient.com", "reviewer")]
     assert regfd("user", "remove", "ann@allient.com").rc == 0
     assert UsersStore(store).token_get(tok.out.strip()) is None
+
+
+def test_notifications_link_to_the_console_when_base_url_is_set(redis_server: RedisServer, tmp_path: Path) -> None:
+    gen = make_site(redis_server, tmp_path, extra_web='base_url = "https://regfd.allient.com/"\n')
+    site = next(gen)
+    [note] = [n for n in outbox_items(site.store) if n["kind"] == "decision"]
+    link = f"https://regfd.allient.com/message/{site.held}"
+    assert f"Open it in the compliance console:\n  {link}" in note["text"]
+    assert f'<a href="{link}">' in note["html"]
+    for _ in gen:
+        pass
+    (tmp_path / "plain").mkdir()
+    gen = make_site(redis_server, tmp_path / "plain")
+    plain = next(gen)
+    assert [n for n in outbox_items(plain.store) if n["kind"] == "decision"]
+    assert all("/message/" not in n["text"] for n in outbox_items(plain.store))
+    for _ in gen:
+        pass

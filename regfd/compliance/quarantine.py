@@ -327,7 +327,7 @@ class Quarantine:
             if self.config.corporate_secretary:
                 self.outbox.enqueue_ops(tx, render_hold_reminder(
                     e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
-                    quarantine_id=qid, held_since=e.created_at))
+                    quarantine_id=qid, held_since=e.created_at, base_url=self.config.web.base_url))
             return True
 
         return self.kept.process_due(now, step)
