@@ -499,3 +499,22 @@ def test_notifications_link_to_the_console_when_base_url_is_set(redis_server: Re
     assert all("/message/" not in n["text"] for n in outbox_items(plain.store))
     for _ in gen:
         pass
+
+
+def test_attachments_download_for_reviewers_only(fresh: Site) -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "alice@allient.com", "bob@bank.com", "deck"
+    msg.set_content("see attached")
+    msg.add_attachment(b"<html><script>alert(1)</script></html>", maintype="text", subtype="html",
+                       filename="deck.html")
+    fresh.store.r.hset(fresh.store.k("quarantine:raw"), fresh.held, msg.as_bytes())
+    page = fresh.client("reviewer").get(f"/message/{fresh.held}").text
+    assert f'/message/{fresh.held}/attachment/0">deck.html</a>' in page
+    r = fresh.client("reviewer").get(f"/message/{fresh.held}/attachment/0")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-disposition"].startswith("attachment;") and b"<script>" in r.content
+    assert fresh.client("reviewer").get(f"/message/{fresh.held}/attachment/1").status_code == 404
+    assert fresh.client("auditor").get(f"/message/{fresh.held}/attachment/0").status_code == 403
+    assert [e.detail["name"] for e in fresh.store.audit_list() if e.action == "web.view.attachment"] == ["deck.html"]
