@@ -164,6 +164,8 @@ POSTS = [  # (path, least role, form that passes access but is refused on its me
     ("/directory/registry/remove", "admin", {"pattern": "nobody.example"}, 400),
     ("/directory/officer/add", "admin", {"address": "cfo@allient.com", "role": "janitor"}, 400),
     ("/directory/officer/remove", "admin", {"address": "nobody@allient.com"}, 400),
+    ("/bulk", "reviewer", {"action": "release"}, 400),  # nothing selected
+    ("/bulk/confirm", "reviewer", {"action": "reject"}, 400),
 ]
 APIS = [  # (method, path, least role)
     ("GET", "/api/v1/held", "auditor"), ("GET", f"/api/v1/held/{HELD}", "auditor"),
@@ -518,3 +520,22 @@ def test_attachments_download_for_reviewers_only(fresh: Site) -> None:
     assert fresh.client("reviewer").get(f"/message/{fresh.held}/attachment/1").status_code == 404
     assert fresh.client("auditor").get(f"/message/{fresh.held}/attachment/0").status_code == 403
     assert [e.detail["name"] for e in fresh.store.audit_list() if e.action == "web.view.attachment"] == ["deck.html"]
+
+
+def test_bulk_decisions_confirm_before_acting(fresh: Site) -> None:
+    other = fresh.hold(subject="Second one")
+    c = fresh.client("reviewer")
+    queue = c.get("/").text
+    assert f'name="id" value="{fresh.held}"' in queue and f'name="id" value="{other}"' in queue
+    assert 'name="id"' not in fresh.client("auditor").get("/").text
+    r = c.post("/bulk", data={"csrf": csrf_of(c), "action": "reject", "id": [fresh.held, other]})
+    assert r.status_code == 200 and "Confirm: reject 2 messages" in r.text and "Second one" in r.text
+    assert fresh.mta.calls == []  # the first step does nothing
+    form = {"csrf": csrf_of(c), "action": "reject", "id": [fresh.held, other]}
+    r = c.post("/bulk/confirm", data={**form, "reason": " "})
+    assert r.status_code == 409 and "a reason is required" in r.text and fresh.mta.calls == []
+    r = c.post("/bulk/confirm", data={**form, "reason": "not public yet"})
+    assert r.status_code == 200 and r.text.count("rejected") >= 2
+    assert [x[0] for x in fresh.mta.calls] == ["delete", "delete"]
+    r = c.post("/bulk/confirm", data={**form, "reason": "again"})
+    assert "already rejected by reviewer" in r.text and len(fresh.mta.calls) == 2

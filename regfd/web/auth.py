@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -170,15 +171,20 @@ def require(request: Request, role: str) -> User:
     return user
 
 
-async def form_for(request: Request, role: str) -> tuple[User, dict[str, str]]:
+async def checked_form(request: Request, role: str) -> tuple[User, FormData]:
     """A state-changing form: the user must rank `role` and send the session's CSRF token (else 403)."""
     user = require(request, role)
     form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    sent = fields.get("csrf") or request.headers.get("x-csrf-token", "")
-    if not user.csrf or not sent or not hmac.compare_digest(sent, user.csrf):
+    sent = form.get("csrf") or request.headers.get("x-csrf-token", "")
+    if not user.csrf or not isinstance(sent, str) or not sent or not hmac.compare_digest(sent, user.csrf):
         raise Refused(403, "the form's security token is missing or stale; reload the page and try again")
-    return user, fields
+    return user, form
+
+
+async def form_for(request: Request, role: str) -> tuple[User, dict[str, str]]:
+    """`checked_form` with single-valued text fields."""
+    user, form = await checked_form(request, role)
+    return user, {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def start_session(c: Console, response: Response, name: str, via: str) -> None:
