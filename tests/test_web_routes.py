@@ -164,6 +164,8 @@ POSTS = [  # (path, least role, form that passes access but is refused on its me
     ("/directory/registry/remove", "admin", {"pattern": "nobody.example"}, 400),
     ("/directory/officer/add", "admin", {"address": "cfo@allient.com", "role": "janitor"}, 400),
     ("/directory/officer/remove", "admin", {"address": "nobody@allient.com"}, 400),
+    ("/directory/registry/import", "admin", {}, 400),  # no file: "empty file"
+    ("/directory/registry/import/apply", "admin", {"csv": "pattern\n"}, 400),
     ("/bulk", "reviewer", {"action": "release"}, 400),  # nothing selected
     ("/bulk/confirm", "reviewer", {"action": "reject"}, 400),
 ]
@@ -539,3 +541,32 @@ def test_bulk_decisions_confirm_before_acting(fresh: Site) -> None:
     assert [x[0] for x in fresh.mta.calls] == ["delete", "delete"]
     r = c.post("/bulk/confirm", data={**form, "reason": "again"})
     assert "already rejected by reviewer" in r.text and len(fresh.mta.calls) == 2
+
+
+def test_registry_csv_import_previews_before_applying(fresh: Site) -> None:
+    from regfd.core.directory import RegistryEntry
+
+    fresh.store.registry_add(RegistryEntry("bank.com", "analyst", "Big Bank"), "t")
+    fresh.store.registry_add(RegistryEntry("old.example", "shareholder"), "t")
+    c = fresh.client("admin")
+    body = "pattern,category,firm\nbank.com,broker-dealer,Big Bank\nFund.example,money-manager,Fund\n"
+    r = c.post("/directory/registry/import", data={"csrf": csrf_of(c), "replace": "1"},
+               files={"file": ("reg.csv", body.encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    assert "1</strong> to add" in r.text and "1</strong> to change" in r.text and "1</strong> to remove" in r.text
+    assert "analyst, Big Bank → <strong>broker-dealer, Big Bank" in r.text and "old.example" in r.text
+    assert sorted(e.pattern for e in fresh.store.registry_list()) == ["bank.com", "old.example"]  # nothing yet
+    csv_field = re.search(r'<textarea name="csv" hidden>(.*?)</textarea>', r.text, re.S)
+    assert csv_field
+    r = c.post("/directory/registry/import/apply", data={"csrf": csrf_of(c), "replace": "1", "name": "reg.csv",
+                                                         "csv": body})
+    assert r.status_code == 303
+    assert {e.pattern: e.category for e in fresh.store.registry_list()} == {"bank.com": "broker-dealer",
+                                                                          "fund.example": "money-manager"}
+    assert [e.target for e in fresh.store.audit_list() if e.action == "registry.import"] == ["console:reg.csv"]
+    bad = c.post("/directory/registry/import", data={"csrf": csrf_of(c)},
+                 files={"file": ("bad.csv", b"pattern,category\nx@y.example,friend\n", "text/csv")})
+    assert bad.status_code == 400 and "bad.csv:2: unknown category" in bad.text
+    auditor = fresh.client("auditor")
+    assert auditor.post("/directory/registry/import/apply",
+                        data={"csrf": csrf_of(auditor), "csv": body}).status_code == 403

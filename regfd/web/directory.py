@@ -2,11 +2,14 @@
 
 Edits go through the CLI's own rules (core/directory_rules.py: the same
 normalization, vocabularies and refusals) and the store's audited writes,
-with the signed-in admin as the actor. Delegations, exemptions and quiet
-periods are shown here and edited with the CLI.
+with the signed-in admin as the actor. A registry CSV upload is checked
+whole and previewed (added, changed, removed) before anything is written.
+Delegations, exemptions and quiet periods are shown here and edited with the CLI.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -23,7 +26,8 @@ from regfd.core.directory_rules import (
     status,
 )
 from regfd.errors import InvalidInput
-from regfd.web.auth import User, form_for, require
+from regfd.store.registry_csv import parse_registry_text
+from regfd.web.auth import User, checked_form, form_for, require
 from regfd.web.console import Console, console
 
 
@@ -96,10 +100,70 @@ async def officer_remove(request: Request) -> Response:
     return RedirectResponse("/directory", status_code=303)
 
 
+MAX_UPLOAD = 5 * 1024 * 1024
+
+
+def preview(current: list[RegistryEntry], new: list[RegistryEntry], replace: bool) -> dict[str, list[Any]]:
+    """What an import would change: added, changed (old, new), removed (only with replace), unchanged."""
+    old = {e.pattern: e for e in current}
+    seen = {e.pattern for e in new}
+    out: dict[str, list[Any]] = {"added": [], "changed": [], "removed": [], "unchanged": []}
+    for e in new:
+        was = old.get(e.pattern)
+        if was is None:
+            out["added"].append(e)
+        elif (was.category, was.firm, was.note) != (e.category, e.firm, e.note):
+            out["changed"].append((was, e))
+        else:
+            out["unchanged"].append(e)
+    if replace:
+        out["removed"] = [e for p, e in sorted(old.items()) if p not in seen]
+    return out
+
+
+async def registry_import(request: Request) -> Response:
+    """Step 1: the uploaded CSV checked whole (the CLI's rules) and what it would change; nothing written."""
+    user, form = await checked_form(request, "admin")
+    c = console(request)
+    upload = form.get("file")
+    text = ""
+    if upload is not None and not isinstance(upload, str):
+        data = await upload.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            return _page(request, c, user, "the file is larger than 5 MB", 400)
+        text = data.decode("utf-8", "replace")
+    elif isinstance(form.get("csv"), str):
+        text = str(form.get("csv"))
+    replace = form.get("replace") == "1"
+    name = upload.filename if upload is not None and not isinstance(upload, str) and upload.filename else "upload"
+    try:
+        entries = parse_registry_text(text, name, user.name)
+    except InvalidInput as exc:
+        return _page(request, c, user, str(exc), 400)
+    changes = preview(c.store.registry_list(), entries, replace)
+    return c.page(request, "import.html", user, changes=changes, csv=text, replace=replace, name=name,
+                  rows=len(entries))
+
+
+async def registry_import_apply(request: Request) -> Response:
+    """Step 2: the same CSV, checked again, imported in one transaction (all rows or none), audited."""
+    user, form = await form_for(request, "admin")
+    c = console(request)
+    name = form.get("name", "upload")
+    try:
+        entries = parse_registry_text(form.get("csv", ""), name, user.name)
+        c.store.registry_import(entries, form.get("replace") == "1", user.name, f"console:{name}")
+    except InvalidInput as exc:
+        return _page(request, c, user, str(exc), 400)
+    return RedirectResponse("/directory", status_code=303)
+
+
 def routes() -> list[Route]:
     """The directory page and its edits."""
     return [Route("/directory", directory_page, methods=["GET"]),
             Route("/directory/registry/add", registry_add, methods=["POST"]),
             Route("/directory/registry/remove", registry_remove, methods=["POST"]),
             Route("/directory/officer/add", officer_add, methods=["POST"]),
-            Route("/directory/officer/remove", officer_remove, methods=["POST"])]
+            Route("/directory/officer/remove", officer_remove, methods=["POST"]),
+            Route("/directory/registry/import", registry_import, methods=["POST"]),
+            Route("/directory/registry/import/apply", registry_import_apply, methods=["POST"])]
