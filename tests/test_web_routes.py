@@ -570,3 +570,34 @@ def test_registry_csv_import_previews_before_applying(fresh: Site) -> None:
     auditor = fresh.client("auditor")
     assert auditor.post("/directory/registry/import/apply",
                         data={"csrf": csrf_of(auditor), "csv": body}).status_code == 403
+
+
+def test_regfd_web_serves_on_a_unix_socket_and_stops_on_sigterm(regfd: Regfd, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    sock = tmp_path / "web.sock"
+    regfd.write_config(extra="[web]\nsecure_cookies = false\n")
+    proc = subprocess.Popen([sys.executable, "-m", "regfd.cli", "web", "--listen", f"unix:{sock}"],
+                            env={**os.environ, **regfd.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None, proc.communicate()[1].decode()
+            assert time.monotonic() < deadline, "regfd web did not listen"
+            time.sleep(0.05)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://console") as c:
+            r = c.get("/login")
+            assert r.status_code == 200 and "Sign in" in r.text
+            assert "script-src 'self'" in r.headers["content-security-policy"] and "server" not in r.headers
+            assert c.get("/").status_code == 303
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM: systemd counts that as a clean stop
+    assert proc.returncode in (0, -15), err.decode()
+    assert "serving the console on unix:" in err.decode() and "Application shutdown complete" in err.decode()
