@@ -150,6 +150,13 @@ class WebConfig:
     # only from these client addresses; both empty: off.
     proxy_user_header: str = ""
     trusted_proxies: tuple[str, ...] = ()
+    # OpenID Connect sign-in (authorization code + PKCE): the issuer (its discovery document is at
+    # ISSUER/.well-known/openid-configuration), this client's id, a file holding its secret (empty: a public
+    # client), and the ID-token claim naming the local user (whose role is set with `regfd user add`).
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_user_claim: str = "email"
 
 
 @dataclass(frozen=True)
@@ -366,6 +373,15 @@ def _check_web(web: WebConfig) -> None:
             raise _fail("web.trusted_proxies", f"{addr!r} is not an IP address or network") from None
     if bool(web.proxy_user_header) != bool(web.trusted_proxies):
         raise _fail("web.proxy_user_header", "set it together with web.trusted_proxies (or neither)")
+    if web.oidc_issuer:
+        if not web.oidc_issuer.startswith(("https://", "http://")):
+            raise _fail("web.oidc_issuer", f"must be the issuer's https:// URL (got {web.oidc_issuer!r})")
+        if not web.oidc_client_id:
+            raise _fail("web.oidc_client_id", "is required with web.oidc_issuer")
+        if not web.base_url:
+            raise _fail("web.base_url", "is required with web.oidc_issuer (the redirect URI is built from it)")
+        if web.oidc_client_secret_file and not Path(web.oidc_client_secret_file).is_file():
+            raise _fail("web.oidc_client_secret_file", f"{web.oidc_client_secret_file} is not a readable file")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -601,3 +601,22 @@ def test_regfd_web_serves_on_a_unix_socket_and_stops_on_sigterm(regfd: Regfd, tm
     # uvicorn shuts down gracefully, then re-raises SIGTERM: systemd counts that as a clean stop
     assert proc.returncode in (0, -15), err.decode()
     assert "serving the console on unix:" in err.decode() and "Application shutdown complete" in err.decode()
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ({"approvals": 3}, "web.approvals: must be 1 or 2"),
+    ({"listen": "8080"}, "web.listen: must be HOST:PORT or unix:PATH"),
+    ({"listen": "unix:"}, "web.listen: unix: needs a path"),
+    ({"proxy_user_header": "X-Remote-User"}, "web.proxy_user_header: set it together with web.trusted_proxies"),
+    ({"proxy_user_header": "X-User", "trusted_proxies": ["proxy.example"]}, "web.trusted_proxies: 'proxy.example'"),
+    ({"oidc_issuer": "https://sso.example"}, "web.oidc_client_id: is required"),
+    ({"oidc_issuer": "https://sso.example", "oidc_client_id": "x"}, "web.base_url: is required with web.oidc"),
+    ({"base_url": "regfd.example"}, "web.base_url: must start with https://"),
+    ({"colour": "blue"}, "web.colour: unknown key"),
+])
+def test_web_config_refusals(table: dict[str, Any], error: str) -> None:
+    from regfd.config import parse_config
+    from regfd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        parse_config({"web": table}, base=Path("."))

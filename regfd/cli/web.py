@@ -1,7 +1,7 @@
 """The console's commands: serve it, and manage who may sign in.
 
     regfd web [--listen 127.0.0.1:8080 | unix:/run/regfd/web.sock]
-    regfd user add NAME --role auditor|reviewer|approver|admin [--password-stdin] [--totp]
+    regfd user add NAME --role auditor|reviewer|approver|admin [--password-stdin] [--totp] [--sso]
     regfd user list [--json] | remove NAME | passwd NAME [--password-stdin]
     regfd user token NAME [--client LABEL]      prints a new API token once
 
@@ -68,7 +68,7 @@ def user_add(ctx: Context, a: argparse.Namespace) -> None:
     users = UsersStore(ctx.store)
     if users.get(name) is not None:
         raise InvalidInput(f"user {name!r} exists already (regfd user passwd / remove)")
-    user = {"name": name, "role": role, "hash": hash_password(_password(a)), "totp": "",
+    user = {"name": name, "role": role, "hash": "" if a.sso else hash_password(_password(a)), "totp": "",
             "created_at": to_iso(now()), "created_by": actor(a.by)}
     if a.totp:
         import pyotp
@@ -144,6 +144,7 @@ def register(sub: Any) -> None:
     q.add_argument("--role", required=True, help="auditor | reviewer | approver | admin")
     q.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
     q.add_argument("--totp", action="store_true", help="also require a TOTP code (prints the authenticator URI)")
+    q.add_argument("--sso", action="store_true", help="no password: signs in only through OpenID Connect")
     by(q)
     q.set_defaults(func=user_add)
     q = us.add_parser("passwd", help="set a new password")

@@ -5,6 +5,7 @@
     web:tokens          hash    SHA of an API token -> JSON {user, client, created_at}
     web:fail:KEY        counter failed sign-ins for one name or client address; expires
     web:approvals       hash    quarantine id -> JSON {by, reason, at}: a release awaiting its second approval
+    web:oidc:SHA        string  JSON {nonce, verifier, next}: an OpenID Connect sign-in under way; expires
     web:secret          string  random key for CSRF tokens of proxy-mode users (who have no session)
 
 Session ids and API tokens are stored only as their SHA-256: a copy of
@@ -99,6 +100,18 @@ class UsersStore:
             self._r.set(k, secrets.token_hex(32), nx=True)
             raw = self._r.get(k)
         return text(raw).encode() if raw else b""
+
+    # ------------------------------------------------------------ OpenID Connect sign-ins under way
+    def oidc_put(self, state: str, data: dict[str, Any], ttl: int) -> None:
+        """Remember a sign-in sent to the identity provider (nonce, PKCE verifier) for `ttl` seconds."""
+        with reaching():
+            self._r.set(self._k(f"web:oidc:{digest(state)}"), dumps(data), ex=max(1, ttl))
+
+    def oidc_take(self, state: str) -> dict[str, Any] | None:
+        """The sign-in for `state`, once (GETDEL): a replayed callback finds nothing."""
+        with reaching():
+            raw = self._r.getdel(self._k(f"web:oidc:{digest(state)}"))
+        return json.loads(raw) if raw else None
 
     # ------------------------------------------------------------ API tokens
     def token_add(self, token: str, user: str, client: str, at: str, who: str) -> None:

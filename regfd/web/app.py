@@ -29,7 +29,7 @@ from regfd.config import Config
 from regfd.core.clock import now as utcnow
 from regfd.errors import StoreUnavailable
 from regfd.store.redis_store import RedisStore
-from regfd.web import api, auth, bulk, decisions, directory, disclosures, message, queue, records
+from regfd.web import api, auth, bulk, decisions, directory, disclosures, message, oidc, queue, records
 from regfd.web.console import HERE, Console
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -92,7 +92,7 @@ def create_app(config: Config, store: RedisStore, clock: Callable[[], datetime] 
                agent_timeout: float = 30.0) -> Starlette:
     """The console over `store`; `clock` and `agent_timeout` are for tests."""
     routes: list[Any] = []
-    for module in (auth, queue, message, decisions, bulk, records, disclosures, directory, api):
+    for module in (auth, oidc, queue, message, decisions, bulk, records, disclosures, directory, api):
         routes += module.routes()
     routes.append(Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"))
     app = Starlette(routes=routes, exception_handlers={HTTPException: refused, StoreUnavailable: store_down})

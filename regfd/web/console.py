@@ -71,6 +71,7 @@ class Console:
 
         html = self.env.get_template(template).render(
             request=request, user=user, csrf=csrf_token(request), approvals=self.config.web.approvals,
+            sso=bool(self.config.web.oidc_issuer),
             path=request.url.path, **context)
         return HTMLResponse(html, status_code=status)
 
