@@ -620,3 +620,15 @@ def test_web_config_refusals(table: dict[str, Any], error: str) -> None:
 
     with pytest.raises(ConfigError, match=re.escape(error)):
         parse_config({"web": table}, base=Path("."))
+
+
+def test_reject_can_tell_the_sender_a_chosen_text(fresh: Site) -> None:
+    c = fresh.client("reviewer")
+    r = c.post(f"/message/{fresh.held}/reject", data={"csrf": csrf_of(c), "reason": "MNPI: guidance not public",
+                                                      "sender_text": "Please call the Corporate Secretary first."})
+    assert r.status_code == 200 and "rejected" in r.text
+    [told] = [n for n in outbox_items(fresh.store) if n["kind"] == "rejected-sender"]
+    assert "Please call the Corporate Secretary first." in told["text"] and "MNPI" not in told["text"]
+    [audit] = [e for e in fresh.store.audit_list() if e.action == "quarantine.reject"]
+    assert audit.detail["reason"] == "MNPI: guidance not public"
+    assert audit.detail["sender_text"] == "Please call the Corporate Secretary first."

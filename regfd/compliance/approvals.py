@@ -102,11 +102,14 @@ class Decisions:
             self.users.approval_restore(entry.id, taken)
         return out
 
-    def reject(self, ref: str, by: str, reason: str) -> Outcome:
-        """Reject through the agent at once (one person suffices); a waiting release request is dropped."""
+    def reject(self, ref: str, by: str, reason: str, sender_text: str = "") -> Outcome:
+        """Reject through the agent at once (one person suffices); a waiting release request is dropped.
+
+        `sender_text`, when given, is what the sender is told instead of the reason."""
         reason = reason_text(reason)
+        note = " ".join(sender_text.split()) if sender_text.strip() else ""
         entry = self.quarantine.get(ref)
-        out = self.act(self.quarantine, entry.id, Review.REJECT, by, reason, timeout=self.timeout)
+        out = self.act(self.quarantine, entry.id, Review.REJECT, by, reason, timeout=self.timeout, note=note)
         if out.ok:
             self.users.approval_take(entry.id)
         return out

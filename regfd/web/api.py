@@ -82,7 +82,9 @@ async def _decide(request: Request, role: str, action: str) -> Response:
         return JSONResponse({"error": "the body must be JSON"}, status_code=400)
     reason = str(data.get("reason", "")) if isinstance(data, dict) else ""
     d = c.decisions
-    fn = {"release": lambda: d.release(e.id, user.name, reason), "reject": lambda: d.reject(e.id, user.name, reason),
+    text = str(data.get("sender_text", "")) if isinstance(data, dict) else ""
+    fn = {"release": lambda: d.release(e.id, user.name, reason),
+          "reject": lambda: d.reject(e.id, user.name, reason, text),
           "approve": lambda: d.approve(e.id, user.name)}[action]
     try:
         out = await run_in_threadpool(fn)
@@ -157,7 +159,8 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/held/{qid}": {"parameters": _QID, "get": _op("One held message", "auditor")},
         "/api/v1/held/{qid}/release": {"parameters": _QID, "post": _op(
             "Release (or, with two approvals, request the release)", "reviewer", body=True)},
-        "/api/v1/held/{qid}/reject": {"parameters": _QID, "post": _op("Reject", "reviewer", body=True)},
+        "/api/v1/held/{qid}/reject": {"parameters": _QID, "post": _op(
+            "Reject (optional sender_text: what the sender is told instead of the reason)", "reviewer", body=True)},
         "/api/v1/held/{qid}/approve": {"parameters": _QID, "post": _op("Second approval of a release", "approver")},
         "/api/v1/records": {"get": _op("Records of communications with Specified Persons", "auditor",
                                        RECORD_FILTERS)},

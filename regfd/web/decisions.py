@@ -31,7 +31,7 @@ async def reject(request: Request) -> Response:
     user, form = await form_for(request, "reviewer")
     c = console(request)
     return await _act(request, lambda: c.decisions.reject(request.path_params["qid"], user.name,
-                                                          form.get("reason", "")), user)
+                                                          form.get("reason", ""), form.get("sender_text", "")), user)
 
 
 async def approve(request: Request) -> Response:
