@@ -159,6 +159,7 @@ POSTS = [  # (path, least role, form that passes access but is refused on its me
     (f"/message/{HELD}/release", "reviewer", {}, 409),
     (f"/message/{HELD}/reject", "reviewer", {}, 409),
     (f"/message/{HELD}/approve", "approver", {}, 409),  # nothing awaits approval
+    (f"/message/{HELD}/claim", "reviewer", {"unclaim": "1"}, 303),
     ("/disclosures/dnone/close", "reviewer", {"reference": "8-K"}, 409),
     ("/directory/registry/add", "admin", {"pattern": "not a pattern!", "category": "analyst"}, 400),
     ("/directory/registry/remove", "admin", {"pattern": "nobody.example"}, 400),
@@ -632,3 +633,16 @@ def test_reject_can_tell_the_sender_a_chosen_text(fresh: Site) -> None:
     [audit] = [e for e in fresh.store.audit_list() if e.action == "quarantine.reject"]
     assert audit.detail["reason"] == "MNPI: guidance not public"
     assert audit.detail["sender_text"] == "Please call the Corporate Secretary first."
+
+
+def test_claiming_shows_who_has_a_message_in_hand(fresh: Site) -> None:
+    c = fresh.client("reviewer")
+    url = f"/message/{fresh.held}"
+    assert c.post(url + "/claim", data={"csrf": csrf_of(c)}).status_code == 303
+    assert '<td data-label="Claimed by">reviewer</td>' in fresh.client("auditor").get("/").text
+    assert "give it back" in c.get(url).text and "take it in hand" in fresh.client("approver").get(url).text
+    assert c.post(url + "/claim", data={"csrf": csrf_of(c), "unclaim": "1"}).status_code == 303
+    assert '<td data-label="Claimed by"></td>' in c.get("/").text
+    assert [e.action for e in fresh.store.audit_list() if e.action.endswith("claim")] == ["web.claim", "web.unclaim"]
+    auditor = fresh.client("auditor")
+    assert auditor.post(url + "/claim", data={"csrf": csrf_of(auditor)}).status_code == 403

@@ -6,6 +6,7 @@
     web:fail:KEY        counter failed sign-ins for one name or client address; expires
     web:approvals       hash    quarantine id -> JSON {by, reason, at}: a release awaiting its second approval
     web:oidc:SHA        string  JSON {nonce, verifier, next}: an OpenID Connect sign-in under way; expires
+    web:claims          hash    quarantine id -> JSON {by, at}: who has taken a held message in hand
     web:secret          string  random key for CSRF tokens of proxy-mode users (who have no session)
 
 Session ids and API tokens are stored only as their SHA-256: a copy of
@@ -146,6 +147,22 @@ class UsersStore:
         """A successful sign-in clears the name's count."""
         with reaching():
             self._r.delete(self._k(f"web:fail:{key}"))
+
+    # ------------------------------------------------------------ who has a held message in hand
+    def claim(self, qid: str, claim: dict[str, Any] | None, who: str) -> None:
+        """Set (or, with None, clear) the claim on `qid`, audited."""
+        with self._store.batch("claim failed, nothing changed") as tx:
+            if claim is None:
+                tx.pipe.hdel(self._k("web:claims"), qid)
+            else:
+                tx.pipe.hset(self._k("web:claims"), qid, dumps(claim))
+            self._store.audit_ops(tx, who, "web.claim" if claim else "web.unclaim", qid, claim or {})
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        """Every claim, by quarantine id."""
+        with reaching():
+            rows = self._r.hgetall(self._k("web:claims"))
+        return {text(k): json.loads(v) for k, v in rows.items()}
 
     # ------------------------------------------------------------ two-person rule
     def approval_request(self, qid: str, request: dict[str, Any], who: str) -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from regfd.compliance.quarantine import QuarantineEntry
+from regfd.core.clock import to_iso
 from regfd.errors import InvalidInput
 from regfd.web import message_view
-from regfd.web.auth import Refused, User, require
+from regfd.web.auth import Refused, User, form_for, require
 from regfd.web.console import console
 from regfd.web.queue import age_of, row
 
@@ -47,7 +48,8 @@ def show(request: Request, user: User, outcome: str = "", error: str = "", statu
     i = ids.index(e.id) if e.id in ids else -1
     prev_id = ids[i - 1] if i > 0 else ""
     next_id = ids[i + 1] if 0 <= i < len(ids) - 1 else ""
-    return c.page(request, "message.html", user, e=e, r=row(e, pending), pending=pending, content=content,
+    claim = c.users.claims().get(e.id)
+    return c.page(request, "message.html", user, e=e, r=row(e, pending, claim), pending=pending, content=content,
                   view=view, age=age_of(c, e), prev_id=prev_id, next_id=next_id,
                   findings=list(enumerate(e.record.findings, 1)), outcome=outcome, error=error, status=status)
 
@@ -78,8 +80,21 @@ async def attachment(request: Request) -> Response:
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
 
 
+async def claim(request: Request) -> Response:
+    """Take a held message in hand (the queue shows who), or give it back (`?release=1` / form field `unclaim`)."""
+    user, form = await form_for(request, "reviewer")
+    c = console(request)
+    e = _entry_or_404(request)
+    if form.get("unclaim"):
+        c.users.claim(e.id, None, user.name)
+    else:
+        c.users.claim(e.id, {"by": user.name, "at": to_iso(c.clock())}, user.name)
+    return RedirectResponse(f"/message/{e.id}", status_code=303)
+
+
 def routes() -> list[Route]:
     """The message page, its raw form and its attachments."""
     return [Route("/message/{qid}", message_page, methods=["GET"]),
             Route("/message/{qid}/raw", raw_message, methods=["GET"]),
-            Route("/message/{qid}/attachment/{n:int}", attachment, methods=["GET"])]
+            Route("/message/{qid}/attachment/{n:int}", attachment, methods=["GET"]),
+            Route("/message/{qid}/claim", claim, methods=["POST"])]

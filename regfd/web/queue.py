@@ -52,14 +52,14 @@ class Row:
         return self.entry.id
 
 
-def row(entry: QuarantineEntry, pending: dict[str, Any] | None) -> Row:
+def row(entry: QuarantineEntry, pending: dict[str, Any] | None, claim: dict[str, Any] | None = None) -> Row:
     """The queue's view of an entry: its state in words, who has it in hand, its findings counted."""
     s = entry.state
     claimed = ""
     if s == QuarantineState.HELD and pending:
         label, key, claimed = AWAITING, "awaiting", pending.get("by", "")
     elif s == QuarantineState.HELD:
-        label, key = "needs review", "review"
+        label, key, claimed = "needs review", "review", (claim or {}).get("by", "")
     elif s in (QuarantineState.RELEASING, QuarantineState.REJECTING):
         label, key = f"{s} at the MTA", "progress"
         claimed = (entry.request or {}).get("by", "")
@@ -108,8 +108,8 @@ def matches(r: Row, q: dict[str, str], c: Console) -> bool:
 
 def rows(c: Console, q: dict[str, str]) -> list[Row]:
     """Every entry in the store passing the filters, oldest first."""
-    pending = c.users.approvals()
-    return [r for r in (row(e, pending.get(e.id)) for e in c.quarantine.list(include_decided=True))
+    pending, claims = c.users.approvals(), c.users.claims()
+    return [r for r in (row(e, pending.get(e.id), claims.get(e.id)) for e in c.quarantine.list(include_decided=True))
             if matches(r, q, c)]
 
 
