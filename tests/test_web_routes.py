@@ -592,7 +592,7 @@ def test_regfd_web_serves_on_a_unix_socket_and_stops_on_sigterm(regfd: Regfd, tm
             assert time.monotonic() < deadline, "regfd web did not listen"
             time.sleep(0.05)
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://console") as c:
-            r = c.get("/login")
+            r = c.get("/login?next=/records&code=SECRET-CODE")
             assert r.status_code == 200 and "Sign in" in r.text
             assert "script-src 'self'" in r.headers["content-security-policy"] and "server" not in r.headers
             assert c.get("/").status_code == 303
@@ -602,6 +602,9 @@ def test_regfd_web_serves_on_a_unix_socket_and_stops_on_sigterm(regfd: Regfd, tm
     # uvicorn shuts down gracefully, then re-raises SIGTERM: systemd counts that as a clean stop
     assert proc.returncode in (0, -15), err.decode()
     assert "serving the console on unix:" in err.decode() and "Application shutdown complete" in err.decode()
+    logged = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert {"event": "web.request", "method": "GET", "path": "/login", "status": 200}.items() <= logged[0].items()
+    assert "SECRET-CODE" not in err.decode()  # no query string (an SSO callback's code) in the log
 
 
 @pytest.mark.parametrize(("table", "error"), [

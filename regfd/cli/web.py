@@ -31,11 +31,14 @@ def web_cmd(ctx: Context, a: argparse.Namespace) -> None:
     """`regfd web`: serve the console in the foreground until SIGTERM or SIGINT."""
     import uvicorn
 
+    from regfd.mta.daemon import configure_logging  # the milter's JSON log lines, for the console too
     from regfd.web.app import create_app
 
+    configure_logging()
     listen = a.listen or ctx.config.web.listen
     app = create_app(ctx.config, ctx.store)
-    kw: dict[str, Any] = {"log_level": "info", "access_log": True, "proxy_headers": False, "server_header": False}
+    # uvicorn's access log would print query strings (an OpenID Connect callback's code): regfd logs its own
+    kw: dict[str, Any] = {"log_level": "info", "access_log": False, "proxy_headers": False, "server_header": False}
     if listen.startswith("unix:"):
         kw["uds"] = listen[5:]
     else:

@@ -13,6 +13,7 @@ slip through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -67,6 +68,36 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class AccessLog:
+    """One JSON log line per request: method, path (never the query string: an OpenID Connect callback
+    carries its code there), status and milliseconds."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        import structlog
+
+        self.app = app
+        self.log = structlog.get_logger("regfd.web")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        status = 500
+
+        async def seen(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = int(msg["status"])
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            self.log.info("web.request", method=scope.get("method"), path=scope.get("path"), status=status,
+                          ms=round((time.monotonic() - start) * 1000, 1))
+
+
 async def refused(request: Request, exc: Exception) -> Response:
     """401 -> sign-in page (browsers) or JSON (API); 403/404 -> a page saying why, or JSON."""
     assert isinstance(exc, HTTPException)
@@ -98,4 +129,5 @@ def create_app(config: Config, store: RedisStore, clock: Callable[[], datetime] 
     app = Starlette(routes=routes, exception_handlers={HTTPException: refused, StoreUnavailable: store_down})
     app.state.console = Console(config, store, clock, agent_timeout)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
     return app
