@@ -7,13 +7,16 @@ approval, or the MTA's words when it failed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from regfd.compliance.quarantine import Outcome
 from regfd.errors import InvalidInput
-from regfd.web.auth import form_for
+from regfd.web.auth import User, form_for
 from regfd.web.console import console
 from regfd.web.message import show
 
@@ -41,7 +44,7 @@ async def approve(request: Request) -> Response:
     return await _act(request, lambda: c.decisions.approve(request.path_params["qid"], user.name), user)
 
 
-async def _act(request: Request, fn, user) -> Response:  # type: ignore[no-untyped-def]
+async def _act(request: Request, fn: Callable[[], Outcome], user: User) -> Response:
     try:  # the agent answers within seconds; waiting must not block the event loop
         out = await run_in_threadpool(fn)
     except InvalidInput as exc:

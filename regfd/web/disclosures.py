@@ -18,7 +18,7 @@ from regfd.compliance.disclosures import Disclosure
 from regfd.errors import InvalidInput
 from regfd.web.auth import form_for, require
 from regfd.web.console import Console, console
-from regfd.web.queue import _age
+from regfd.web.queue import age_text
 
 
 def listing(c: Console, state: str) -> list[tuple[Disclosure, str]]:
@@ -31,9 +31,9 @@ def listing(c: Console, state: str) -> list[tuple[Disclosure, str]]:
         if d.state != "open":
             left = ""
         elif d.deadline >= now:
-            left = _age(d.deadline - now) + " left"
+            left = age_text(d.deadline - now) + " left"
         else:
-            left = "OVERDUE by " + _age(now - d.deadline)
+            left = "OVERDUE by " + age_text(now - d.deadline)
         out.append((d, left))
     return out
 

@@ -123,13 +123,13 @@ def dashboard(c: Console) -> dict[str, Any]:
     today = [e for e in everything if e.decided_at and e.decided_at >= midnight]
     oldest = held[0] if held else None
     age = now - oldest.created_at if oldest else None
-    return {"held": len(held), "oldest": oldest, "oldest_age": _age(age) if age is not None else "",
+    return {"held": len(held), "oldest": oldest, "oldest_age": age_text(age) if age is not None else "",
             "awaiting": len(c.users.approvals()), "decided_today": len(today),
             "released_today": sum(1 for e in today if e.state == QuarantineState.RELEASED),
             "rejected_today": sum(1 for e in today if e.state == QuarantineState.REJECTED)}
 
 
-def _age(d: timedelta) -> str:
+def age_text(d: timedelta) -> str:
     """'3 d 4 h', '2 h 5 min', '7 min': how long a message has waited."""
     mins = int(d.total_seconds() // 60)
     if mins >= 24 * 60:
@@ -141,7 +141,7 @@ def _age(d: timedelta) -> str:
 
 def age_of(c: Console, e: QuarantineEntry) -> str:
     """How long `e` has been (or was) held."""
-    return _age((e.decided_at or c.clock()) - e.created_at)
+    return age_text((e.decided_at or c.clock()) - e.created_at)
 
 
 async def queue_page(request: Request) -> Response:

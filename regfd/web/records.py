@@ -6,6 +6,8 @@ a spreadsheet made from the console and one made from the CLI agree.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,7 +26,7 @@ def search(c: Console, q: dict[str, str]) -> list[Record]:
     `q` matches the sender, a recipient, a firm, the subject, the queue id
     or a finding's category, case-insensitively. Newest first.
     """
-    def when(text: str, end: bool):  # type: ignore[no-untyped-def]
+    def when(text: str, end: bool) -> datetime | None:
         try:
             return parse_instant(text.strip(), c.config.tz, end_of_day=end) if text.strip() else None
         except ValueError:
