@@ -165,6 +165,12 @@ POSTS = [  # (path, least role, form that passes access but is refused on its me
     ("/directory/registry/remove", "admin", {"pattern": "nobody.example"}, 400),
     ("/directory/officer/add", "admin", {"address": "cfo@allient.com", "role": "janitor"}, 400),
     ("/directory/officer/remove", "admin", {"address": "nobody@allient.com"}, 400),
+    ("/directory/exempt/add", "admin", {"pattern": "lawfirm.example", "kind": "friend"}, 400),
+    ("/directory/exempt/remove", "admin", {"pattern": "nobody.example"}, 400),
+    ("/directory/quiet/add", "admin", {"start": "2027-02-01", "end": "2027-01-01"}, 400),
+    ("/directory/quiet/remove", "admin", {"id": "999"}, 400),
+    ("/directory/delegate/add", "admin", {"address": "ir@allient.com", "by": "nobody@allient.com"}, 400),
+    ("/directory/delegate/revoke", "admin", {"address": "nobody@allient.com"}, 400),
     ("/directory/registry/import", "admin", {}, 400),  # no file: "empty file"
     ("/directory/registry/import/apply", "admin", {"csv": "pattern\n"}, 400),
     ("/bulk", "reviewer", {"action": "release"}, 400),  # nothing selected
@@ -649,3 +655,41 @@ def test_claiming_shows_who_has_a_message_in_hand(fresh: Site) -> None:
     assert [e.action for e in fresh.store.audit_list() if e.action.endswith("claim")] == ["web.claim", "web.unclaim"]
     auditor = fresh.client("auditor")
     assert auditor.post(url + "/claim", data={"csrf": csrf_of(auditor)}).status_code == 403
+
+
+def test_exemptions_quiet_periods_and_delegations_with_the_cli_rules(fresh: Site) -> None:
+    from regfd.core.directory import Officer
+
+    c = fresh.client("admin")
+
+    def post(path: str, **form: str) -> Any:
+        return c.post(path, data={"csrf": csrf_of(c), **form})
+
+    # dates relative to the site's clock (T0 + 2 h), never today's
+    assert post("/directory/exempt/add", pattern="LawFirm.example", kind="attorney", until="2026-12-31").status_code \
+        == 303
+    assert post("/directory/exempt/add", pattern="x.example", kind="friend").status_code == 400
+    assert "is in the past" in post("/directory/exempt/add", pattern="y.example", kind="nda", until="2026-01-01").text
+    assert [(e.pattern, e.kind) for e in fresh.store.exempt_list()] == [("lawfirm.example", "attorney")]
+    assert post("/directory/quiet/add", start="2026-12-15", end="2027-01-20", label="Q4 quiet").status_code == 303
+    assert "must be after START" in post("/directory/quiet/add", start="2027-02-01", end="2027-01-01").text
+    [period] = fresh.store.quiet_list()
+    assert period.label == "Q4 quiet"
+    fresh.store.officer_add(Officer("ceo@allient.com", "CEO"), "t")
+    r = post("/directory/delegate/add", address="ir@allient.com", by="cfo@allient.com", to="bank.com")
+    assert r.status_code == 400 and "is not an authorized officer" in r.text
+    r = post("/directory/delegate/add", address="ir@elsewhere.example", by="ceo@allient.com")
+    assert r.status_code == 400 and "not in an internal domain" in r.text
+    assert post("/directory/delegate/add", address="ir@allient.com", by="ceo@allient.com", to="bank.com, fund.example",
+                until="2026-12-31", scope="Q4 follow-up").status_code == 303
+    [d] = fresh.store.delegate_list()
+    assert (d.address, d.by, d.to) == ("ir@allient.com", "ceo@allient.com", ("bank.com", "fund.example"))
+    assert post("/directory/delegate/revoke", address="ir@allient.com").status_code == 303
+    assert fresh.store.delegate_list()[0].revoked_at == fresh.clock()
+    assert post("/directory/quiet/remove", id=period.id).status_code == 303 and fresh.store.quiet_list() == []
+    assert post("/directory/exempt/remove", pattern="lawfirm.example").status_code == 303
+    assert {e.who for e in fresh.store.audit_list() if e.action.startswith(("exempt.", "quiet.", "delegate."))} \
+        == {"admin"}
+    reviewer = fresh.client("reviewer")
+    assert reviewer.post("/directory/quiet/add", data={"csrf": csrf_of(reviewer), "start": "2026-12-15",
+                                                       "end": "2027-01-20"}).status_code == 403

@@ -1,14 +1,16 @@
-"""The directory in the console: every role reads it; admins add and remove Specified Persons and officers.
+"""The directory in the console: every role reads it; admins edit it.
 
 Edits go through the CLI's own rules (core/directory_rules.py: the same
 normalization, vocabularies and refusals) and the store's audited writes,
 with the signed-in admin as the actor. A registry CSV upload is checked
 whole and previewed (added, changed, removed) before anything is written.
-Delegations, exemptions and quiet periods are shown here and edited with the CLI.
+Delegations, exemptions and quiet periods likewise (an authorization needs an
+approving officer in an authorized role, as on the command line).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -16,8 +18,21 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from regfd.core.clock import to_iso
-from regfd.core.directory import OFFICER_ROLES, REGISTRY_CATEGORIES, Officer, RegistryEntry
+from regfd.core.directory import (
+    EXEMPTION_KINDS,
+    OFFICER_ROLES,
+    REGISTRY_CATEGORIES,
+    Authorization,
+    Exemption,
+    Officer,
+    RegistryEntry,
+)
 from regfd.core.directory_rules import (
+    check_approver,
+    check_delegate,
+    check_quiet_period,
+    future_instant,
+    instant,
     officer_role,
     parse_address,
     parse_choice,
@@ -41,7 +56,7 @@ def _page(request: Request, c: Console, user: User, error: str = "", status_code
                   delegates=[(d, status(d.until, d.revoked_at, at)) for d in st.delegate_list()],
                   exemptions=[(x, status(x.until, None, at)) for x in st.exempt_list()],
                   quiet=[(p, quiet_status(p, at)) for p in st.quiet_list()],
-                  categories=REGISTRY_CATEGORIES,
+                  categories=REGISTRY_CATEGORIES, kinds=EXEMPTION_KINDS,
                   roles=tuple(dict.fromkeys(OFFICER_ROLES + c.config.authorized_roles)))
 
 
@@ -98,6 +113,74 @@ async def officer_remove(request: Request) -> Response:
     except InvalidInput as exc:
         return _page(request, c, user, str(exc), 400)
     return RedirectResponse("/directory", status_code=303)
+
+
+async def _edit(request: Request, change: Callable[[Console, User, dict[str, str]], object]) -> Response:
+    """An admin's change: CSRF-checked, refused with the CLI's one-line reason, else back to the directory."""
+    user, form = await form_for(request, "admin")
+    c = console(request)
+    try:
+        change(c, user, form)
+    except InvalidInput as exc:
+        return _page(request, c, user, str(exc), 400)
+    return RedirectResponse("/directory", status_code=303)
+
+
+def _exempt_add(c: Console, user: User, f: dict[str, str]) -> None:
+    pattern = parse_pattern(f.get("pattern", ""))
+    kind = parse_choice(f.get("kind", ""), EXEMPTION_KINDS, "kind")
+    until = future_instant(f.get("until") or None, c.config.tz, "until", c.clock())
+    c.store.exempt_add(Exemption(pattern, kind, until, f.get("note", "").strip(), to_iso(c.clock()), user.name),
+                       user.name)
+
+
+def _quiet_add(c: Console, user: User, f: dict[str, str]) -> None:
+    start = instant(f.get("start", ""), c.config.tz, "start")
+    end = instant(f.get("end", ""), c.config.tz, "end")
+    check_quiet_period(start, end, f.get("start", ""), f.get("end", ""), c.clock())
+    c.store.quiet_add(start, end, f.get("label", "").strip(), user.name)
+
+
+def _delegate_add(c: Console, user: User, f: dict[str, str]) -> None:
+    address = parse_address(f.get("address", ""))
+    check_delegate(address, c.config.internal_domains)
+    by = parse_address(f.get("by", ""), "approving officer")
+    to = tuple(dict.fromkeys(parse_pattern(p) for p in f.get("to", "").replace(",", " ").split()))
+    until = future_instant(f.get("until") or None, c.config.tz, "until", c.clock())
+    check_approver(by, c.store.officer_get(by), c.config.authorized_roles)
+    c.store.delegate_add(Authorization(address, by, to, until, f.get("scope", "").strip(), None, "",
+                                       to_iso(c.clock())), user.name)
+
+
+async def exempt_add(request: Request) -> Response:
+    """Add an exemption (attorney, auditor, investment banker, NDA), as `regfd exempt add`."""
+    return await _edit(request, _exempt_add)
+
+
+async def exempt_remove(request: Request) -> Response:
+    """Remove an exemption."""
+    return await _edit(request, lambda c, u, f: c.store.exempt_remove(parse_pattern(f.get("pattern", "")), u.name))
+
+
+async def quiet_add(request: Request) -> Response:
+    """Add a quiet period [start, end), as `regfd quiet add`."""
+    return await _edit(request, _quiet_add)
+
+
+async def quiet_remove(request: Request) -> Response:
+    """Remove a quiet period by id."""
+    return await _edit(request, lambda c, u, f: c.store.quiet_remove(f.get("id", ""), u.name))
+
+
+async def delegate_add(request: Request) -> Response:
+    """Authorize a delegate, approved by an authorized officer, as `regfd delegate add`."""
+    return await _edit(request, _delegate_add)
+
+
+async def delegate_revoke(request: Request) -> Response:
+    """Revoke a delegate's authorization now (it stays listed, as revoked)."""
+    return await _edit(request, lambda c, u, f: c.store.delegate_revoke(parse_address(f.get("address", "")),
+                                                                         u.name, c.clock()))
 
 
 MAX_UPLOAD = 5 * 1024 * 1024
@@ -166,4 +249,10 @@ def routes() -> list[Route]:
             Route("/directory/officer/add", officer_add, methods=["POST"]),
             Route("/directory/officer/remove", officer_remove, methods=["POST"]),
             Route("/directory/registry/import", registry_import, methods=["POST"]),
+            Route("/directory/exempt/add", exempt_add, methods=["POST"]),
+            Route("/directory/exempt/remove", exempt_remove, methods=["POST"]),
+            Route("/directory/quiet/add", quiet_add, methods=["POST"]),
+            Route("/directory/quiet/remove", quiet_remove, methods=["POST"]),
+            Route("/directory/delegate/add", delegate_add, methods=["POST"]),
+            Route("/directory/delegate/revoke", delegate_revoke, methods=["POST"]),
             Route("/directory/registry/import/apply", registry_import_apply, methods=["POST"])]
