@@ -326,7 +326,8 @@ def test_release_with_one_approval_goes_through_the_agent_once(fresh: Site) -> N
     assert len(fresh.mta.calls) == 1
     audit = [e for e in fresh.store.audit_list() if e.action == "quarantine.release"]
     assert [(e.who, e.detail["reason"]) for e in audit] == [("reviewer", "public since the 8-K")]
-    assert "1</strong> decided today" in c.get("/").text
+    assert "1</strong> decided today (1 released, 0 rejected)" in c.get("/").text
+    assert f"/message/{fresh.held}" in c.get("/?state=released").text and "No held message" in c.get("/").text
 
 
 def test_reject_needs_a_reason_and_is_final(fresh: Site) -> None:
