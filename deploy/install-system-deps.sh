@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages regfd needs, when they are missing.
 #   install-system-deps.sh run    what `make run` needs (redis-server, libmilter, a compiler, venv)
-#   install-system-deps.sh test   plus what the test suite needs (postfix, miltertest, swaks)
+#   install-system-deps.sh test   plus what the test suite needs (postfix, miltertest, swaks, chromium)
 # As root it installs them (Postfix is installed without starting any daemon and
 # without touching /etc/postfix: debconf "No configuration" and a temporary
 # policy-rc.d). Otherwise it prints the exact command to run and fails.
@@ -24,6 +24,7 @@ if [ "$want" = test ]; then
   need postfix test -x /usr/sbin/postfix
   need miltertest have miltertest
   need swaks have swaks
+  need chromium test -x /usr/bin/chromium  # the console's browser tests (Playwright drives it)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -142,6 +142,34 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """`[web]`: the compliance console (`regfd web`), meant to sit behind the company's TLS reverse proxy."""
+
+    # "127.0.0.1:8080" (HOST:PORT, loopback by default) or "unix:/run/regfd/web.sock".
+    listen: str = "127.0.0.1:8080"
+    # The console's public address (https://regfd.example.com), for links; empty: none.
+    base_url: str = ""
+    # Releases need this many people: 1, or 2 (a reviewer requests, another approver approves).
+    approvals: int = 1
+    # Session cookies carry `Secure`; false only for plain-http tests on loopback.
+    secure_cookies: bool = True
+    session_minutes: float = 480.0  # a session ends this long after sign-in
+    login_attempts: int = 5  # failed sign-ins per name (and per client address) within login_window
+    login_window: float = 900.0  # seconds
+    # Trusted reverse-proxy sign-in: the header naming the signed-in user (e.g. "X-Remote-User"), accepted
+    # only from these client addresses; both empty: off.
+    proxy_user_header: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    # OpenID Connect sign-in (authorization code + PKCE): the issuer (its discovery document is at
+    # ISSUER/.well-known/openid-configuration), this client's id, a file holding its secret (empty: a public
+    # client), and the ID-token claim naming the local user (whose role is set with `regfd user add`).
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: str = ""
+    oidc_user_claim: str = "email"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: the TOML file's top-level keys, with one dataclass per section."""
 
@@ -168,6 +196,7 @@ class Config:
     limits: ScanLimits = field(default_factory=ScanLimits)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = "<defaults>"
 
     @property
@@ -202,6 +231,7 @@ _SECTIONS: dict[str, type] = {
     "limits": ScanLimits,
     "notify": NotifyConfig,
     "register": RegisterConfig,
+    "web": WebConfig,
 }
 
 
@@ -313,6 +343,7 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         _normalized("milter.journal_bcc", (cfg.milter.journal_bcc,), "address")
     if not cfg.authorized_roles:
         raise _fail("authorized_roles", "must name at least one role")
+    _check_web(cfg.web)
     updates: dict[str, Any] = {
         "internal_domains": _normalized("internal_domains", cfg.internal_domains, "domain"),
         "corporate_secretary": _normalized("corporate_secretary", cfg.corporate_secretary, "address"),
@@ -339,6 +370,41 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
     if not cfg.policy_file.is_file():
         raise _fail("policy_file", f"{cfg.policy_file} does not exist")
     return cfg
+
+
+def _check_web(web: WebConfig) -> None:
+    """The console's settings: a listen spec, 1 or 2 approvals, a header only with trusted proxies."""
+    import ipaddress
+
+    if web.listen.startswith("unix:"):
+        if not web.listen[5:]:
+            raise _fail("web.listen", "unix: needs a path")
+    else:
+        host, _, port = web.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _fail("web.listen", f"must be HOST:PORT or unix:PATH (got {web.listen!r})")
+    if web.approvals not in (1, 2):
+        raise _fail("web.approvals", f"must be 1 or 2 (got {web.approvals})")
+    if web.base_url and not web.base_url.startswith(("https://", "http://")):
+        raise _fail("web.base_url", f"must start with https:// (got {web.base_url!r})")
+    if web.login_attempts < 1:
+        raise _fail("web.login_attempts", "must be at least 1")
+    for addr in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(addr, strict=False)
+        except ValueError:
+            raise _fail("web.trusted_proxies", f"{addr!r} is not an IP address or network") from None
+    if bool(web.proxy_user_header) != bool(web.trusted_proxies):
+        raise _fail("web.proxy_user_header", "set it together with web.trusted_proxies (or neither)")
+    if web.oidc_issuer:
+        if not web.oidc_issuer.startswith(("https://", "http://")):
+            raise _fail("web.oidc_issuer", f"must be the issuer's https:// URL (got {web.oidc_issuer!r})")
+        if not web.oidc_client_id:
+            raise _fail("web.oidc_client_id", "is required with web.oidc_issuer")
+        if not web.base_url:
+            raise _fail("web.base_url", "is required with web.oidc_issuer (the redirect URI is built from it)")
+        if web.oidc_client_secret_file and not Path(web.oidc_client_secret_file).is_file():
+            raise _fail("web.oidc_client_secret_file", f"{web.oidc_client_secret_file} is not a readable file")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

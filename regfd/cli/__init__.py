@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (milter, check, evaluate, directory, compliance):
         module.register(sub)
+    from . import web  # the compliance console and its users
+
+    web.register(sub)
     return parser
 
 

@@ -49,15 +49,15 @@ def agent_alive(store: RedisStore, host: str) -> bool:
 
 
 def act_via_agent(quarantine: Quarantine, ref: str, action: str, by: str, reason: str,
-                  timeout: float = 30.0) -> Outcome:
-    """Queue the request for the MTA host's agent and wait for its answer."""
+                  timeout: float = 30.0, note: str = "") -> Outcome:
+    """Queue the request for the MTA host's agent and wait for its answer (`note`: see Quarantine.begin)."""
     kept = quarantine.kept
     entry = quarantine.get(ref)
     host = host_key(entry.mta_host)
     if entry.state in UNDECIDED and not kept.agent_alive(host):
         raise InvalidInput(f"no agent answered: none is running for MTA host {host!r}; is regfd milter/agent "
                            f"running on the MTA host? (on that host, --local acts directly)")
-    req = quarantine.begin(entry.id, action, by, reason, via="agent")
+    req = quarantine.begin(entry.id, action, by, reason, via="agent", note=note)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = kept.wait_answer(req["req_id"], int(deadline - time.monotonic()) or 1)

@@ -95,7 +95,7 @@ class Workflow:
                 self.outbox.enqueue_ops(tx, render_decision(
                     record, to=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id,
                     deadline=disclosure.deadline if disclosure else None,
-                    disclosure_id=disclosure.id if disclosure else ""))
+                    disclosure_id=disclosure.id if disclosure else "", base_url=cfg.web.base_url))
             if action == HOLD and cfg.notify.notify_sender_on_hold and record.sender:
                 self.outbox.enqueue_ops(tx, render_sender_held(
                     record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=now, quarantine_id=quarantine_id))

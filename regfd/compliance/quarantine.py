@@ -200,8 +200,10 @@ class Quarantine:
 
         return self.kept.update(qid, step)
 
-    def begin(self, ref: str, action: str, by: str, reason: str, via: str) -> dict[str, Any]:
-        """held -> releasing/rejecting, once. With via="agent" the request is queued for the MTA host's agent."""
+    def begin(self, ref: str, action: str, by: str, reason: str, via: str, note: str = "") -> dict[str, Any]:
+        """held -> releasing/rejecting, once. With via="agent" the request is queued for the MTA host's agent.
+
+        `note`: for a reject, what the sender is told instead of the reason (the reason stays in the audit)."""
         if action not in (Review.RELEASE, Review.REJECT):
             raise InvalidInput(f"unknown action {action!r}")
         qid = self.resolve(ref)
@@ -218,6 +220,8 @@ class Quarantine:
                                        f"{e.request.get('by')} at {e.request.get('at')} is in progress; nothing done")
             req = {"req_id": new_id("r"), "id": e.id, "action": action, "by": by, "reason": reason,
                    "at": to_iso(now), "via": via, "host": host_key(e.mta_host)}
+            if note:
+                req["note"] = note
             state = QuarantineState.RELEASING if action == Review.RELEASE else QuarantineState.REJECTING
             self.kept.put(tx, e.id, replace(e, state=state, request=req).to_json())
             if via == "agent":
@@ -261,6 +265,8 @@ class Quarantine:
             audit = {"queue_id": e.queue_id, "mta_host": e.mta_host, "reason": reason, "via": req.get("via", ""),
                      "worker": worker, "mta": result.detail, "sender": e.record.sender,
                      "recipients": [r.address for r in e.record.recipients], "subject": e.record.subject}
+            if req.get("note"):
+                audit["sender_text"] = req["note"]
             if not result.ok:
                 back = replace(e, state=QuarantineState.HELD, request=None, last_error=result.detail)
                 self.kept.put(tx, e.id, back.to_json())
@@ -286,7 +292,8 @@ class Quarantine:
                     disclosure_id=disclosure.id if disclosure else ""))
             if action == Review.REJECT and e.record.sender:
                 self.outbox.enqueue_ops(tx, render_sender_rejected(
-                    e.record, corpsec=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, by=by, reason=reason))
+                    e.record, corpsec=corpsec, tz=cfg.tz, now=now, quarantine_id=e.id, by=by,
+                    reason=req.get("note") or reason))
             msg = f"{final} {e.id} (queue id {e.queue_id} on {e.mta_host or 'the MTA'}): {result.detail}"
             if disclosure:
                 msg += (f"; disclosure follow-up {disclosure.id} opened, public disclosure due by "
@@ -327,7 +334,7 @@ class Quarantine:
             if self.config.corporate_secretary:
                 self.outbox.enqueue_ops(tx, render_hold_reminder(
                     e.record, to=self.config.corporate_secretary, tz=self.config.tz, now=now,
-                    quarantine_id=qid, held_since=e.created_at))
+                    quarantine_id=qid, held_since=e.created_at, base_url=self.config.web.base_url))
             return True
 
         return self.kept.process_due(now, step)

@@ -66,9 +66,11 @@ class Commands:
     lines: tuple[tuple[str, str], ...]  # (what it does, command)
 
 
-def quarantine_commands(qid: str) -> Commands:
-    """What a reviewer runs to read, release or reject a held message (YOU@company left to fill in)."""
-    return Commands((
+def quarantine_commands(qid: str, base_url: str = "") -> Commands:
+    """What a reviewer runs to read, release or reject a held message (YOU@company left to fill in);
+    with the console's `[web] base_url`, first the message's page there."""
+    page = (("Open it in the compliance console", f"{base_url.rstrip('/')}/message/{qid}"),) if base_url else ()
+    return Commands(page + (
         ("Read the whole message", f"regfd quarantine show {qid}"),
         ("Release (deliver now)", f'regfd quarantine release {qid} --by YOU@company --reason "why it may go"'),
         ("Reject (delete; the sender is told)", f'regfd quarantine reject {qid} --by YOU@company --reason "why not"'),
@@ -158,7 +160,9 @@ def render_case(record: Record, *, headline: str, tz: ZoneInfo, quarantine_id: s
     if cmds:
         h.append("<h3>What to do</h3>")
         for what, cmd in cmds:
-            h.append(f"<p>{e(what)}:<br><code>{e(cmd)}</code></p>")
+            shown = f"<a href=\"{e(cmd)}\">{e(cmd)}</a>" if cmd.startswith(("https://", "http://")) else \
+                f"<code>{e(cmd)}</code>"
+            h.append(f"<p>{e(what)}:<br>{shown}</p>")
     h.append("<p><small>regfd, Regulation FD gateway (automatic message)</small></p></body></html>")
     return text, "\n".join(h) + "\n"
 
@@ -174,12 +178,13 @@ def _to_line(record: Record) -> str:
 
 
 def render_decision(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
-                    quarantine_id: str = "", deadline: datetime | None = None, disclosure_id: str = "") -> Notification:
-    """To the Corporate Secretary: a message was tagged, held or rejected."""
+                    quarantine_id: str = "", deadline: datetime | None = None, disclosure_id: str = "",
+                    base_url: str = "") -> Notification:
+    """To the Corporate Secretary: a message was tagged, held or rejected (with the console link when set)."""
     action = record.action
     commands = []
     if quarantine_id:
-        commands.append(quarantine_commands(quarantine_id))
+        commands.append(quarantine_commands(quarantine_id, base_url))
     if disclosure_id:
         commands.append(disclosure_commands(disclosure_id))
     text, body = render_case(record, headline=_HEADLINES.get(action, action.upper()), tz=tz,
@@ -235,13 +240,13 @@ def render_outcome(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: da
 
 
 def render_hold_reminder(record: Record, *, to: tuple[str, ...], tz: ZoneInfo, now: datetime,
-                         quarantine_id: str, held_since: datetime) -> Notification:
+                         quarantine_id: str, held_since: datetime, base_url: str = "") -> Notification:
     """To the Corporate Secretary: a held message is still waiting, with how long and the commands again."""
     hours = (now - held_since).total_seconds() / 3600
     headline = (f"REMINDER: held for {hours:.1f} hours and still waiting for your decision "
                 f"(held since {local_time(held_since, tz)}).")
     text, body = render_case(record, headline=headline, tz=tz, quarantine_id=quarantine_id,
-                             commands=[quarantine_commands(quarantine_id)])
+                             commands=[quarantine_commands(quarantine_id, base_url)])
     return Notification(new_id("n"), "hold-reminder", to,
                         f"[RegFD] REMINDER: {quarantine_id} held {hours:.0f} h: {_short(record.subject)}",
                         text, body, quarantine_id, to_iso(now))

@@ -26,6 +26,12 @@ def parse_registry_csv(path: Path, who: str) -> list[RegistryEntry]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_registry_text(text, str(path), who)
+
+
+def parse_registry_text(text: str, path: str, who: str) -> list[RegistryEntry]:
+    """`parse_registry_csv` on text already read (an upload in the console); `path` names it in errors."""
+    text = text.removeprefix("\ufeff")
     reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip().lower() for h in next(reader)]
