@@ -132,6 +132,29 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """`[metrics]`: where `regfd milter` serves /metrics for Prometheus; empty: not served.
+
+    Loopback only: the figures say how much mail goes to Specified Persons
+    and how much is held, which is not for the network at large.
+    """
+
+    listen: str = ""  # e.g. "127.0.0.1:9464"
+    # Seconds a scrape waits for the store facts (outbox, held) before it reports regfd_store_up 0.
+    store_timeout: float = 1.0
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen` (HOST:PORT), without the brackets around an IPv6 address."""
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`, which loading the config has checked."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration: the TOML file's top-level keys, with one dataclass per section."""
 
@@ -157,6 +180,7 @@ class Config:
     sendmail: SendmailConfig = field(default_factory=SendmailConfig)
     limits: ScanLimits = field(default_factory=ScanLimits)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "<defaults>"
 
     @property
@@ -185,6 +209,7 @@ _SECTIONS: dict[str, type] = {
     "sendmail": SendmailConfig,
     "limits": ScanLimits,
     "notify": NotifyConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -249,6 +274,23 @@ def _normalized(key: str, values: tuple[str, ...], kind: str) -> tuple[str, ...]
     return tuple(out)
 
 
+def _check_metrics_listen(listen: str) -> None:
+    """`metrics.listen` must be HOST:PORT on a loopback address (127.0.0.0/8, ::1 or localhost)."""
+    import ipaddress
+
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _fail("metrics.listen", f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {listen!r})")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise _fail("metrics.listen", f"must be a loopback address such as 127.0.0.1 or [::1] (got {host!r}); "
+                                      "scrape through a proxy to reach it from elsewhere")
+
+
 def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config.
 
@@ -294,6 +336,8 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("milter.socket", f"must be inet:PORT@HOST or unix:PATH (got {sock!r})")
     if cfg.milter.journal_bcc:
         _normalized("milter.journal_bcc", (cfg.milter.journal_bcc,), "address")
+    if cfg.metrics.listen:
+        _check_metrics_listen(cfg.metrics.listen)
     if not cfg.authorized_roles:
         raise _fail("authorized_roles", "must name at least one role")
     updates: dict[str, Any] = {
