@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from regfd.compliance.quarantine import host_key
 from regfd.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -106,11 +107,11 @@ def gather(config: Config, store: RedisStore | None, error: str = "", at: dateti
         h.reachable = True
         h.backlog = read_backlog(store, at.timestamp() if at else None)
         beats = store.quarantine.agents()
-        held_at = Counter(str(e.get("mta_host", "")) for e in store.quarantine.list())
+        held_at = Counter(host_key(str(e.get("mta_host", ""))) for e in store.quarantine.list())
     except StoreUnavailable as exc:
         h.error = str(exc)
         return assess(h)
-    hosts = sorted(set(beats) | {host for host in held_at if host} | ({config.mta_host} if config.mta_host else set()))
+    hosts = sorted(set(beats) | set(held_at) | ({host_key(config.mta_host)} if config.mta_host else set()))
     h.agents = [Agent(host, host in beats, held_at.get(host, 0), str(beats.get(host, {}).get("worker", "")),
                       str(beats.get(host, {}).get("at", ""))) for host in hosts]
     return assess(h)
