@@ -37,6 +37,7 @@ MODES = ("enforce", "monitor")
 FAILURE_ACTIONS = ("tempfail", "accept", "reject")
 MILTER_ENGINES = ("libmilter", "asyncio")
 MTAS = ("postfix", "sendmail")
+DIGEST_ACTIONS = ("tag", "hold", "reject")  # the actions that notify the Corporate Secretary
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ class NotifyConfig:
     retry_max: float = 600.0
     hold_reminder_after: float = 4 * 3600.0  # seconds a message may wait in hold
     disclosure_reminder_before: float = 4 * 3600.0
+    # Actions whose notice to the Corporate Secretary waits for a digest (one email listing every such
+    # message, sent `digest_interval` seconds after the oldest of them) instead of going out at once.
+    # e.g. ["tag"]; empty: every notice immediately.
+    digest: tuple[str, ...] = ()
+    digest_interval: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -338,6 +344,9 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         _normalized("milter.journal_bcc", (cfg.milter.journal_bcc,), "address")
     if cfg.metrics.listen:
         _check_metrics_listen(cfg.metrics.listen)
+    for action in cfg.notify.digest:
+        if action not in DIGEST_ACTIONS:
+            raise _fail("notify.digest", f"must list actions among {', '.join(DIGEST_ACTIONS)} (got {action!r})")
     if not cfg.authorized_roles:
         raise _fail("authorized_roles", "must name at least one role")
     updates: dict[str, Any] = {

@@ -23,18 +23,21 @@ def status(regfd: Regfd, *args: str) -> tuple[int, dict[str, Any]]:
     return r.rc, json.loads(r.out)
 
 
-def hold_on(store: RedisStore, regfd: Regfd, host: str) -> None:
+def hold_on(store: RedisStore, regfd: Regfd, host: str) -> Workflow:
     """A message held by the real workflow on MTA host `host`, now."""
     config = load_config(regfd.config)
     v = make_verdict(config, findings=(MATERIAL,), at=utcnow())
-    Workflow(store, config).on_decision(v, facts_for(v, at=utcnow(), host=host))
+    wf = Workflow(store, config)
+    wf.on_decision(v, facts_for(v, at=utcnow(), host=host))
+    return wf
 
 
 def test_an_empty_store_is_healthy(regfd: Regfd) -> None:
     rc, h = status(regfd)
     assert rc == 0 and h["status"] == "healthy" and h["problems"] == []
     assert h["reachable"] is True and 0 < h["round_trip_ms"] < 1000
-    assert h["backlog"] == {"outbox_depth": 0, "outbox_oldest_age": None, "held": 0, "held_oldest_age": None}
+    assert h["backlog"] == {"outbox_depth": 0, "outbox_oldest_age": None, "held": 0, "held_oldest_age": None,
+                            "followups": 0, "followup_oldest_age": None, "digest": 0}
     assert h["config"] == str(regfd.config)
     assert h["lexicon_version"] == lexicon_version(Path(load_config(regfd.config).lexicon_dir))
     assert len(h["lexicon_version"]) == 12
@@ -54,15 +57,19 @@ def test_held_mail_on_a_host_without_an_agent_is_degraded(regfd: Regfd, store: R
     agents = {a["host"]: (a["alive"], a["held"]) for a in h["agents"]}
     assert agents == {"mta1.test": (False, 2), "mta2.test": (True, 1)}
     assert h["problems"] == ["no quarantine agent alive for MTA host 'mta1.test', where 2 held message(s) wait"]
-    # Holds notify the Corporate Secretary and the sender: waiting in the outbox, but not for long.
-    assert h["backlog"]["outbox_depth"] == 6 and h["backlog"]["outbox_oldest_age"] < 60
+    # Holds notify the Corporate Secretary and the sender, once the worker has followed them up.
+    assert h["backlog"]["followups"] == 3 and h["backlog"]["outbox_depth"] == 0
+    assert hold_on(store, regfd, "mta2.test").follow_up() == 4
+    h = status(regfd)[1]
+    assert h["backlog"]["followups"] == 0 and h["backlog"]["outbox_depth"] == 8
+    assert h["backlog"]["outbox_oldest_age"] < 60
     text = regfd("status").out
-    assert "mta1.test: NOT ALIVE, 2 held" in text and "mta2.test: alive, 1 held" in text
+    assert "mta1.test: NOT ALIVE, 2 held" in text and "mta2.test: alive, 2 held" in text
     store.quarantine.heartbeat("mta1.test", {"worker": "w2", "at": "now"}, 15)
     assert status(regfd)[0] == 0
 
 
-def test_a_notification_stuck_for_twenty_minutes_is_degraded(regfd: Regfd, store: RedisStore) -> None:
+def test_a_stuck_notification_or_follow_up_is_degraded(regfd: Regfd, store: RedisStore) -> None:
     config = load_config(regfd.config)
     outbox = Outbox(store, config)
     due = utcnow() - timedelta(minutes=20)
@@ -71,8 +78,16 @@ def test_a_notification_stuck_for_twenty_minutes_is_degraded(regfd: Regfd, store
     rc, h = status(regfd)
     assert rc == 1 and h["backlog"]["outbox_depth"] == 1 and 1199 < h["backlog"]["outbox_oldest_age"] < 1260
     assert h["problems"][0].startswith("a notification has waited 20 min for delivery")
+    # A follow-up nobody did for ten minutes: no regfd milter is running.
+    v = make_verdict(config, officer=True, findings=(MATERIAL,), at=utcnow())
+    Workflow(store, config, clock=lambda: utcnow() - timedelta(minutes=10)).on_decision(v, facts_for(v, at=utcnow()))
+    rc, h = status(regfd)
+    assert rc == 1 and ("1 decision(s) not followed up for 10 min (notices, disclosures): is regfd milter running?"
+                        in h["problems"])
+    assert Workflow(store, config).follow_up() == 1
     # Delivered: nothing waits any more.
-    outbox.box.delivered(outbox.pending()[0].id, {"id": "x"})
+    for n in outbox.pending():
+        outbox.box.delivered(n.id, {"id": n.id})
     rc, h = status(regfd)
     assert rc == 0 and h["backlog"]["outbox_depth"] == 0 and h["backlog"]["outbox_oldest_age"] is None
 

@@ -67,6 +67,8 @@ def render(h: Health) -> str:
         rows.append(("outbox", f"{b.outbox_depth} waiting" +
                      (f", oldest due {describe_age(b.outbox_oldest_age)} ago" if b.outbox_depth else "")))
         rows.append(("held", f"{b.held} waiting" + (f", oldest {describe_age(b.held_oldest_age)}" if b.held else "")))
+        rows.append(("follow-ups", f"{b.followups} pending" + (
+            f", oldest {describe_age(b.followup_oldest_age)}" if b.followups else "") + f"; {b.digest} in the digest"))
     if h.reachable:
         if not h.agents:
             rows.append(("agents", "none seen (no heartbeat, no held mail)"))

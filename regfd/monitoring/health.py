@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 # A notification undelivered this long after it was due means the relay or the worker is failing.
 OUTBOX_STALE_SECONDS = 900.0
+# A follow-up is done within a second or two by any running regfd milter; this long means none is running.
+FOLLOWUP_STALE_SECONDS = 300.0
 
 HEALTHY, DEGRADED, UNREACHABLE = "healthy", "degraded", "unreachable"
 
@@ -38,6 +40,9 @@ class Backlog:
     outbox_oldest_age: float | None  # seconds since the oldest undelivered notification was due
     held: int
     held_oldest_age: float | None  # seconds the oldest undecided held message has waited
+    followups: int = 0  # recorded decisions whose notices and disclosure are not yet done
+    followup_oldest_age: float | None = None
+    digest: int = 0  # messages waiting for the next digest email
 
 
 def _age(since_ms: int | None, now: float) -> float | None:
@@ -45,11 +50,13 @@ def _age(since_ms: int | None, now: float) -> float | None:
 
 
 def read_backlog(store: RedisStore, now: float | None = None) -> Backlog:
-    """Two round trips; raises StoreUnavailable. `now` is a Unix time (default: the clock)."""
+    """Three round trips; raises StoreUnavailable. `now` is a Unix time (default: the clock)."""
     t = time.time() if now is None else now
     depth, outbox_since = store.outbox.backlog()
     held, held_since = store.quarantine.backlog()
-    return Backlog(depth, _age(outbox_since, t), held, _age(held_since, t))
+    followups, followup_since, digest = store.followups.backlog()
+    return Backlog(depth, _age(outbox_since, t), held, _age(held_since, t), followups, _age(followup_since, t),
+                   digest)
 
 
 def lexicon_version(directory: Path) -> str:
@@ -119,7 +126,7 @@ def gather(config: Config, store: RedisStore | None, error: str = "", at: dateti
 
 def assess(h: Health) -> Health:
     """Set `status` and `problems`: unreachable without a store; degraded when held mail waits on a host
-    without an agent, this host's agent is down, or a notification is stuck."""
+    without an agent, this host's agent is down, or a notification or a follow-up is stuck."""
     problems: list[str] = []
     if not h.reachable:
         h.status, h.problems = UNREACHABLE, [f"store unreachable: {h.error}" if h.error else "store unreachable"]
@@ -133,6 +140,9 @@ def assess(h: Health) -> Health:
     if b is not None and b.outbox_oldest_age is not None and b.outbox_oldest_age > OUTBOX_STALE_SECONDS:
         problems.append(f"a notification has waited {b.outbox_oldest_age / 60:.0f} min for delivery "
                         f"(over {OUTBOX_STALE_SECONDS / 60:.0f}): is the relay reachable and regfd milter running?")
+    if b is not None and b.followup_oldest_age is not None and b.followup_oldest_age > FOLLOWUP_STALE_SECONDS:
+        problems.append(f"{b.followups} decision(s) not followed up for {b.followup_oldest_age / 60:.0f} min "
+                        "(notices, disclosures): is regfd milter running?")
     h.status, h.problems = (DEGRADED if problems else HEALTHY), problems
     return h
 

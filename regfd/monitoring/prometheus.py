@@ -171,6 +171,12 @@ class BacklogCollector(Collector):
         yield GaugeMetricFamily("regfd_held_messages", "Held messages waiting for a decision", value=backlog.held)
         yield GaugeMetricFamily("regfd_held_oldest_age_seconds", "How long the oldest held message has waited "
                                 "(0 when none)", value=backlog.held_oldest_age or 0.0)
+        yield GaugeMetricFamily("regfd_followups_pending", "Recorded decisions whose notices and disclosure "
+                                "follow-up are not yet done", value=backlog.followups)
+        yield GaugeMetricFamily("regfd_followups_oldest_age_seconds", "How long the oldest pending follow-up has "
+                                "waited (0 when none)", value=backlog.followup_oldest_age or 0.0)
+        yield GaugeMetricFamily("regfd_digest_messages", "Messages waiting for the next digest email",
+                                value=backlog.digest)
 
 
 class MetricsServer:

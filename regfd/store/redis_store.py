@@ -45,6 +45,7 @@ from regfd.errors import InvalidInput, StoreUnavailable
 from regfd.monitoring.metrics import NO_METRICS
 from regfd.store.client import REDIS_ERRORS, Tx, client_from_url, dumps, text, transact
 from regfd.store.disclosures_store import DisclosuresStore
+from regfd.store.followups_store import FollowupsStore
 from regfd.store.outbox_store import OutboxStore
 from regfd.store.private_redis import PrivateRedis
 from regfd.store.quarantine_store import QuarantineStore
@@ -90,6 +91,7 @@ class RedisStore:
         self.quarantine = QuarantineStore(self)
         self.outbox = OutboxStore(self)
         self.disclosures = DisclosuresStore(self)
+        self.followups = FollowupsStore(self)
 
     # ----- keys
     def k(self, name: str) -> str:

@@ -1,0 +1,91 @@
+"""What follows a recorded decision, written with the record and done later; and the digest, in Redis.
+
+    followup       hash  id -> JSON follow-up (the record, and which ids it was given)
+    followup:due   zset  id -> when the decision was recorded (ms)
+    digest         list  JSON entries waiting for the next digest email, oldest first
+
+A follow-up is written in the decision's own transaction, so it exists iff
+the record does; a worker claims each one once (RedisStore.process_due)
+and, in the same transaction, writes what it produces and deletes it. A
+digest is taken whole under WATCH, in the transaction that queues its
+email in the outbox: the entries leave the list only with the email that
+lists them, so a crash at any point loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from redis.client import Pipeline
+
+from regfd.core.clock import to_ms
+from regfd.store.client import Tx, dumps, reaching, transact
+
+if TYPE_CHECKING:
+    from regfd.store.redis_store import RedisStore
+
+T = TypeVar("T")
+
+FAILURE = "follow-ups: Redis is unreachable"
+
+
+class FollowupsStore:
+    """The follow-up and digest keys under the store's prefix."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._r = store.r
+        self.key, self.due_key, self.digest_key = (store.k(n) for n in ("followup", "followup:due", "digest"))
+
+    def add(self, tx: Tx, fid: str, row: dict[str, Any], at: datetime) -> None:
+        """Queue a follow-up on `tx` (the decision's transaction), due at once."""
+        tx.pipe.hset(self.key, fid, dumps(row))
+        tx.pipe.zadd(self.due_key, {fid: to_ms(at)})
+
+    def process_due(self, now: datetime, step: Callable[[Tx, str, int, dict[str, Any]], bool]) -> int:
+        """Each follow-up due by `now`, claimed once; `step` queues its results and must call `done`."""
+        return self._store.process_due(self.due_key, self.key, to_ms(now), step)
+
+    def done(self, tx: Tx, fid: str) -> None:
+        """Queue the follow-up's removal on `tx` (with what it produced)."""
+        tx.pipe.hdel(self.key, fid)
+        tx.pipe.zrem(self.due_key, fid)
+
+    def backlog(self) -> tuple[int, int | None, int]:
+        """Follow-ups not yet done, since when (ms) the oldest waits, and the digest entries waiting."""
+        with reaching(FAILURE):
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zcard(self.due_key)
+            pipe.zrange(self.due_key, 0, 0, withscores=True)
+            pipe.llen(self.digest_key)
+            count, oldest, digest = pipe.execute()
+        return int(count), int(oldest[0][1]) if oldest else None, int(digest)
+
+    # ------------------------------------------------------------ the digest
+    def digest_add(self, tx: Tx, entry: dict[str, Any]) -> None:
+        """Queue an entry for the next digest on `tx`."""
+        tx.pipe.rpush(self.digest_key, dumps(entry))
+
+    def digest_oldest(self) -> dict[str, Any] | None:
+        """The entry that has waited longest, None when the digest is empty."""
+        with reaching(FAILURE):
+            raw = self._r.lindex(self.digest_key, 0)
+        return cast("dict[str, Any]", json.loads(raw)) if raw is not None else None
+
+    def digest_take(self, fn: Callable[[list[dict[str, Any]], Tx], T]) -> T | None:
+        """Every waiting entry, to `fn(entries, tx)`, which queues the email; the entries leave in the same
+        transaction. None (nothing written) when the digest is empty."""
+
+        def step(pipe: Pipeline) -> T | None:
+            raws = cast("list[bytes]", pipe.lrange(self.digest_key, 0, -1))
+            if not raws:
+                return None
+            pipe.multi()
+            result = fn([json.loads(r) for r in raws], Tx(pipe))
+            pipe.ltrim(self.digest_key, len(raws), -1)
+            return result
+
+        return transact(self._r, (self.digest_key,), step, failure=FAILURE)
