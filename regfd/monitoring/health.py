@@ -98,6 +98,9 @@ class Health:
         """The shape `regfd status --json` prints."""
         d = asdict(self)
         d["round_trip_ms"] = None if self.round_trip_ms is None else round(self.round_trip_ms, 2)
+        for k, v in (d["backlog"] or {}).items():
+            if isinstance(v, float):
+                d["backlog"][k] = round(v, 1)
         return d
 
 
