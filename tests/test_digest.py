@@ -142,3 +142,23 @@ def test_nothing_is_lost_when_the_process_dies(regfd: Regfd, store: RedisStore, 
     text = body_of(d, "plain")
     assert all(f"before the crash {n}" in text for n in range(4))
     assert store.followups.backlog() == (0, None, 0)
+
+
+def test_a_follow_up_that_cannot_be_built_does_not_block_the_others(store: RedisStore, config: Config,
+                                                                    sink: Sink) -> None:
+    """A follow-up row that no longer parses (bad data written by hand) is retried later; the next is done."""
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    with store.batch("test") as tx:
+        store.followups.add(tx, "fbroken", {"id": "fbroken", "record": {}}, T0 - timedelta(seconds=1))
+    rej = make_verdict(config, findings=(EMBARGO,), queue_id="4REJ000002")
+    wf.on_decision(rej, facts_for(rej))
+    assert wf.follow_up() == 1  # the reject's notice; the broken one waits a minute
+    assert store.followups.backlog()[0] == 1
+    assert wf.follow_up() == 0
+    Outbox(store, config, clock=clock).deliver_due()
+    assert len(sink.messages) == 1
+    # Its age keeps counting from when it was written, so status and the metrics see it stuck.
+    from regfd.monitoring.health import read_backlog
+
+    assert read_backlog(store, (T0 + timedelta(minutes=10)).timestamp()).followup_oldest_age == 601.0

@@ -31,8 +31,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from regfd.compliance.agent import QuarantineAgent
 from regfd.compliance.disclosures import Disclosure, Disclosures, new_id, open_disclosure
+from regfd.compliance.notification import Notification
 from regfd.compliance.outbox import Outbox
 from regfd.compliance.quarantine import Quarantine, QuarantineEntry, mta_queue
 from regfd.compliance.records import Record, Records, make_record
@@ -43,7 +46,7 @@ from regfd.compliance.render import (
     render_disclosure_reminder,
     render_sender_held,
 )
-from regfd.core.clock import from_iso, to_iso
+from regfd.core.clock import from_iso, to_iso, to_ms
 from regfd.core.clock import now as utcnow
 from regfd.core.message import MessageFacts
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from regfd.store.redis_store import RedisStore
 
 NOTIFIED_ACTIONS = (TAG, HOLD, REJECT)
+FOLLOWUP_RETRY = 60.0  # seconds before a follow-up that failed to build is tried again
 DELIVERED_ACTIONS = (ACCEPT, TAG)
 
 
@@ -113,32 +117,51 @@ class Workflow:
         return self.store.followups.process_due(now or self.clock(), self._follow_up_ops)
 
     def _follow_up_ops(self, tx: Tx, fid: str, _score: int, row: dict[str, Any]) -> bool:
-        """One follow-up, in the transaction that removes it: the disclosure, then the notices (or the digest)."""
-        job = FollowUp.from_json(row)
+        """One follow-up, in the transaction that removes it: the disclosure, then the notices (or the digest).
+
+        Everything is built before anything is queued; a follow-up that cannot be built (a bug, bad
+        data) is logged and tried again in FOLLOWUP_RETRY s, so it never blocks the ones behind it.
+        """
+        try:
+            disclosure, digest_entry, notices = self._follow_up_of(FollowUp.from_json(row))
+        except Exception as exc:
+            structlog.get_logger("regfd.followup").error("followup.failed", id=fid, error=f"{type(exc).__name__}: "
+                                                         f"{exc}", exc_info=exc)
+            self.store.followups.retry(tx, fid, to_ms(self.clock()) + int(FOLLOWUP_RETRY * 1000))
+            return False
+        if disclosure is not None:
+            self.disclosures.add_ops(tx, disclosure)
+        if digest_entry is not None:
+            self.store.followups.digest_add(tx, digest_entry)
+        for n in notices:
+            self.outbox.enqueue_ops(tx, n)
+        self.store.followups.done(tx, fid)
+        return True
+
+    def _follow_up_of(self, job: FollowUp) -> tuple[Disclosure | None, dict[str, Any] | None, list[Notification]]:
+        """What one follow-up writes (pure): the disclosure, a digest entry or the notices."""
         cfg = self.config
         record, action = job.record, job.record.action
         disclosure: Disclosure | None = None
+        digest_entry: dict[str, Any] | None = None
+        notices: list[Notification] = []
         if job.disclosure_id:
             disclosure = replace(open_disclosure(record, job.received_at, "delivered", opened_at=job.decided_at),
                                  id=job.disclosure_id)
-            self.disclosures.add_ops(tx, disclosure)
+        deadline = disclosure.deadline if disclosure else None
         if action in NOTIFIED_ACTIONS and cfg.corporate_secretary:
             if action in cfg.notify.digest:
-                self.store.followups.digest_add(tx, {
-                    "at": to_iso(job.decided_at), "record": record.to_json(), "quarantine_id": job.quarantine_id,
-                    "disclosure_id": job.disclosure_id,
-                    "deadline": to_iso(disclosure.deadline if disclosure else None)})
+                digest_entry = {"at": to_iso(job.decided_at), "record": record.to_json(),
+                                "quarantine_id": job.quarantine_id, "disclosure_id": job.disclosure_id,
+                                "deadline": to_iso(deadline)}
             else:
-                self.outbox.enqueue_ops(tx, render_decision(
-                    record, to=cfg.corporate_secretary, tz=cfg.tz, now=job.decided_at,
-                    quarantine_id=job.quarantine_id, deadline=disclosure.deadline if disclosure else None,
-                    disclosure_id=job.disclosure_id))
+                notices.append(render_decision(record, to=cfg.corporate_secretary, tz=cfg.tz, now=job.decided_at,
+                                               quarantine_id=job.quarantine_id, deadline=deadline,
+                                               disclosure_id=job.disclosure_id))
         if action == HOLD and cfg.notify.notify_sender_on_hold and record.sender:
-            self.outbox.enqueue_ops(tx, render_sender_held(
-                record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=job.decided_at,
-                quarantine_id=job.quarantine_id))
-        self.store.followups.done(tx, fid)
-        return True
+            notices.append(render_sender_held(record, corpsec=cfg.corporate_secretary, tz=cfg.tz, now=job.decided_at,
+                                              quarantine_id=job.quarantine_id))
+        return disclosure, digest_entry, notices
 
     def send_digest(self, now: datetime | None = None, force: bool = False) -> int:
         """Queue the digest email once its oldest entry has waited `notify.digest_interval` s (at once with

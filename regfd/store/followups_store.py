@@ -1,7 +1,8 @@
 """What follows a recorded decision, written with the record and done later; and the digest, in Redis.
 
     followup       hash  id -> JSON follow-up (the record, and which ids it was given)
-    followup:due   zset  id -> when the decision was recorded (ms)
+    followup:due   zset  id -> when it is (next) due (ms): at once, later after a failure
+    followup:since zset  id -> when the decision was recorded (ms), for the backlog's age
     digest         list  JSON entries waiting for the next digest email, oldest first
 
 A follow-up is written in the decision's own transaction, so it exists iff
@@ -38,12 +39,14 @@ class FollowupsStore:
     def __init__(self, store: RedisStore) -> None:
         self._store = store
         self._r = store.r
-        self.key, self.due_key, self.digest_key = (store.k(n) for n in ("followup", "followup:due", "digest"))
+        self.key, self.due_key, self.since_key, self.digest_key = (
+            store.k(n) for n in ("followup", "followup:due", "followup:since", "digest"))
 
     def add(self, tx: Tx, fid: str, row: dict[str, Any], at: datetime) -> None:
         """Queue a follow-up on `tx` (the decision's transaction), due at once."""
         tx.pipe.hset(self.key, fid, dumps(row))
         tx.pipe.zadd(self.due_key, {fid: to_ms(at)})
+        tx.pipe.zadd(self.since_key, {fid: to_ms(at)})
 
     def process_due(self, now: datetime, step: Callable[[Tx, str, int, dict[str, Any]], bool]) -> int:
         """Each follow-up due by `now`, claimed once; `step` queues its results and must call `done`."""
@@ -53,13 +56,18 @@ class FollowupsStore:
         """Queue the follow-up's removal on `tx` (with what it produced)."""
         tx.pipe.hdel(self.key, fid)
         tx.pipe.zrem(self.due_key, fid)
+        tx.pipe.zrem(self.since_key, fid)
+
+    def retry(self, tx: Tx, fid: str, at_ms: int) -> None:
+        """Queue: try this follow-up again at `at_ms` (it stays, with its row)."""
+        tx.pipe.zadd(self.due_key, {fid: at_ms})
 
     def backlog(self) -> tuple[int, int | None, int]:
         """Follow-ups not yet done, since when (ms) the oldest waits, and the digest entries waiting."""
         with reaching(FAILURE):
             pipe = self._r.pipeline(transaction=False)
             pipe.zcard(self.due_key)
-            pipe.zrange(self.due_key, 0, 0, withscores=True)
+            pipe.zrange(self.since_key, 0, 0, withscores=True)
             pipe.llen(self.digest_key)
             count, oldest, digest = pipe.execute()
         return int(count), int(oldest[0][1]) if oldest else None, int(digest)
