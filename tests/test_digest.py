@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,10 @@ from regfd.config import Config, load_config
 from regfd.store.redis_store import RedisStore
 from tests.builders import EMBARGO, MATERIAL, T0, FixedClock, facts_for, make_verdict
 from tests.conftest import REPO, Regfd, free_port
+from tests.mta import wait_until
 from tests.test_notify import Sink, body_of
+
+MATERIAL_TEXT = "Between us, we will miss the quarter and the guidance will be lowered next week."
 
 
 @pytest.fixture
@@ -162,3 +167,43 @@ def test_a_follow_up_that_cannot_be_built_does_not_block_the_others(store: Redis
     from regfd.monitoring.health import read_backlog
 
     assert read_backlog(store, (T0 + timedelta(minutes=10)).timestamp()).followup_oldest_age == 601.0
+
+
+@pytest.mark.e2e
+def test_through_postfix_the_milter_mails_one_digest_for_three_tags(postfix: Any, smtp_sink: Any,
+                                                                      redis_server: Any, tmp_path: Path) -> None:
+    """`regfd milter` (on the session Postfix's `dedicated` listener) with digest = ["tag"] and a 3 s interval:
+    the hold's notice comes at once, the three tags' in one digest from the milter's own worker."""
+    from tests.mta import MilterProcess, make_message
+
+    runner = Regfd(tmp_path, redis_server.url, f"dg{uuid.uuid4().hex[:8]}:", smtp_port=smtp_sink.port,
+                   extra='[notify]\ndigest = ["tag"]\ndigest_interval = 3.0\n')
+    for args in (("registry", "add", "bank.com", "--category", "analyst"),
+                 ("officer", "add", "ceo@allient.com", "--role", "CEO")):
+        assert runner(*args).rc == 0
+    milter = MilterProcess.start(runner.config, postfix.sockets["dedicated"], runner.env, tmp_path / "milter.log")
+    try:
+        tagged = [f"analyst.{uuid.uuid4().hex[:8]}@bank.com" for _ in range(3)]
+        for rcpt in tagged:
+            code, text = postfix.send("ceo@allient.com", [rcpt], make_message("ceo@allient.com", rcpt, "Update",
+                                                                              MATERIAL_TEXT),
+                                      port=postfix.ports["dedicated"])
+            assert code == 250, text
+        holder, held_to = f"bob.{uuid.uuid4().hex[:8]}@allient.com", f"analyst.{uuid.uuid4().hex[:8]}@bank.com"
+        code, text = postfix.send(holder, [held_to], make_message(holder, held_to, "Numbers", MATERIAL_TEXT),
+                                  port=postfix.ports["dedicated"])
+        assert code == 250, text
+
+        def to_corpsec(kind: str, who: str) -> list[Any]:
+            return [m for m in smtp_sink.to("corpsec@allient.com")
+                    if m.msg["X-RegFD-Notification"] == kind and who in m.msg.get_body(("plain",)).get_content()]
+
+        hold_notice = wait_until(lambda: to_corpsec("decision", holder), 20, what="the hold's notice")
+        assert "HOLD" in hold_notice[0].msg["Subject"]
+        digest = wait_until(lambda: to_corpsec("digest", tagged[0]), 30, what="the digest")
+        assert len(digest) == 1 and digest[0].msg["Subject"].strip().startswith("[RegFD] DIGEST: 3 message(s) (3 tag)")
+        text = digest[0].msg.get_body(("plain",)).get_content()
+        assert all(rcpt in text for rcpt in tagged)
+        assert not [m for rcpt in tagged for m in to_corpsec("decision", rcpt)]  # no tag was mailed on its own
+    finally:
+        assert milter.stop() == 0
