@@ -56,7 +56,7 @@ def all_inline(wf: Workflow, verdict: Verdict, facts: MessageFacts) -> None:
             wf.quarantine.add_ops(tx, QuarantineEntry(qid, QuarantineState.HELD, facts.received_at, facts.mta_host,
                                                       record.queue_id, record), facts.raw)
         if job is not None:  # (a recorded accept without material had nothing to follow up, then as now)
-            wf._follow_up_ops(tx, job.id, 0, job.to_json())
+            wf._follow_up_ops(tx, job.id, job.to_json())
 
 
 def timed(fn: Callable[[], object], n: int) -> tuple[float, float]:

@@ -207,3 +207,16 @@ def test_through_postfix_the_milter_mails_one_digest_for_three_tags(postfix: Any
         assert not [m for rcpt in tagged for m in to_corpsec("decision", rcpt)]  # no tag was mailed on its own
     finally:
         assert milter.stop() == 0
+
+
+def test_follow_ups_claimed_by_a_worker_that_died_are_done_after_its_lease(store: RedisStore, config: Config,
+                                                                            sink: Sink) -> None:
+    clock = FixedClock(T0)
+    wf = Workflow(store, config, clock)
+    for n in range(3):
+        tag(wf, config, n)
+    assert len(store.followups.claim(T0, T0 + timedelta(seconds=30), 100)) == 3  # ... and the worker dies
+    assert wf.follow_up(T0 + timedelta(seconds=29)) == 0  # still leased
+    assert wf.follow_up(T0 + timedelta(seconds=30)) == 3
+    assert wf.follow_up(T0 + timedelta(minutes=5)) == 0  # once
+    assert store.followups.backlog() == (0, None, 3)

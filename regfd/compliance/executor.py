@@ -14,8 +14,9 @@ exist all together or not at all. Ids are generated client-side for that
 reason (nothing needs a value back from Redis before the EXEC). The rest —
 opening the disclosure follow-up, rendering and queueing the notifications
 or adding the message to the next digest (`[notify] digest`) — is
-`follow_up`, done by the background worker within a second, each follow-up
-once and in the transaction that deletes it.
+`follow_up`, done by the background worker within a second, a hundred
+follow-ups per transaction, each in the transaction that deletes it
+(claimed under a lease, so a worker that dies loses none).
 
 Background work (`start_background`, which `regfd milter` starts): the
 outbox worker (does the follow-ups, sends the digests when due, delivers
@@ -28,7 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 
 NOTIFIED_ACTIONS = (TAG, HOLD, REJECT)
 FOLLOWUP_RETRY = 60.0  # seconds before a follow-up that failed to build is tried again
+FOLLOWUP_LEASE = 30.0  # seconds a claimed follow-up waits for its claimant before another worker takes it
+FOLLOWUP_BATCH = 100  # follow-ups claimed and written per transaction
 DELIVERED_ACTIONS = (ACCEPT, TAG)
 
 
@@ -113,10 +116,24 @@ class Workflow:
                 self.store.followups.add(tx, job.id, job.to_json(), now)
 
     def follow_up(self, now: datetime | None = None) -> int:
-        """Do the follow-ups of recorded decisions (each once, whichever worker runs); returns how many."""
-        return self.store.followups.process_due(now or self.clock(), self._follow_up_ops)
+        """Do the follow-ups of recorded decisions, a hundred per transaction (store/followups_store.py says
+        how each is done once, whichever worker runs); returns how many were done."""
+        t = now or self.clock()
+        done = 0
+        while True:
+            claimed = self.store.followups.claim(t, t + timedelta(seconds=FOLLOWUP_LEASE), FOLLOWUP_BATCH)
+            if not claimed:
+                return done
+            with self.store.batch("follow-ups not written, they will be claimed again") as tx:
+                for fid, row in claimed:
+                    if row is None:
+                        self.store.followups.done(tx, fid)
+                    else:
+                        done += self._follow_up_ops(tx, fid, row)
+            if len(claimed) < FOLLOWUP_BATCH:
+                return done
 
-    def _follow_up_ops(self, tx: Tx, fid: str, _score: int, row: dict[str, Any]) -> bool:
+    def _follow_up_ops(self, tx: Tx, fid: str, row: dict[str, Any]) -> bool:
         """One follow-up, in the transaction that removes it: the disclosure, then the notices (or the digest).
 
         Everything is built before anything is queued; a follow-up that cannot be built (a bug, bad

@@ -6,8 +6,13 @@
     digest         list  JSON entries waiting for the next digest email, oldest first
 
 A follow-up is written in the decision's own transaction, so it exists iff
-the record does; a worker claims each one once (RedisStore.process_due)
-and, in the same transaction, writes what it produces and deletes it. A
+the record does. A worker claims due follow-ups a hundred at a time with
+one script that also makes them due again LEASE seconds later (a lease), then
+writes what they produce and deletes them in ONE transaction: three round
+trips for the lot. A worker that dies leaves them to be claimed again when
+the lease runs out: never lost; done twice only if a worker stalls for the
+whole lease between its claim and its write (then the disclosure is
+written again under the same id, and a notice may go out twice). A
 digest is taken whole under WATCH, in the transaction that queues its
 email in the outbox: the entries leave the list only with the email that
 lists them, so a crash at any point loses nothing.
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from redis.client import Pipeline
 
 from regfd.core.clock import to_ms
-from regfd.store.client import Tx, dumps, reaching, transact
+from regfd.store.client import Tx, dumps, reaching, text, transact
 
 if TYPE_CHECKING:
     from regfd.store.redis_store import RedisStore
@@ -32,6 +37,19 @@ T = TypeVar("T")
 
 FAILURE = "follow-ups: Redis is unreachable"
 
+# Claim up to ARGV[3] follow-ups due by ARGV[1]: each becomes due again at ARGV[2] (the lease); returns
+# id, row, id, row ... (row false when the follow-up has no row any more).
+_CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id)
+end
+return out
+"""
+
 
 class FollowupsStore:
     """The follow-up and digest keys under the store's prefix."""
@@ -39,6 +57,7 @@ class FollowupsStore:
     def __init__(self, store: RedisStore) -> None:
         self._store = store
         self._r = store.r
+        self._claim = store.r.register_script(_CLAIM)
         self.key, self.due_key, self.since_key, self.digest_key = (
             store.k(n) for n in ("followup", "followup:due", "followup:since", "digest"))
 
@@ -48,9 +67,13 @@ class FollowupsStore:
         tx.pipe.zadd(self.due_key, {fid: to_ms(at)})
         tx.pipe.zadd(self.since_key, {fid: to_ms(at)})
 
-    def process_due(self, now: datetime, step: Callable[[Tx, str, int, dict[str, Any]], bool]) -> int:
-        """Each follow-up due by `now`, claimed once; `step` queues its results and must call `done`."""
-        return self._store.process_due(self.due_key, self.key, to_ms(now), step)
+    def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[tuple[str, dict[str, Any] | None]]:
+        """Lease up to `limit` follow-ups due by `now` to the caller until `lease_until`: (id, row) each,
+        row None when it is gone (then only `done` is left to do)."""
+        with reaching(FAILURE):
+            flat = self._claim(keys=[self.due_key, self.key], args=[to_ms(now), to_ms(lease_until), limit])
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [(text(fid), json.loads(raw) if raw else None) for fid, raw in pairs]
 
     def done(self, tx: Tx, fid: str) -> None:
         """Queue the follow-up's removal on `tx` (with what it produced)."""
