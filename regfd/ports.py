@@ -79,7 +79,7 @@ class Metrics(Protocol):
         """One message's content scanned and judged in `seconds`; `size` bytes as the MTA sent it."""
 
     def store_call(self, operation: str, seconds: float, ok: bool) -> None:
-        """One round trip to the store on the hot path (`operation`: snapshot|record|...), failed unless `ok`."""
+        """One counted round trip to the store (`operation`: snapshot|record|followup|write), failed unless `ok`."""
 
     def connection(self, opened: bool) -> None:
         """An MTA connection opened (True) or closed (False)."""

@@ -124,7 +124,7 @@ class Workflow:
             claimed = self.store.followups.claim(t, t + timedelta(seconds=FOLLOWUP_LEASE), FOLLOWUP_BATCH)
             if not claimed:
                 return done
-            with self.store.batch("follow-ups not written, they will be claimed again") as tx:
+            with self.store.batch("follow-ups not written, they will be claimed again", operation="followup") as tx:
                 for fid, row in claimed:
                     if row is None:
                         self.store.followups.done(tx, fid)

@@ -55,13 +55,14 @@ class PrometheusMetrics:
                               buckets=DURATION_BUCKETS, registry=r)
         self.size = Histogram("regfd_message_size_bytes", "Size of each scanned message as the MTA sent it",
                               buckets=SIZE_BUCKETS, registry=r)
-        self.round_trips = Counter("regfd_store_round_trips", "Round trips to Redis on the hot path, by operation "
-                                   "(snapshot: the directory lookup, record: the decision's transaction)",
+        self.round_trips = Counter("regfd_store_round_trips", "Round trips to Redis, by operation (snapshot: the "
+                                   "directory lookup, record: the decision's transaction, followup: the worker's "
+                                   "follow-ups, write: other writes)",
                                    ("operation",), registry=r)
         self.store_errors = Counter("regfd_store_errors", "Round trips to Redis that failed, by operation",
                                     ("operation",), registry=r)
-        self.store_latency = Histogram("regfd_store_round_trip_duration_seconds", "Duration of one round trip "
-                                       "to Redis on the hot path", buckets=STORE_BUCKETS, registry=r)
+        self.store_latency = Histogram("regfd_store_round_trip_duration_seconds", "Duration of one counted round "
+                                       "trip to Redis", buckets=STORE_BUCKETS, registry=r)
         self.open_connections = Gauge("regfd_milter_open_connections", "MTA connections open now", registry=r)
         self.connections = Counter("regfd_milter_connections", "MTA connections accepted", registry=r)
         self.protocol_errors = Counter("regfd_milter_protocol_errors", "MTA connections dropped for breaking "
