@@ -37,6 +37,7 @@ MODES = ("enforce", "monitor")
 FAILURE_ACTIONS = ("tempfail", "accept", "reject")
 MILTER_ENGINES = ("libmilter", "asyncio")
 MTAS = ("postfix", "sendmail")
+DIGEST_ACTIONS = ("tag", "hold", "reject")  # the actions that notify the Corporate Secretary
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,34 @@ class NotifyConfig:
     retry_max: float = 600.0
     hold_reminder_after: float = 4 * 3600.0  # seconds a message may wait in hold
     disclosure_reminder_before: float = 4 * 3600.0
+    # Actions whose notice to the Corporate Secretary waits for a digest (one email listing every such
+    # message, sent `digest_interval` seconds after the oldest of them) instead of going out at once.
+    # e.g. ["tag"]; empty: every notice immediately.
+    digest: tuple[str, ...] = ()
+    digest_interval: float = 900.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """`[metrics]`: where `regfd milter` serves /metrics for Prometheus; empty: not served.
+
+    Loopback only: the figures say how much mail goes to Specified Persons
+    and how much is held, which is not for the network at large.
+    """
+
+    listen: str = ""  # e.g. "127.0.0.1:9464"
+    # Seconds a scrape waits for the store facts (outbox, held) before it reports regfd_store_up 0.
+    store_timeout: float = 1.0
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen` (HOST:PORT), without the brackets around an IPv6 address."""
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`, which loading the config has checked."""
+        return int(self.listen.rsplit(":", 1)[1])
 
 
 @dataclass(frozen=True)
@@ -197,6 +226,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "<defaults>"
 
     @property
@@ -232,6 +262,7 @@ _SECTIONS: dict[str, type] = {
     "notify": NotifyConfig,
     "register": RegisterConfig,
     "web": WebConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -296,6 +327,23 @@ def _normalized(key: str, values: tuple[str, ...], kind: str) -> tuple[str, ...]
     return tuple(out)
 
 
+def _check_metrics_listen(listen: str) -> None:
+    """`metrics.listen` must be HOST:PORT on a loopback address (127.0.0.0/8, ::1 or localhost)."""
+    import ipaddress
+
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _fail("metrics.listen", f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {listen!r})")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise _fail("metrics.listen", f"must be a loopback address such as 127.0.0.1 or [::1] (got {host!r}); "
+                                      "scrape through a proxy to reach it from elsewhere")
+
+
 def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | None = None) -> Config:
     """Validate a parsed TOML document into a Config.
 
@@ -341,6 +389,11 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("milter.socket", f"must be inet:PORT@HOST or unix:PATH (got {sock!r})")
     if cfg.milter.journal_bcc:
         _normalized("milter.journal_bcc", (cfg.milter.journal_bcc,), "address")
+    if cfg.metrics.listen:
+        _check_metrics_listen(cfg.metrics.listen)
+    for action in cfg.notify.digest:
+        if action not in DIGEST_ACTIONS:
+            raise _fail("notify.digest", f"must list actions among {', '.join(DIGEST_ACTIONS)} (got {action!r})")
     if not cfg.authorized_roles:
         raise _fail("authorized_roles", "must name at least one role")
     _check_web(cfg.web)

@@ -59,3 +59,30 @@ class Transport(Protocol):
 
     def send(self, message: EmailMessage, sender: str, recipients: tuple[str, ...]) -> dict[str, Any]:
         """Deliver to the relay; the refused recipients map to the relay's reasons."""
+
+
+class Metrics(Protocol):
+    """What the engines and the store report as it happens (regfd/monitoring): cheap, thread-safe, never raises.
+
+    The core knows nothing of it; the milter engines and the store call it,
+    so both engines report the same figures. `NoMetrics` does nothing.
+    """
+
+    def message(self, action: str, stage: str, seconds: float) -> None:
+        """One message answered with `action` (accept|tag|hold|reject) at `stage` (mail|data|eom) after
+        `seconds` spent deciding (lookups, scan, record)."""
+
+    def failure(self, stage: str, reason: str, seconds: float) -> None:
+        """One message answered with the failure action at `stage`; `reason`: store|deadline|stopping|error."""
+
+    def scanned(self, seconds: float, size: int) -> None:
+        """One message's content scanned and judged in `seconds`; `size` bytes as the MTA sent it."""
+
+    def store_call(self, operation: str, seconds: float, ok: bool) -> None:
+        """One counted round trip to the store (`operation`: snapshot|record|followup|write), failed unless `ok`."""
+
+    def connection(self, opened: bool) -> None:
+        """An MTA connection opened (True) or closed (False)."""
+
+    def protocol_error(self) -> None:
+        """An MTA connection was dropped for breaking the milter protocol."""

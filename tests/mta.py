@@ -159,7 +159,7 @@ class MilterProcess:
 
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
-              timeout: float = 20.0, wrapper: Sequence[str] = (), python: str = PYTHON,
+              timeout: float = 60.0, wrapper: Sequence[str] = (), python: str = PYTHON,
               cwd: Path | str = REPO, engine: str = "") -> MilterProcess:
         """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec; `wrapper` runs it as another
         user (["runuser", "-u", USER, "--"]); `engine` overrides milter.engine (libmilter | asyncio)."""

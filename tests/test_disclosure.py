@@ -101,6 +101,7 @@ def _open_one(store: Any, regfd: Any) -> Any:
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
     wf = Workflow(store, config, FixedClock(T0))
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     return wf.disclosures.list()[0]
 
 

@@ -94,6 +94,7 @@ def test_hold_notification_content_at_the_sink(store: RedisStore, config: Config
     wf = Workflow(store, config, clock)
     v = make_verdict(config, findings=(MATERIAL,))
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     [entry] = wf.quarantine.list()
     report = Outbox(store, config, clock=clock).deliver_due()
     assert len(report.sent) == 2 and not report.failed
@@ -123,6 +124,7 @@ def test_tag_notification_names_the_deadline(store: RedisStore, config: Config, 
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
     wf = Workflow(store, config, clock)
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     Outbox(store, config, clock=clock).deliver_due()
     [msg] = sink.parsed()
     text = body_of(msg, "plain")
@@ -138,6 +140,7 @@ def test_relay_down_then_up_delivers_each_once(store: RedisStore, config: Config
     for i in range(3):
         v = make_verdict(config, findings=(MATERIAL,), queue_id=f"4ABCDEF12{i}")
         wf.on_decision(v, facts_for(v))
+        wf.follow_up()
     outbox = Outbox(store, config, clock=clock)
     report = outbox.deliver_due()  # nothing listens on `port`
     assert len(report.failed) == 6 and not report.sent
@@ -167,6 +170,7 @@ def test_concurrent_workers_send_each_notification_once(store: RedisStore, confi
     for i in range(20):
         v = make_verdict(config, officer=True, findings=(MATERIAL,), queue_id=f"4ABCDE{i:04d}")
         wf.on_decision(v, facts_for(v))
+        wf.follow_up()
     workers = [Outbox(store, config, SmtpTransport("127.0.0.1", sink.controller.port), clock) for _ in range(4)]
     reports: list[Any] = []
     threads = [threading.Thread(target=lambda w=w: reports.append(w.deliver_due())) for w in workers]
@@ -182,7 +186,9 @@ def test_concurrent_workers_send_each_notification_once(store: RedisStore, confi
 def test_expired_lease_is_delivered_again(store: RedisStore, config: Config, sink: Sink) -> None:
     clock = FixedClock(T0)
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
-    Workflow(store, config, clock).on_decision(v, facts_for(v))
+    wf = Workflow(store, config, clock)
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     outbox = Outbox(store, config, clock=clock)
     [claimed] = outbox.claim(clock.t)  # a worker took it and died
     assert outbox.deliver_due().sent == []  # leased: nobody else sends it
@@ -199,6 +205,7 @@ def test_a_dead_claimants_notifications_are_resent_within_a_minute(store: RedisS
     for i in range(12):
         v = make_verdict(config, officer=True, findings=(MATERIAL,), queue_id=f"4DEAD{i:05d}")
         wf.on_decision(v, facts_for(v))
+        wf.follow_up()
     dead = Outbox(store, config, clock=clock)
     held = {n.id for n in dead.claim(clock.t)}  # its process is SIGKILLed now
     assert 0 < len(held) <= 5, f"one worker claimed {len(held)} at once"
@@ -236,6 +243,7 @@ def test_a_slow_live_sender_keeps_its_lease_and_nothing_is_sent_twice(store: Red
     for i in range(2):
         v = make_verdict(config, officer=True, findings=(MATERIAL,), queue_id=f"4SLOW{i:05d}")
         wf.on_decision(v, facts_for(v))
+        wf.follow_up()
     slow, eager = SlowTransport(1.5), SlowTransport(0.0)
     reports: list[Any] = []
     worker = threading.Thread(target=lambda: reports.append(Outbox(store, config, slow).deliver_due()))
@@ -256,7 +264,9 @@ def test_a_slow_live_sender_keeps_its_lease_and_nothing_is_sent_twice(store: Red
 
 def test_outbox_cli(store: RedisStore, config: Config, regfd: Any, port: int) -> None:
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
-    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     r = regfd("outbox", "--json")
     [row] = json.loads(r.out)
     assert row["kind"] == "decision" and row["attempts"] == 0
@@ -276,7 +286,9 @@ def test_outbox_cli(store: RedisStore, config: Config, regfd: Any, port: int) ->
 
 def test_run_forever_worker_thread(store: RedisStore, config: Config, sink: Sink) -> None:
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
-    Workflow(store, config).on_decision(v, facts_for(v))
+    wf = Workflow(store, config)
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     stop = threading.Event()
     calls: list[Any] = []
     t = threading.Thread(target=Outbox(store, config).run_forever, args=(stop, 0.05, [calls.append]))

@@ -22,6 +22,7 @@ def _decide_three(store: RedisStore, regfd: Any) -> None:
     for v in (make_verdict(config, officer=True), make_verdict(config, findings=(MATERIAL,)),
               make_verdict(config, findings=(EMBARGO,))):
         wf.on_decision(v, facts_for(v))
+        wf.follow_up()
 
 
 def test_records_json_roundtrip(store: RedisStore, regfd: Any) -> None:
@@ -69,7 +70,9 @@ def test_records_since(store: RedisStore, regfd: Any) -> None:
     time.sleep(0.01)
     config = load_config(regfd.config)
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
-    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     assert len(json.loads(regfd("records", "--json", "--since", "2000-01-01").out)) == 4
     later = json.loads(regfd("records", "--json", "--since", cut.isoformat()).out)
     assert [x["action"] for x in later] == ["tag"]

@@ -1,4 +1,5 @@
-"""Workflow.on_decision: one transaction that records, notifies, quarantines and starts the disclosure clock."""
+"""Workflow.on_decision: one transaction that records, quarantines and leaves a follow-up;
+follow_up notifies and starts the disclosure clock."""
 
 from __future__ import annotations
 
@@ -27,19 +28,23 @@ def config(regfd: Any) -> Config:
 def test_unrecorded_verdict_writes_nothing(store: RedisStore, config: Config) -> None:
     v = make_verdict(config, to=("carol@example.org",))
     assert not v.recorded
-    Workflow(store, config).on_decision(v, facts_for(v))
+    wf = Workflow(store, config)
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     assert store.r.keys(store.k("*")) == []
 
 
 def test_accept_is_recorded_without_notification(store: RedisStore, config: Config) -> None:
     v = make_verdict(config, officer=True)
     assert v.action == "accept"
-    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     assert store.r.xlen(store.k("records")) == 1
     assert outbox_items(store) == []
 
 
-def test_tag_with_material_opens_disclosure_in_one_round_trip(store: RedisStore, config: Config) -> None:
+def test_tag_is_recorded_in_one_round_trip_and_followed_up_once(store: RedisStore, config: Config) -> None:
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
     assert v.action == "tag"
     wf = Workflow(store, config, FixedClock(T0))
@@ -62,6 +67,8 @@ def test_tag_with_material_opens_disclosure_in_one_round_trip(store: RedisStore,
     finally:
         store.r.pipeline = real  # type: ignore[method-assign]
     assert len(executes) == 1, "on_decision must be one MULTI/EXEC round trip"
+    assert wf.disclosures.list() == [] and outbox_items(store) == []  # the follow-up does those, off the hot path
+    assert wf.follow_up() == 1 and wf.follow_up() == 0  # once
     ds = wf.disclosures.list()
     assert len(ds) == 1 and ds[0].state == "open"
     assert ds[0].deadline == disclosure_deadline(T0) == T0 + timedelta(hours=24)
@@ -77,6 +84,7 @@ def test_hold_registers_quarantine_and_notifies_both(store: RedisStore, config: 
     assert v.action == "hold"
     wf = Workflow(store, config, FixedClock(T0))
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     [entry] = wf.quarantine.list()
     assert entry.state == "held" and entry.queue_id == "4ABCDEF123" and entry.mta_host == "mta1.test"
     assert wf.quarantine.raw(entry.id).startswith(b"From: alice@allient.com")
@@ -91,7 +99,9 @@ def test_hold_without_sender_notice(store: RedisStore, regfd: Any) -> None:
     regfd.write_config(extra="[notify]\nnotify_sender_on_hold = false\n")
     config = load_config(regfd.config)
     v = make_verdict(config, findings=(MATERIAL,))
-    Workflow(store, config, FixedClock(T0)).on_decision(v, facts_for(v))
+    wf = Workflow(store, config, FixedClock(T0))
+    wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     assert [n["kind"] for n in outbox_items(store)] == ["decision"]
 
 
@@ -100,6 +110,7 @@ def test_reject_records_and_notifies_without_quarantine(store: RedisStore, confi
     assert v.action == "reject"
     wf = Workflow(store, config, FixedClock(T0))
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     assert wf.quarantine.list() == []
     [n] = outbox_items(store)
     assert n["subject"].startswith("[RegFD] REJECT")
@@ -118,6 +129,7 @@ def test_disclosure_reminder_then_overdue_once_each(store: RedisStore, config: C
     wf = Workflow(store, config, clock)
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     store.r.delete(store.k("outbox:msg"), store.k("outbox:due"))
     rem = Reminders(store, config, clock)
     deadline = T0 + timedelta(hours=24)
@@ -135,6 +147,7 @@ def test_closed_disclosure_gets_no_reminder(store: RedisStore, config: Config) -
     wf = Workflow(store, config, clock)
     v = make_verdict(config, officer=True, findings=(MATERIAL,))
     wf.on_decision(v, facts_for(v))
+    wf.follow_up()
     [d] = wf.disclosures.list()
     clock.advance(hours=2)
     wf.disclosures.close(d.id, "corpsec@allient.com", "8-K filed")
@@ -169,6 +182,7 @@ def test_start_background_runs_outbox_and_agent(store: RedisStore, config: Confi
     wf = Workflow(store, config)
     # received now (not at T0): a message held since T0 would also, rightly, get a hold reminder
     wf.on_decision(v, facts_for(v, at=datetime.now(UTC), host="mta1.test"))
+    wf.follow_up()
     stop = threading.Event()
     threads = start_background(store, config, stop, mta_host="MTA1.test", mta=Mta(), transport=Transport(),
                                interval=0.05)

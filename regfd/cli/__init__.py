@@ -94,13 +94,14 @@ Handler = Callable[[Context, argparse.Namespace], int | None]
 def build_parser() -> argparse.ArgumentParser:
     """The parser for every command; each command module adds itself through its `register`."""
     from . import check, compliance, directory, evaluate, milter
+    from . import status as status_cmd
 
     parser = Parser(prog="regfd", description="Regulation FD gateway for outgoing email")
     parser.add_argument("--config", help="TOML configuration file (default: $REGFD_CONFIG, else "
                                          "/etc/regfd/regfd.toml, else built-in defaults)")
     parser.add_argument("--verbose", action="store_true", help="say on stderr which configuration and store are used")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (milter, check, evaluate, directory, compliance):
+    for module in (milter, check, evaluate, directory, compliance, status_cmd):
         module.register(sub)
     from . import web  # the compliance console and its users
 

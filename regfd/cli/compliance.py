@@ -221,9 +221,14 @@ def outbox_cmd(ctx: Context, a: argparse.Namespace) -> None:
 
 
 def outbox_flush(ctx: Context, a: argparse.Namespace) -> int:
-    """`regfd outbox flush`: send every pending notification, due or not; exit status 1 if any send failed."""
+    """`regfd outbox flush`: follow up every recorded decision, send the digest now, then every pending
+    notification, due or not; exit status 1 if any send failed."""
+    from regfd.compliance.executor import Workflow
     from regfd.compliance.outbox import Outbox
 
+    workflow = Workflow(ctx.store, ctx.config)
+    workflow.follow_up()
+    workflow.send_digest(force=True)
     report = Outbox(ctx.store, ctx.config).deliver_due(everything=True)
     print(f"outbox: sent {len(report.sent)}, failed {len(report.failed)}"
           + (f" (last error: {report.failed[-1][1]})" if report.failed else ""), file=ctx.out)
@@ -290,5 +295,5 @@ def register(sub: Any) -> None:
     p.add_argument("--sent", action="store_true", help="show recently sent notifications instead")
     p.set_defaults(func=outbox_cmd)
     ob = p.add_subparsers(dest="sub", required=False)
-    f = ob.add_parser("flush", help="send every waiting notification now")
+    f = ob.add_parser("flush", help="send every waiting notification now (the digest too)")
     f.set_defaults(func=outbox_flush)

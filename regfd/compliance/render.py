@@ -326,3 +326,45 @@ def render_show(entry: QuarantineEntry, raw: bytes, tz: Any, max_body: int = 200
     if attachments:
         lines += ["", "Attachments: " + ", ".join(attachments)]
     return "\n".join(lines) + "\n"
+
+
+_BODY_OPEN = '<body style="font-family:sans-serif">'
+
+
+@dataclass(frozen=True)
+class DigestCase:
+    """One message in a digest: its record, and the quarantine and disclosure ids it was given."""
+
+    record: Record
+    quarantine_id: str = ""
+    disclosure_id: str = ""
+    deadline: datetime | None = None
+
+
+def render_digest(cases: list[DigestCase], *, to: tuple[str, ...], tz: ZoneInfo, now: datetime) -> Notification:
+    """To the Corporate Secretary: every message of the period whose notice waits for a digest, in one email.
+
+    Each message reads as in its own notice (headline, deadline, findings, commands), oldest first.
+    """
+    counts: dict[str, int] = {}
+    for c in cases:
+        counts[c.record.action] = counts.get(c.record.action, 0) + 1
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()))
+    first, last = local_time(cases[0].record.at, tz), local_time(cases[-1].record.at, tz)
+    intro = f"DIGEST: {len(cases)} message(s) ({summary}) between {first} and {last}."
+    texts, bodies = [intro, ""], []
+    for n, c in enumerate(cases, 1):
+        commands = [g for g in (quarantine_commands(c.quarantine_id) if c.quarantine_id else None,
+                                disclosure_commands(c.disclosure_id) if c.disclosure_id else None) if g]
+        text, body = render_case(c.record, headline=f"{n}/{len(cases)}. " + _HEADLINES.get(
+            c.record.action, c.record.action.upper()), tz=tz, quarantine_id=c.quarantine_id, deadline=c.deadline,
+            disclosure_id=c.disclosure_id, commands=commands)
+        texts.append(text.rsplit("-- regfd", 1)[0].rstrip() + "\n\n" + "=" * 72 + "\n")
+        # the inner part of each case's HTML page, one after the other
+        bodies.append(body.partition(_BODY_OPEN)[2].rsplit("<p><small>", 1)[0])
+    texts.append("-- regfd, Regulation FD gateway (automatic message)\n")
+    page = (f"<!DOCTYPE html><html>{_BODY_OPEN}"
+            f"<p><strong>{html.escape(intro)}</strong></p><hr>" + "<hr>".join(bodies)
+            + "<p><small>regfd, Regulation FD gateway (automatic message)</small></p></body></html>\n")
+    subject = f"[RegFD] DIGEST: {len(cases)} message(s) ({summary}), {first} to {last}"
+    return Notification(new_id("n"), "digest", to, subject, "\n".join(texts), page, "", to_iso(now))

@@ -31,7 +31,7 @@ from typing import Any, cast
 import structlog
 
 from regfd.mta import protocol as p
-from regfd.mta.session import DecisionFailed, Job, Session, SessionApp
+from regfd.mta.session import DeadlinePassed, DecisionFailed, Job, Session, SessionApp
 
 log = structlog.get_logger("regfd.mta.asyncio")
 
@@ -102,6 +102,7 @@ class MilterConnection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.engine.connections.add(self)
+        self.engine.app.metrics.connection(True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The MTA went away: a message still open stops counting as in flight."""
@@ -110,6 +111,7 @@ class MilterConnection(asyncio.Protocol):
             self.job.cancelled = True
         self._cancel_timer()
         self.engine.connections.discard(self)
+        self.engine.app.metrics.connection(False)
         self.transport = None
 
     def pause_writing(self) -> None:
@@ -149,6 +151,7 @@ class MilterConnection(asyncio.Protocol):
                 out.extend(step)
         except Exception as exc:  # a broken peer (ProtocolError), or a bug: this connection only
             self.engine.protocol_errors += 1
+            self.engine.app.metrics.protocol_error()
             bug = not isinstance(exc, p.ProtocolError)
             log.warning("milter.protocol_error", error=f"{type(exc).__name__}: {exc}", buffered=self.parser.buffered,
                         exc_info=exc if bug else None)
@@ -167,7 +170,7 @@ class MilterConnection(asyncio.Protocol):
         self.job = job
         self.transport.pause_reading()
         if job.budget <= 0:
-            self._finish(job, DecisionFailed("no time left within milter.decision_timeout"))
+            self._finish(job, DeadlinePassed("no time left within milter.decision_timeout"))
             return
         future = self.engine.pool.submit(job.run)
         self.timer = self.loop.call_later(job.budget, self._timed_out, job)
@@ -183,7 +186,7 @@ class MilterConnection(asyncio.Protocol):
         if self.job is not job:
             return
         job.cancelled = True
-        self._finish(job, DecisionFailed(f"decision not finished within milter.decision_timeout "
+        self._finish(job, DeadlinePassed(f"decision not finished within milter.decision_timeout "
                                          f"({self.engine.app.decision_timeout:g}s)"))
 
     def _finish(self, job: Job, outcome: Any) -> None:

@@ -174,6 +174,7 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
 
     handle = services.open_store(timeout=min(5.0, config.milter.decision_timeout))
     supervisor = None
+    metrics_server = None
     stop_background = threading.Event()
     background: list[threading.Thread] = []
     try:
@@ -198,6 +199,8 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
         background = start_background(handle.store, config, stop_background)
         app = services.milter_app(handle.store, sink)
         app.quiet = kind == "unix"  # fewer round trips where Nagle cannot stall them
+        if config.metrics.listen:
+            metrics_server = start_metrics(config, engine, app, handle.store)
         start_fields = dict(socket=spec, config=config.source, mode=config.mode, engine=engine,
                             failure_action=config.milter.failure_action, quiet_protocol=app.quiet, pid=os.getpid(),
                             store="private" if not config.effective_redis_url else "url",
@@ -228,6 +231,8 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
         log.info("milter.stopped")
         return 0
     finally:
+        if metrics_server is not None:
+            metrics_server.stop()
         stop_background.set()
         for thread in background:
             thread.join(5)
@@ -240,6 +245,25 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
         if kind == "unix":
             with contextlib.suppress(OSError):
                 os.unlink(spec.partition(":")[2])
+
+
+def start_metrics(config: Config, engine: str, app: Any, store: Any) -> Any:
+    """/metrics on `[metrics] listen`, fed by both engines and the store; fails before the milter listens."""
+    from regfd.monitoring.health import lexicon_version, read_backlog
+    from regfd.monitoring.prometheus import MetricsServer, PrometheusMetrics
+
+    metrics = PrometheusMetrics().with_process_metrics()
+    metrics.describe(engine, config.mode, config.milter.failure_action,
+                     "private" if not config.effective_redis_url else "url", lexicon_version(config.lexicon_dir))
+    metrics.watch_backlog(lambda: read_backlog(store), config.metrics.store_timeout)
+    try:
+        server = MetricsServer(metrics, config.metrics.host, config.metrics.port)
+    except OSError as exc:
+        raise RegfdError(f"metrics listen {config.metrics.listen}: cannot listen ({exc.strerror or exc})") from None
+    app.metrics = metrics
+    store.metrics = metrics
+    log.info("metrics.start", listen=config.metrics.listen)
+    return server
 
 
 def serve_until_stopped(libmilter: Any, app: Any) -> BaseException | None:

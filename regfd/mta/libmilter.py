@@ -46,7 +46,9 @@ from regfd.core.message import MessageFacts
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
 from regfd.core.verdict import Classification, Verdict
 from regfd.errors import StoreUnavailable
-from regfd.ports import DecisionSink, DirectoryReader
+from regfd.monitoring.metrics import NO_METRICS, REASON_STOPPING
+from regfd.mta.session import DeadlinePassed, DecisionFailed, failure_reason
+from regfd.ports import DecisionSink, DirectoryReader, Metrics
 
 log = structlog.get_logger("regfd.mta.libmilter")
 
@@ -93,6 +95,8 @@ class MilterApp:
     _closing: bool = False
     _lock: threading.Condition = field(default_factory=threading.Condition)
     _executor: concurrent.futures.ThreadPoolExecutor | None = None
+    # Where both engines report (regfd/monitoring); nothing unless [metrics] listen is set.
+    metrics: Metrics = NO_METRICS
 
     @classmethod
     def from_config(cls, config: Any, store: DirectoryReader, sink: DecisionSink, decider: Decider) -> MilterApp:
@@ -140,13 +144,19 @@ class MilterApp:
         that overruns it.
         """
         if budget <= 0:
-            raise _Failed("no time left for the scan within milter.decision_timeout")
-        future = self.executor.submit(self.decider.at_end, c, raw, size)
+            raise _Late("no time left for the scan within milter.decision_timeout")
+        future = self.executor.submit(self._judge, c, raw, size)
         try:
             return future.result(timeout=budget)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise _Failed(f"scan not finished within milter.decision_timeout ({self.decision_timeout:g}s)") from None
+            raise _Late(f"scan not finished within milter.decision_timeout ({self.decision_timeout:g}s)") from None
+
+    def _judge(self, c: Classification, raw: bytes, size: int) -> Verdict:
+        t = time.perf_counter()
+        verdict = self.decider.at_end(c, raw, size)
+        self.metrics.scanned(time.perf_counter() - t, size)
+        return verdict
 
     def shutdown(self) -> None:
         """Drop queued scans without waiting; call it after drain, when no message needs one any more."""
@@ -192,8 +202,9 @@ def _addr(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
-class _Failed(Exception):
-    """Internal: no decision could be taken; carries the reason for the log."""
+# No decision could be taken (the session core's exceptions, so both engines give the same failure reasons).
+_Failed = DecisionFailed
+_Late = DeadlinePassed
 
 
 def _guarded(stage: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -224,6 +235,7 @@ class RegfdMilter(Milter.Base):
         self.client_addr = ""
         self._in_message = False
         self._reset()
+        app.metrics.connection(True)
 
     # ----- per-message state
     def _reset(self) -> None:
@@ -313,6 +325,7 @@ class RegfdMilter(Milter.Base):
         self._end()
         self._reset()
         if not self._begin():  # stopping: the MTA keeps the message and retries
+            self.app.metrics.failure("mail", REASON_STOPPING, 0.0)
             self.setreply("451", "4.7.1", _percent(self.app.failure.tempfail_text))
             return Milter.TEMPFAIL
         self.sender = _addr(mailfrom) or _addr(self._macro("{mail_addr}"))
@@ -348,7 +361,7 @@ class RegfdMilter(Milter.Base):
         c = self.app.decider.at_data(envelope, snap, self.app.clock())
         self.decision_s += time.monotonic() - t
         if self.decision_s > self.app.decision_timeout:
-            return self._fail("data", _Failed(f"directory lookup took {self.decision_s:.1f}s"))
+            return self._fail("data", _Late(f"directory lookup took {self.decision_s:.1f}s"))
         if not c.needs_content:
             self._log_decision(ACCEPT, c.reasons, c.specified, stage="data")
             self._end()
@@ -417,7 +430,7 @@ class RegfdMilter(Milter.Base):
         verdict = self.app.judge_bounded(c, raw, self.size, self.app.decision_timeout - self.decision_s)
         self.decision_s += time.monotonic() - t
         if self.decision_s > self.app.decision_timeout:
-            raise _Failed(f"decision took {self.decision_s:.1f}s (over milter.decision_timeout "
+            raise _Late(f"decision took {self.decision_s:.1f}s (over milter.decision_timeout "
                           f"{self.app.decision_timeout:g}s)")
         if verdict.recorded:
             facts = MessageFacts(received_at=c.at, queue_id=self.queue_id, message_id=self.message_id,
@@ -464,6 +477,7 @@ class RegfdMilter(Milter.Base):
     def close(self) -> int:
         """The connection ended: a message still open stops counting as in flight."""
         self._end()
+        self.app.metrics.connection(False)
         return Milter.CONTINUE
 
     # ----- helpers
@@ -478,6 +492,7 @@ class RegfdMilter(Milter.Base):
         bug = not isinstance(exc, (StoreUnavailable, _Failed))
         log.error("milter.failure", stage=stage, queue_id=self.queue_id, sender=self.sender,
                   action=f.action, error=f"{type(exc).__name__}: {exc}", exc_info=exc if bug else None)
+        self.app.metrics.failure(stage, failure_reason(exc), self.decision_s)
         self._end()
         try:
             if f.action == "accept":
@@ -492,6 +507,7 @@ class RegfdMilter(Milter.Base):
 
     def _log_decision(self, action: str, reasons: Iterable[str], specified: Iterable[Any], stage: str,
                       findings: Iterable[str] = (), rule: int | None = None) -> None:
+        self.app.metrics.message(action, stage, self.decision_s)
         log.info("milter.decision", queue_id=self.queue_id, sender=self.sender, rule=rule,
                  recipients=len(self.recipients), specified=[r.address for r in specified], action=action,
                  reasons=list(reasons), findings=list(findings), stage=stage, client=self.client_addr,

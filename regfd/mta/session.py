@@ -31,8 +31,9 @@ from regfd.core.message import MessageFacts
 from regfd.core.policy import ACCEPT, HOLD, REJECT, TAG
 from regfd.core.verdict import Classification, Verdict
 from regfd.errors import StoreUnavailable
+from regfd.monitoring.metrics import REASON_DEADLINE, REASON_ERROR, REASON_REFUSED, REASON_STOPPING, REASON_STORE
 from regfd.mta import protocol as p
-from regfd.ports import DecisionSink, DirectoryReader
+from regfd.ports import DecisionSink, DirectoryReader, Metrics
 
 log = structlog.get_logger("regfd.mta.session")
 
@@ -107,6 +108,9 @@ class SessionApp(Protocol):
     @property
     def max_message_bytes(self) -> int: ...
 
+    @property
+    def metrics(self) -> Metrics: ...
+
     def _enter(self) -> bool: ...
 
     def _leave(self) -> None: ...
@@ -114,6 +118,21 @@ class SessionApp(Protocol):
 
 class DecisionFailed(Exception):
     """No decision could be taken (deadline, missing classification); carries the reason for the log."""
+
+
+class DeadlinePassed(DecisionFailed):
+    """The decision did not finish within milter.decision_timeout."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The regfd_failures_total{reason} of a failure: store, deadline, refused (no decision possible) or error."""
+    if isinstance(exc, StoreUnavailable):
+        return REASON_STORE
+    if isinstance(exc, DeadlinePassed):
+        return REASON_DEADLINE
+    if isinstance(exc, DecisionFailed):
+        return REASON_REFUSED
+    return REASON_ERROR
 
 
 @dataclass(eq=False)
@@ -331,6 +350,7 @@ class Session:
         self._end()
         self._reset()
         if not self._begin():  # stopping: the MTA keeps the message and retries
+            self.app.metrics.failure("mail", REASON_STOPPING, 0.0)
             return [p.replycode("451", "4.7.1", _percent(self.app.failure.tempfail_text))]
         args = p.cstrings(data)
         mailfrom = args[0].decode("utf-8", "surrogateescape") if args else ""
@@ -357,7 +377,7 @@ class Session:
 
     def _after_data(self, c: Classification) -> list[bytes]:
         if self.decision_s > self.app.decision_timeout:
-            raise DecisionFailed(f"directory lookup took {self.decision_s:.1f}s")
+            raise DeadlinePassed(f"directory lookup took {self.decision_s:.1f}s")
         if not c.needs_content:
             self._log_decision(ACCEPT, c.reasons, c.specified, stage="data")
             self._end()
@@ -397,7 +417,7 @@ class Session:
             c = dataclasses.replace(c, envelope=dataclasses.replace(c.envelope, queue_id=self.queue_id))
         budget = self.app.decision_timeout - self.decision_s
         if budget <= 0:
-            raise DecisionFailed("no time left for the scan within milter.decision_timeout")
+            raise DeadlinePassed("no time left for the scan within milter.decision_timeout")
         raw = b"".join(self.chunks)
         self.chunks = [raw]
         facts = MessageFacts(received_at=c.at, queue_id=self.queue_id, message_id=self.message_id,
@@ -405,10 +425,14 @@ class Session:
         decider, sink, size = self.app.decider, self.app.sink, self.size
         job: Job
 
+        metrics = self.app.metrics
+
         def decide() -> Verdict:
+            t = time.perf_counter()
             verdict = decider.at_end(c, raw, size)
+            metrics.scanned(time.perf_counter() - t, size)
             if job.cancelled:
-                raise DecisionFailed("decided after the deadline: not recorded")
+                raise DeadlinePassed("decided after the deadline: not recorded")
             if verdict.recorded:  # BEFORE acting; raises → failure action: never unrecorded
                 sink.on_decision(verdict, dataclasses.replace(facts, raw=raw) if verdict.action == HOLD else facts)
             return verdict
@@ -418,7 +442,7 @@ class Session:
 
     def _after_eom(self, verdict: Verdict) -> list[bytes]:
         if self.decision_s > self.app.decision_timeout:
-            raise DecisionFailed(f"decision took {self.decision_s:.1f}s (over milter.decision_timeout "
+            raise DeadlinePassed(f"decision took {self.decision_s:.1f}s (over milter.decision_timeout "
                                  f"{self.app.decision_timeout:g}s)")
         out = self._act(verdict)
         self._log_decision(verdict.action, verdict.reasons, verdict.specified, stage="eom",
@@ -459,6 +483,7 @@ class Session:
         bug = not isinstance(exc, (StoreUnavailable, DecisionFailed))
         log.error("milter.failure", stage=stage, queue_id=self.queue_id, sender=self.sender,
                   action=f.action, error=f"{type(exc).__name__}: {exc}", exc_info=exc if bug else None)
+        self.app.metrics.failure(stage, failure_reason(exc), self.decision_s)
         self._end()
         if f.action == "accept":
             return [p.ACCEPT_PKT]
@@ -468,6 +493,7 @@ class Session:
 
     def _log_decision(self, action: str, reasons: Iterable[str], specified: Iterable[Any], stage: str,
                       findings: Iterable[str] = (), rule: int | None = None) -> None:
+        self.app.metrics.message(action, stage, self.decision_s)
         log.info("milter.decision", queue_id=self.queue_id, sender=self.sender, rule=rule,
                  recipients=len(self.recipients), specified=[r.address for r in specified], action=action,
                  reasons=list(reasons), findings=list(findings), stage=stage, client=self.client_addr,

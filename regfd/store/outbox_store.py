@@ -5,6 +5,7 @@
     outbox:lease  zset  id -> lease expiry (ms)   being sent by some worker
     outbox:holder hash  id -> the claim token of the worker holding the lease
     outbox:sent   stream (capped) what was delivered, for `regfd outbox --sent`
+    outbox:since  zset  id -> when it was queued (ms)   how long the oldest has waited (`backlog`)
 
 Workers claim due messages with one Lua script that moves them from `due`
 to `lease` atomically (expired leases first) and records the claim's token
@@ -76,13 +77,23 @@ class OutboxStore:
         self._r = store.r
         self._claim = store.r.register_script(_CLAIM)
         self._renew = store.r.register_script(_RENEW)
-        self.msg_key, self.due_key, self.lease_key, self.holder_key, self.sent_key = (
-            store.k(f"outbox:{name}") for name in ("msg", "due", "lease", "holder", "sent"))
+        self.msg_key, self.due_key, self.lease_key, self.holder_key, self.sent_key, self.since_key = (
+            store.k(f"outbox:{name}") for name in ("msg", "due", "lease", "holder", "sent", "since"))
 
     def add(self, tx: Tx, nid: str, notification: dict[str, Any], due: datetime) -> None:
         """Queue a notification on `tx`, due at `due`."""
         tx.pipe.hset(self.msg_key, nid, _encode(notification))
         tx.pipe.zadd(self.due_key, {nid: to_ms(due)})
+        tx.pipe.zadd(self.since_key, {nid: to_ms(due)}, nx=True)
+
+    def backlog(self) -> tuple[int, int | None]:
+        """How many notifications are undelivered, and since when (ms) the oldest of them waits; one round trip."""
+        with reaching(FAILURE):
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hlen(self.msg_key)
+            pipe.zrange(self.since_key, 0, 0, withscores=True)
+            depth, oldest = pipe.execute()
+        return int(depth), int(oldest[0][1]) if oldest else None
 
     def pending(self) -> list[dict[str, Any]]:
         """Every notification not yet delivered, as stored (in no particular order)."""
@@ -132,6 +143,7 @@ class OutboxStore:
             pipe.zrem(self.lease_key, nid)
             pipe.hdel(self.holder_key, nid)
             pipe.hdel(self.msg_key, nid)
+            pipe.zrem(self.since_key, nid)
             pipe.xadd(self.sent_key, dict(entry), maxlen=SENT_KEPT, approximate=True)  # type: ignore[arg-type]
             pipe.execute()
 

@@ -74,6 +74,15 @@ class QuarantineStore:
         tx.pipe.zadd(self.held_key, {qid: to_ms(held_since)})
         tx.pipe.zadd(self.remind_key, {qid: to_ms(held_since) + int(remind_after * 1000)})
 
+    def backlog(self) -> tuple[int, int | None]:
+        """How many messages are held undecided, and since when (ms) the oldest of them; one round trip."""
+        with reaching():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zcard(self.held_key)
+            pipe.zrange(self.held_key, 0, 0, withscores=True)
+            count, oldest = pipe.execute()
+        return int(count), int(oldest[0][1]) if oldest else None
+
     def resolve(self, ref: str) -> str | None:
         """`ref` when it is a quarantine id, else the id its MTA queue id ("QID" or "host/QID") maps to."""
         with reaching():
@@ -176,6 +185,15 @@ class QuarantineStore:
         """Whether an agent for `host` sent a heartbeat that has not lapsed."""
         with reaching():
             return bool(self._r.exists(self._k(f"agent:alive:{host}")))
+
+    def agents(self) -> dict[str, dict[str, Any]]:
+        """Every MTA host with a live agent heartbeat, with what the heartbeat says (worker, at)."""
+        pattern = self._k("agent:alive:*")
+        start = len(self._k("agent:alive:"))
+        with reaching():
+            keys = [text(k) for k in self._r.scan_iter(match=pattern, count=1000)]
+            beats = self._r.mget(keys) if keys else []
+        return {k[start:]: json.loads(b) for k, b in zip(keys, beats, strict=True) if b is not None}
 
     def agent_gone(self, host: str) -> None:
         """Drop `host`'s heartbeat at shutdown; best effort (it lapses anyway)."""

@@ -21,6 +21,7 @@ entry, so there is no change without its record.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ from regfd.core.directory import (
     RegistryEntry,
 )
 from regfd.errors import InvalidInput, StoreUnavailable
+from regfd.monitoring.metrics import NO_METRICS
 from regfd.store.client import REDIS_ERRORS, Tx, client_from_url, dumps, text, transact
 from regfd.store.disclosures_store import DisclosuresStore
+from regfd.store.followups_store import FollowupsStore
 from regfd.store.outbox_store import OutboxStore
 from regfd.store.private_redis import PrivateRedis
 from regfd.store.quarantine_store import QuarantineStore
@@ -52,6 +55,7 @@ from regfd.store.register_store import RegisterStore
 
 if TYPE_CHECKING:
     from regfd.config import Config
+    from regfd.ports import Metrics
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -84,10 +88,13 @@ class RedisStore:
         self.p = prefix
         self.round_trips = 0  # counted per network exchange, for the benchmark
         self.register = RegisterStore(self)
+        # Where the hot path's round trips (snapshot, batch) are reported: the milter sets its metrics here.
+        self.metrics: Metrics = NO_METRICS
         self.records = RecordsStore(self)
         self.quarantine = QuarantineStore(self)
         self.outbox = OutboxStore(self)
         self.disclosures = DisclosuresStore(self)
+        self.followups = FollowupsStore(self)
 
     # ----- keys
     def k(self, name: str) -> str:
@@ -95,18 +102,22 @@ class RedisStore:
         return self.p + name
 
     @contextmanager
-    def batch(self, failure: str) -> Iterator[Tx]:
+    def batch(self, failure: str, operation: str = "write") -> Iterator[Tx]:
         """One MULTI/EXEC for everything the block queues on the yielded Tx (nothing if the block raises).
 
         Raises StoreUnavailable(`failure: error`) when the EXEC fails: then none of it was written.
+        `operation` names the round trip in the metrics (regfd_store_round_trips_total).
         """
         pipe = self.r.pipeline(transaction=True)
         yield Tx(pipe)
+        t = time.perf_counter()
         try:
             self.round_trips += 1
             pipe.execute()
         except REDIS_ERRORS as exc:
+            self.metrics.store_call(operation, time.perf_counter() - t, False)
             raise StoreUnavailable(f"{failure}: {exc}") from exc
+        self.metrics.store_call(operation, time.perf_counter() - t, True)
 
     # ----- the hot path
     def snapshot(self, sender: str, recipients: Iterable[str]) -> DirectorySnapshot:
@@ -125,11 +136,14 @@ class RedisStore:
         if keys:
             pipe.hmget(self.k("registry"), keys)
             pipe.hmget(self.k("exempt"), keys)
+        t = time.perf_counter()
         try:
             self.round_trips += 1
             res = pipe.execute()
         except REDIS_ERRORS as exc:
+            self.metrics.store_call("snapshot", time.perf_counter() - t, False)
             raise StoreUnavailable(f"directory lookup failed: {exc}") from exc
+        self.metrics.store_call("snapshot", time.perf_counter() - t, True)
         officer_raw, delegate_raw, quiet_raw = res[0], res[1], res[2]
         registry: dict[str, RegistryEntry] = {}
         exemptions: dict[str, Exemption] = {}

@@ -1,0 +1,1 @@
+"""What regfd tells its operators: Prometheus metrics and the health facts of `regfd status`."""
