@@ -77,10 +77,11 @@ class Site:
         return self.clients[key]
 
     def hold(self, findings: tuple[Finding, ...] = (MATERIAL,), subject: str = "Q4 update") -> str:
-        """A message the workflow holds for HOST; its quarantine id."""
+        """A message the workflow holds for HOST, its notices queued as the milter's worker does; its quarantine id."""
         v = make_verdict(self.config, findings=findings, queue_id=uuid.uuid4().hex[:10].upper())
         wf = Workflow(self.store, self.config, self.clock)
         wf.on_decision(v, facts_for(v, host=HOST, subject=subject))
+        wf.follow_up()
         return next(e.id for e in wf.quarantine.list(include_decided=True) if e.queue_id == v.envelope.queue_id)
 
 
