@@ -63,6 +63,9 @@ class MilterConfig:
     # or "asyncio" (regfd/mta/asyncio_engine.py: the protocol spoken in Python,
     # one event loop, no thread per event).
     engine: str = "libmilter"
+    # Seconds from SIGTERM to exit, at most: messages in flight finish within
+    # it (new ones get 451 4.7.1 meanwhile), then regfd exits whatever is left.
+    drain_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
