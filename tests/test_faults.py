@@ -1,0 +1,135 @@
+"""Faults under load through a real Postfix: nothing accepted is lost, duplicated or left unrecorded.
+
+Each test sends REGFD_FAULT_MESSAGES (default 200) messages through a
+private Postfix whose milter is `regfd milter` on loopback TCP or on a unix
+socket, injects one fault while they flow (tests/faultload.py: Redis
+SIGKILL and SIGSTOP, the milter SIGKILLed or SIGTERMed, the relay refusing
+or hanging, Redis's disk full), retries what got a 4xx as a client would,
+and has the accountant check every 250 against the sink, the hold queue and
+the record stream. bench/bench_faults.py runs the same at 10 000 messages.
+
+One regfd (Redis + milter) per listener and engine serves every fault of
+this module in turn (the faults restart what they kill), so a run costs the
+load and the fault, not a start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.faultload import (
+    DRAIN_TIMEOUT,
+    FAULTS,
+    FaultMta,
+    FaultStack,
+    TinyFilesystem,
+    account,
+    drive,
+    make_messages,
+    timeline,
+)
+from tests.mta import wait_until
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+MESSAGES = int(os.environ.get("REGFD_FAULT_MESSAGES", "200"))
+TINY_DISK_MB = 64
+
+# Every fault on TCP and on a unix socket with the default engine; the asyncio engine on the
+# faults that touch the engine itself (kill, drain, a store slower than the decision timeout).
+CASES = ([(f, kind, "libmilter") for kind in ("inet", "unix") for f in FAULTS if f != "none"]
+         + [(f, "inet", "asyncio") for f in ("milter-kill", "milter-drain", "redis-freeze")])
+
+
+@pytest.fixture(scope="module")
+def fault_mta(postfix_bin: str) -> Iterator[FaultMta]:
+    """This module's own Postfix and relay (the relay faults must not touch other tests' sink)."""
+    mta = FaultMta.start()
+    yield mta
+    mta.stop()
+
+
+@pytest.fixture(scope="module")
+def stacks(fault_mta: FaultMta) -> Iterator[dict[tuple[str, str], FaultStack]]:
+    """One regfd per (listener, engine), started on first use; Redis's data on a tmpfs when one can be mounted."""
+    cache: dict[tuple[str, str], FaultStack] = {}
+    yield cache
+    for stack in cache.values():
+        stack.stop()
+
+
+def stack_for(stacks: dict[tuple[str, str], FaultStack], mta: FaultMta, kind: str, engine: str) -> FaultStack:
+    """The cached stack for `kind` and `engine`, started if needed."""
+    if (kind, engine) not in stacks:
+        tiny = TINY_DISK_MB if not TinyFilesystem.why_not() else 0
+        stacks[kind, engine] = FaultStack.start(mta, kind, engine, tiny_disk_mb=tiny)
+    return stacks[kind, engine]
+
+
+@pytest.mark.parametrize("fault,kind,engine", CASES, ids=[f"{f}-{k}-{e}" for f, k, e in CASES])
+def test_nothing_accepted_is_lost(fault_mta: FaultMta, stacks: dict[tuple[str, str], FaultStack],
+                                  fault: str, kind: str, engine: str) -> None:
+    f = FAULTS[fault]
+    if f.tiny_disk_mb:
+        why = TinyFilesystem.why_not()
+        if why:
+            pytest.skip(f"disk full needs a small filesystem to fill: {why}")
+    stack = stack_for(stacks, fault_mta, kind, engine)
+    if stack.milter is None or stack.milter.proc.poll() is not None:
+        stack.start_milter()
+    run = drive(stack, f, make_messages(MESSAGES))
+    tally = account(stack, run.messages)
+    what = f"{tally.row()} {tally.notes[:5]} timeline: {timeline(run)}"
+    assert tally.lost == 0 and tally.duplicated == 0, what
+    assert tally.record_problems == 0 and tally.misrouted == 0, what
+    assert tally.never_accepted == 0, what  # the retries after the fault all got through
+    assert tally.accepted == MESSAGES and tally.records == MESSAGES // 10, what
+    assert tally.held == MESSAGES // 20, what  # half of the Specified Person's messages carry material content
+    # The fault did happen and was felt: the relay's through its own counters, the others through 4xx replies.
+    if fault.startswith("relay-"):
+        assert "the relay refused" in timeline(run), what
+    else:
+        assert tally.tempfailed > 0, what
+    if fault == "milter-drain":
+        assert "milter exited 0" in timeline(run), what
+
+
+@pytest.mark.parametrize("engine", ["libmilter", "asyncio"])
+def test_drain_ends_within_its_bound_with_a_stuck_client(fault_mta: FaultMta, engine: str) -> None:
+    """One client stops between RCPT and DATA and never comes back: the stop still takes drain_timeout at most,
+    and a new message meanwhile gets 451 4.7.1 (the client keeps it and retries)."""
+    stack = FaultStack.start(fault_mta, "inet", engine)
+    try:
+        assert stack.milter is not None
+        milter = stack.milter
+        stuck = smtplib.SMTP("127.0.0.1", stack.port, timeout=60)
+        try:
+            stuck.ehlo("stuck.regfd.test")
+            assert stuck.mail("staff@allient.com")[0] == 250
+            assert stuck.rcpt(f"analyst@{'bank.com'}")[0] == 250  # the milter now has a message in flight
+            t0 = time.monotonic()
+            milter.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: "milter.stopping" in milter.log.read_text(), 10, what="the drain to start")
+            m = make_messages(1)[0]
+            from tests.faultload import send_one
+
+            send_one(stack.port, m)
+            code, text = m.replies[-1]
+            assert code == 451 and text.startswith("4.7.1"), m.replies  # new mail during the drain
+            rc = milter.proc.wait(DRAIN_TIMEOUT + 30)
+            elapsed = time.monotonic() - t0
+        finally:
+            stuck.close()
+        assert rc == 0, milter.log.read_text()[-2000:]
+        log: Any = milter.log.read_text()
+        assert "milter.stop_with_inflight" in log  # it did wait for the stuck message, then gave up on it
+        assert DRAIN_TIMEOUT - 1.5 <= elapsed <= DRAIN_TIMEOUT + 1.0, elapsed
+    finally:
+        stack.stop()
