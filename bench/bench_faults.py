@@ -1,0 +1,85 @@
+"""Faults under load at full size: per fault, sent / 250 / delivered / held / 451 / lost / duplicated / records.
+
+    .venv/bin/python bench/bench_faults.py [--messages 10000] [--concurrency 10]
+                                           [--faults redis-kill,milter-kill,...] [--kinds inet,unix]
+                                           [--engine libmilter|asyncio] [--json out.json]
+
+The same driver, faults and accountant as tests/test_faults.py
+(tests/faultload.py), with a fresh regfd (Redis + milter) per fault, through
+one private Postfix on loopback. Columns: `250` messages whose last reply was
+250; `delivered`/`held` of those, at the sink or in the hold queue; `451`
+messages that got at least one 4xx (or a dropped connection) before a retry
+got them through; `lost` 250 and neither delivered nor held; `duplicated`
+delivered or held more than once; `records` accepted messages to a Specified
+Person with exactly one record (`rec-bad`: none or several); `orphans`
+records of an attempt whose 250 never came (decided, then the reply was
+lost: the client retried); `tf-s` seconds from the first to the last 4xx of
+the first pass; `msg/s` the first pass's rate. Exit status 1 when any run
+lost, duplicated or failed to record anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.faultload import FAULTS, FaultMta, TinyFilesystem, dump, run_fault, timeline  # noqa: E402
+from tests.mta import ensure_postfix  # noqa: E402
+
+COLUMNS = ("sent", "250", "delivered", "held", "451", "lost", "duplicated", "records", "rec-bad", "orphans")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--concurrency", type=int, default=10)
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}")
+    ap.add_argument("--kinds", default="inet,unix", help="milter sockets: inet, unix or both")
+    ap.add_argument("--engine", default="libmilter", choices=("libmilter", "asyncio"))
+    ap.add_argument("--json", type=Path, help="also write every run (each message's replies) to this file")
+    args = ap.parse_args(argv)
+    if ensure_postfix() is None:
+        print("bench_faults: Postfix is not installed (make test installs it as root)", file=sys.stderr)
+        return 2
+    faults = [FAULTS[name] for name in args.faults.split(",") if name]
+    kinds = [k for k in args.kinds.split(",") if k]
+    print(f"# {args.messages} messages per fault, concurrency {args.concurrency}, engine {args.engine}; "
+          "10 % to a Specified Person (half of them held)")
+    header = f"{'fault':<14}{'socket':<7}" + "".join(f"{c:>11}" for c in COLUMNS) + f"{'tf-s':>8}{'msg/s':>8}"
+    print(header, flush=True)
+    mta = FaultMta.start()
+    bad = 0
+    runs = []
+    try:
+        for fault in faults:
+            if fault.tiny_disk_mb and TinyFilesystem.why_not():
+                print(f"{fault.name:<14}skipped: {TinyFilesystem.why_not()}", flush=True)
+                continue
+            for kind in kinds:
+                t = time.monotonic()
+                run, tally = run_fault(mta, fault, kind, args.engine, args.messages, args.concurrency)
+                row = tally.row()
+                print(f"{fault.name:<14}{kind:<7}" + "".join(f"{row[c]:>11}" for c in COLUMNS)
+                      + f"{run.tempfail_s:>8.1f}{args.messages / run.send_s:>8.0f}", flush=True)
+                print(f"#   {fault.what}; {timeline(run)}; total {time.monotonic() - t:.0f}s", flush=True)
+                for note in tally.notes[:10]:
+                    print(f"#   {note}", flush=True)
+                bad += not tally.ok
+                runs.append((run, tally))
+    finally:
+        mta.stop()
+    if args.json:
+        for i, (run, tally) in enumerate(runs):
+            dump(run, tally, args.json.with_suffix(f".{i}.json"))
+        args.json.write_text(json.dumps([{"fault": r.fault, "socket": r.kind, **t.row()} for r, t in runs]))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
