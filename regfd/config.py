@@ -154,6 +154,12 @@ class Config:
     mta_host: str = ""
     # Which MTA holds the quarantined messages: "postfix" (hold queue) or "sendmail" (quarantine).
     mta: str = "postfix"
+    # A decision's record is answered to the MTA only once this many replicas
+    # have it (Redis WAIT, up to redis_wait_timeout seconds; else 451 and the
+    # client retries), so a failover cannot take back a recorded decision.
+    # 0: no wait (a single Redis, or the window deploy/README.md describes).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 0.5
     milter: MilterConfig = field(default_factory=MilterConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)

@@ -80,7 +80,7 @@ class Workflow:
             disclosure = open_disclosure(Record(), facts.received_at, "delivered", opened_at=now)
         record = make_record(verdict, facts, quarantine_id=quarantine_id,
                              disclosure_id=disclosure.id if disclosure else "")
-        with self.store.batch("decision not recorded") as tx:
+        with self.store.batch("decision not recorded", durable=True) as tx:
             self.records.add_ops(tx, record, now)
             if action == HOLD:
                 entry = QuarantineEntry(quarantine_id, QuarantineState.HELD, facts.received_at, facts.mta_host,
