@@ -53,6 +53,7 @@ from tests.mta import POSTFIX_HOSTNAME, MilterProcess, PostfixInstance, make_mta
 MATERIAL = "Between us, we will miss the quarter and the guidance will be lowered next week."
 ORDINARY = "Shall we have lunch on Friday? The usual place at noon works for me."
 SPECIFIED_DOMAIN = "bank.com"
+LOAD_MID_DOMAIN = "load.regfd.test"  # the Message-IDs of the load (notifications have others)
 DECISION_TIMEOUT = 2.0  # the milter's decision_timeout in these runs: a frozen Redis is noticed quickly
 DRAIN_TIMEOUT = 5.0  # the milter's drain_timeout in these runs
 
@@ -93,7 +94,7 @@ class FaultSink:
 
         self.mode = "ok"
         self.delivered: Counter[str] = Counter()
-        self.others = 0  # notifications and anything else without one of our Message-IDs
+        self.others: list[bytes] = []  # notifications: anything not one of the load's messages
         self.refused = 0
         self.hung = 0
         self.lock = threading.Lock()
@@ -112,10 +113,10 @@ class FaultSink:
                 data = envelope.original_content or envelope.content
                 m = FaultSink.MID.search(data[:8192])
                 with sink.lock:
-                    if m:
+                    if m and m.group(1).endswith(LOAD_MID_DOMAIN.encode() + b">"):
                         sink.delivered[m.group(1).decode()] += 1
                     else:
-                        sink.others += 1
+                        sink.others.append(data)
                 return "250 OK"
 
         self.port = free_port()
@@ -183,6 +184,8 @@ class PersistentRedis:
     socket: Path
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    port: int = 0  # also on 127.0.0.1:port (Sentinel monitors TCP addresses only)
+    extra: tuple[str, ...] = ()  # more redis-server arguments (--replicaof ...)
 
     @property
     def url(self) -> str:
@@ -198,9 +201,10 @@ class PersistentRedis:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-             "--daemonize", "no", "--logfile", str(self.socket.parent / "redis.log")],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket", str(self.socket),
+             "--unixsocketperm", "700", "--dir", str(self.data_dir), "--appendonly", "yes",
+             "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+             "--logfile", str(self.socket.with_suffix(".log")), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def answers() -> bool:
@@ -280,6 +284,111 @@ class TinyFilesystem:
         subprocess.run(["umount", "-l", str(self.path)], check=False)
 
 
+SENTINEL_SERVICE = "regfd"
+
+
+class SentinelCluster:
+    """A Redis primary, one replica and three redis-sentinel processes on loopback (quorum 2).
+
+    `redis-server --sentinel` is the same binary as the Debian redis-sentinel
+    package's. Sentinel marks the primary down after 1 s without a reply and
+    fails over to the replica; the killed primary, restarted, comes back as
+    a replica of the new one (Sentinel reconfigures it).
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        p0, p1 = free_port(), free_port()
+        self.servers = [PersistentRedis(base / "r0.sock", base / "r0", port=p0),
+                        PersistentRedis(base / "r1.sock", base / "r1", port=p1,
+                                        extra=("--replicaof", "127.0.0.1", str(p0)))]
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.killed: PersistentRedis | None = None
+
+    @property
+    def url(self) -> str:
+        """regfd's Sentinel URL (regfd/store/client.py)."""
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
+
+    def start(self) -> None:
+        """Primary, replica, then the sentinels; waits until they see the replica (in sync) and each other."""
+        for server in self.servers:
+            server.start()
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        for port in self.sentinel_ports:
+            conf = self.base / f"sentinel-{port}.conf"
+            s = SENTINEL_SERVICE
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndaemonize no\ndir {self.base}\n"
+                            f"logfile {self.base}/sentinel-{port}.log\n"
+                            f"sentinel monitor {s} 127.0.0.1 {self.servers[0].port} 2\n"
+                            f"sentinel down-after-milliseconds {s} 1000\nsentinel failover-timeout {s} 10000\n"
+                            f"sentinel parallel-syncs {s} 1\n")
+            self.sentinels.append(subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+        wait_until(self.ready, 60, 0.2, what="the sentinels to see the replica and each other")
+
+    def sentinel(self, port: int) -> redis.Redis:
+        """A client of one sentinel; the caller closes it."""
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
+
+    def ready(self) -> bool:
+        """Every sentinel knows the replica and the two other sentinels, and the replica is in sync."""
+        try:
+            for port in self.sentinel_ports:
+                with self.sentinel(port) as c:
+                    m = c.sentinel_master(SENTINEL_SERVICE)
+                    if int(m["num-slaves"]) < 1 or int(m["num-other-sentinels"]) < 2:
+                        return False
+            with self.servers[1].client() as c:
+                return bool(c.info("replication").get("master_link_status") == "up")
+        except (redis.RedisError, OSError, KeyError):
+            return False
+
+    def primary_port(self) -> int:
+        """The primary's port as the first answering sentinel says, 0 if none answers."""
+        for port in self.sentinel_ports:
+            try:
+                with self.sentinel(port) as c:
+                    addr = c.sentinel_get_master_addr_by_name(SENTINEL_SERVICE)
+                    if addr:
+                        return int(addr[1])
+            except (redis.RedisError, OSError):
+                continue
+        return 0
+
+    def kill_primary(self) -> PersistentRedis:
+        """SIGKILL the current primary (restarted later by `restart_killed`)."""
+        port = self.primary_port()
+        self.killed = next(s for s in self.servers if s.port == port)
+        self.killed.signal(signal.SIGKILL)
+        return self.killed
+
+    def wait_failover(self, timeout: float = 60.0) -> int:
+        """Wait until the sentinels name another primary; returns its port."""
+        assert self.killed is not None
+        old = self.killed.port
+        port: int = wait_until(lambda: (p := self.primary_port()) != old and p, timeout, 0.05,
+                               what="the sentinels to promote the replica")
+        return port
+
+    def restart_killed(self) -> None:
+        """The killed primary comes back on its AOF; Sentinel turns it into a replica of the new primary."""
+        assert self.killed is not None
+        self.killed.start()
+
+    def stop(self) -> None:
+        """Sentinels, then the servers."""
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        for server in self.servers:
+            server.stop()
+
+
 # ----------------------------------------------------------------------------- one run's regfd
 @dataclass
 class FaultStack:
@@ -289,7 +398,7 @@ class FaultStack:
     kind: str  # unix | inet: the listener, hence the milter socket
     engine: str
     base: Path
-    redis: PersistentRedis
+    redis: PersistentRedis | SentinelCluster
     runner: Regfd
     tinyfs: TinyFilesystem | None = None
     milter: MilterProcess | None = None
@@ -297,17 +406,21 @@ class FaultStack:
     events: list[tuple[float, str]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, mta: FaultMta, kind: str, engine: str = "libmilter", tiny_disk_mb: int = 0) -> FaultStack:
-        """A fresh Redis (data on a `tiny_disk_mb` tmpfs when given), the directory, and the milter listening."""
+    def start(cls, mta: FaultMta, kind: str, engine: str = "libmilter", tiny_disk_mb: int = 0,
+              sentinel: bool = False, wait_replicas: int = 0) -> FaultStack:
+        """A fresh Redis (data on a `tiny_disk_mb` tmpfs when given; or a Sentinel cluster), the directory,
+        and the milter listening; `wait_replicas` is its redis_wait_replicas."""
         base = make_mta_dir("regfd-fault-run-")
         tinyfs = TinyFilesystem(base / "redis-data", tiny_disk_mb) if tiny_disk_mb else None
         if tinyfs is not None:
             tinyfs.mount()
-        server = PersistentRedis(base / "redis.sock", base / "redis-data")
+        server: PersistentRedis | SentinelCluster
+        server = SentinelCluster(base / "sentinel") if sentinel else PersistentRedis(base / "redis.sock",
+                                                                                      base / "redis-data")
         server.start()
         (base / "regfd").mkdir()
         runner = Regfd(base / "regfd", server.url, f"f{uuid.uuid4().hex[:8]}:", smtp_port=mta.sink.port,
-                       top=f'mta_host = "{POSTFIX_HOSTNAME}"',
+                       top=f'mta_host = "{POSTFIX_HOSTNAME}"\nredis_wait_replicas = {wait_replicas}',
                        extra=(f"[milter]\ndecision_timeout = {DECISION_TIMEOUT}\ndrain_timeout = {DRAIN_TIMEOUT}\n"
                               f'[postfix]\nconfig_directory = "{mta.postfix.config_dir}"\n'))
         r = runner("registry", "add", SPECIFIED_DOMAIN, "--category", "analyst")
@@ -372,20 +485,43 @@ def _none(stack: FaultStack) -> None:
     return None
 
 
+def _server(stack: FaultStack) -> PersistentRedis:
+    assert isinstance(stack.redis, PersistentRedis), "a single-server fault"
+    return stack.redis
+
+
+def _cluster(stack: FaultStack) -> SentinelCluster:
+    assert isinstance(stack.redis, SentinelCluster), "a Sentinel fault"
+    return stack.redis
+
+
 def _redis_kill(stack: FaultStack) -> None:
-    stack.redis.signal(signal.SIGKILL)
+    _server(stack).signal(signal.SIGKILL)
 
 
 def _redis_restart(stack: FaultStack) -> None:
-    stack.redis.start()
+    _server(stack).start()
 
 
 def _redis_freeze(stack: FaultStack) -> None:
-    stack.redis.signal(signal.SIGSTOP)
+    _server(stack).signal(signal.SIGSTOP)
 
 
 def _redis_thaw(stack: FaultStack) -> None:
-    stack.redis.signal(signal.SIGCONT)
+    _server(stack).signal(signal.SIGCONT)
+
+
+def _primary_kill(stack: FaultStack) -> None:
+    killed = _cluster(stack).kill_primary()
+    stack.note(f"primary on port {killed.port} killed")
+
+
+def _failover(stack: FaultStack) -> None:
+    """Wait for the new primary (noted on the timeline), then bring the old one back as a replica."""
+    cluster = _cluster(stack)
+    port = cluster.wait_failover()
+    stack.note(f"sentinels name the primary on port {port}")
+    cluster.restart_killed()
 
 
 def _milter_kill(stack: FaultStack) -> None:
@@ -439,6 +575,10 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           _disk_fill, _disk_free, 3.0, tiny_disk_mb=64),
 )}
 
+# Run on a FaultStack started with sentinel=True only.
+FAILOVER = Fault("primary-kill", "Sentinel: the primary SIGKILLed; the replica promoted; the old primary "
+                 "restarted as a replica", _primary_kill, _failover, 0.0)
+
 
 # ----------------------------------------------------------------------------- the load
 @dataclass
@@ -451,6 +591,7 @@ class Message:
     rcpt: str
     message_id: str
     replies: list[tuple[int, str]] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)  # when each reply came (time.monotonic)
 
     @property
     def accepted(self) -> bool:
@@ -485,7 +626,7 @@ def make_messages(n: int) -> list[Message]:
             rcpt = f"analyst{i}.{run}@{SPECIFIED_DOMAIN}"
         else:
             kind, rcpt = "ordinary", f"friend{i}.{run}@example.org"
-        out.append(Message(i, kind, f"staff{i % 50}.{run}@allient.com", rcpt, f"<{run}.{i}@allient.com>"))
+        out.append(Message(i, kind, f"staff{i % 50}.{run}@allient.com", rcpt, f"<{run}.{i}@{LOAD_MID_DOMAIN}>"))
     return out
 
 
@@ -506,6 +647,7 @@ def send_one(port: int, m: Message, timeout: float = 60.0) -> None:
         m.replies.append((code, text.decode(errors="replace") if isinstance(text, bytes) else str(text)))
     except (OSError, smtplib.SMTPException) as exc:
         m.replies.append((0, f"{type(exc).__name__}: {exc}"))
+    m.at.append(time.monotonic())
 
 
 @dataclass
@@ -519,23 +661,27 @@ class Run:
     events: list[tuple[float, str]]
     send_s: float = 0.0
     settle_s: float = 0.0
-    tempfail_s: float = 0.0  # from the first to the last 4xx/error reply during the first pass
+
+    @property
+    def tempfail_s(self) -> float:
+        """Seconds from the first to the last 4xx (or dropped connection), retries included: how long mail
+        was tempfailed."""
+        times = [t for m in self.messages for (code, _), t in zip(m.replies, m.at, strict=True) if code != 250]
+        return max(times) - min(times) if times else 0.0
 
 
 def drive(stack: FaultStack, fault: Fault, messages: list[Message], concurrency: int = 10,
-          at: float = 0.3, retries: int = 5) -> Run:
+          at: float = 0.3, retry_for: float = 90.0) -> Run:
     """Send `messages` with `concurrency` clients; inject `fault` once `at` of them have been sent.
 
     The fault runs on its own thread (inject, hold, recover) while the load
     continues. Then messages refused with 4xx (or a dropped connection) are
-    sent again, as a client does, up to `retries` passes a second apart.
+    sent again, as a client does, a pass a second for up to `retry_for` seconds.
     """
     stack.events.clear()
     done = 0
     lock = threading.Lock()
     triggered = threading.Event()
-    first_fail: list[float] = []
-    last_fail: list[float] = []
 
     def fault_thread() -> None:
         triggered.wait()
@@ -549,14 +695,8 @@ def drive(stack: FaultStack, fault: Fault, messages: list[Message], concurrency:
     def one(m: Message) -> None:
         nonlocal done
         send_one(stack.port, m)
-        code = m.replies[-1][0]
         with lock:
             done += 1
-            if code != 250:
-                now = time.monotonic()
-                if not first_fail:
-                    first_fail.append(now)
-                last_fail[:] = [now]
             if done >= at * len(messages):
                 triggered.set()
 
@@ -570,7 +710,8 @@ def drive(stack: FaultStack, fault: Fault, messages: list[Message], concurrency:
     triggered.set()
     ft.join(120)
     send_s = time.monotonic() - t0
-    for _ in range(retries):
+    give_up = time.monotonic() + retry_for
+    while time.monotonic() < give_up:
         again = [m for m in messages if m.replies[-1][0] != 250 and not 500 <= m.replies[-1][0] < 600]
         if not again:
             break
@@ -579,8 +720,7 @@ def drive(stack: FaultStack, fault: Fault, messages: list[Message], concurrency:
             list(pool.map(lambda m: send_one(stack.port, m), again))
     if sink.refused > refused or sink.hung > hung:
         stack.note(f"the relay refused {sink.refused - refused} deliveries and hung on {sink.hung - hung}")
-    run = Run(fault.name, stack.kind, stack.engine, messages, list(stack.events), send_s=send_s,
-              tempfail_s=(last_fail[0] - first_fail[0]) if first_fail else 0.0)
+    run = Run(fault.name, stack.kind, stack.engine, messages, list(stack.events), send_s=send_s)
     t1 = time.monotonic()
     settle(stack, messages)
     run.settle_s = time.monotonic() - t1
@@ -683,9 +823,11 @@ def account(stack: FaultStack, messages: list[Message]) -> Tally:
 
 
 @contextlib.contextmanager
-def fault_stack(mta: FaultMta, kind: str, engine: str, fault: Fault) -> Iterator[FaultStack]:
+def fault_stack(mta: FaultMta, kind: str, engine: str, fault: Fault, wait_replicas: int = 0
+                ) -> Iterator[FaultStack]:
     """A FaultStack for one run, always stopped (and its tiny filesystem unmounted) afterwards."""
-    stack = FaultStack.start(mta, kind, engine, tiny_disk_mb=fault.tiny_disk_mb)
+    stack = FaultStack.start(mta, kind, engine, tiny_disk_mb=fault.tiny_disk_mb, sentinel=fault is FAILOVER,
+                             wait_replicas=wait_replicas)
     try:
         yield stack
     finally:
@@ -693,10 +835,10 @@ def fault_stack(mta: FaultMta, kind: str, engine: str, fault: Fault) -> Iterator
         stack.stop()
 
 
-def run_fault(mta: FaultMta, fault: Fault, kind: str, engine: str, n: int, concurrency: int = 10
-              ) -> tuple[Run, Tally]:
+def run_fault(mta: FaultMta, fault: Fault, kind: str, engine: str, n: int, concurrency: int = 10,
+              wait_replicas: int = 0) -> tuple[Run, Tally]:
     """One fault at `n` messages: start a stack, drive the load with the fault, settle, account."""
-    with fault_stack(mta, kind, engine, fault) as stack:
+    with fault_stack(mta, kind, engine, fault, wait_replicas) as stack:
         run = drive(stack, fault, make_messages(n), concurrency)
         tally = account(stack, run.messages)
         return run, tally

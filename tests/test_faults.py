@@ -26,13 +26,17 @@ import pytest
 
 from tests.faultload import (
     DRAIN_TIMEOUT,
+    FAILOVER,
     FAULTS,
     FaultMta,
     FaultStack,
+    SentinelCluster,
     TinyFilesystem,
     account,
     drive,
+    fault_stack,
     make_messages,
+    send_one,
     timeline,
 )
 from tests.mta import wait_until
@@ -118,8 +122,6 @@ def test_drain_ends_within_its_bound_with_a_stuck_client(fault_mta: FaultMta, en
             milter.proc.send_signal(signal.SIGTERM)
             wait_until(lambda: "milter.stopping" in milter.log.read_text(), 10, what="the drain to start")
             m = make_messages(1)[0]
-            from tests.faultload import send_one
-
             send_one(stack.port, m)
             code, text = m.replies[-1]
             assert code == 451 and text.startswith("4.7.1"), m.replies  # new mail during the drain
@@ -133,3 +135,36 @@ def test_drain_ends_within_its_bound_with_a_stuck_client(fault_mta: FaultMta, en
         assert DRAIN_TIMEOUT - 1.5 <= elapsed <= DRAIN_TIMEOUT + 1.0, elapsed
     finally:
         stack.stop()
+
+
+def test_sentinel_failover_under_load_loses_nothing(fault_mta: FaultMta) -> None:
+    """A primary, a replica and three sentinels; the primary is SIGKILLed under load. The milter (with the
+    agent and the outbox in it) and the CLI follow the new primary; with redis_wait_replicas = 1 no
+    accepted message loses its record; mail is tempfailed only while there is no primary or no replica."""
+    with fault_stack(fault_mta, "inet", "libmilter", FAILOVER, wait_replicas=1) as stack:
+        cluster = stack.redis
+        assert isinstance(cluster, SentinelCluster)
+        first = cluster.primary_port()
+        run = drive(stack, FAILOVER, make_messages(MESSAGES))
+        tally = account(stack, run.messages)
+        what = f"{tally.row()} {tally.notes[:5]} timeline: {timeline(run)}"
+        assert cluster.primary_port() not in (0, first), what  # it did fail over
+        assert tally.lost == 0 and tally.duplicated == 0 and tally.misrouted == 0, what
+        assert tally.record_problems == 0 and tally.never_accepted == 0, what
+        assert tally.records == MESSAGES // 10 and tally.tempfailed > 0, what
+        # The CLI follows: it writes and reads on the new primary.
+        r = stack.runner("registry", "add", "fund.example", "--category", "institutional-investor")
+        assert r.rc == 0, r.err
+        assert "fund.example" in stack.runner("registry", "list").out
+        r = stack.runner("records", "--json")
+        assert r.rc == 0 and r.out.count('"queue_id"') >= MESSAGES // 10, r.err
+        # The agent follows: a release requested after the failover is carried out (postsuper -H),
+        # and the message then reaches the relay exactly once.
+        last_held = [m for m in run.messages if m.kind == "specified-held"][-1]
+        r = stack.runner("quarantine", "release", last_held.queue_id, "--by", "corpsec@allient.com",
+                         "--reason", "failover test")
+        assert r.rc == 0, r.err
+        wait_until(lambda: fault_mta.sink.delivered[last_held.message_id] == 1, 30, what="the released message")
+        # The outbox follows: the hold notice of a message decided after the failover reached the relay.
+        wait_until(lambda: any(last_held.queue_id.encode() in m for m in list(fault_mta.sink.others)), 30,
+                   what="the Corporate Secretary's hold notice")
