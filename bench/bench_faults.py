@@ -4,6 +4,7 @@
                                            [--faults redis-kill,milter-kill,...] [--kinds inet,unix]
                                            [--engine libmilter|asyncio] [--json out.json]
     .venv/bin/python bench/bench_faults.py --sentinel [--wait-replicas 0,1] [--messages 10000]
+    .venv/bin/python bench/bench_faults.py --drain 30 [--engine ...]
 
 The same driver, faults and accountant as tests/test_faults.py
 (tests/faultload.py), with a fresh regfd (Redis + milter) per fault, through
@@ -21,7 +22,9 @@ rate. Exit status 1 when any run lost, duplicated or failed to record anything.
 --sentinel runs the failover instead (a primary, a replica and three
 sentinels; the primary SIGKILLed at 30 % of the load), once per
 `--wait-replicas` value (regfd's redis_wait_replicas), and measures what
-WAIT costs one decision's transaction on loopback.
+WAIT costs one decision's transaction on loopback. --drain S measures the
+stop with `drain_timeout = S` and one client stuck mid-message: seconds from
+SIGTERM to exit, and what a new message got meanwhile.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from tests.faultload import (  # noqa: E402
     FAILOVER,
     FAULTS,
     FaultMta,
+    FaultStack,
     SentinelCluster,
     TinyFilesystem,
     dump,
     run_fault,
+    stuck_drain,
     timeline,
 )
 from tests.mta import ensure_postfix, make_mta_dir  # noqa: E402
@@ -61,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write every run (each message's replies) to this file")
     ap.add_argument("--sentinel", action="store_true", help="the Sentinel failover instead of the faults")
     ap.add_argument("--wait-replicas", default="0,1", help="with --sentinel: redis_wait_replicas values to run")
+    ap.add_argument("--drain", type=float, default=0.0, help="measure the stop with this drain_timeout instead")
     args = ap.parse_args(argv)
     if ensure_postfix() is None:
         print("bench_faults: Postfix is not installed (make test installs it as root)", file=sys.stderr)
         return 2
+    if args.drain:
+        return drain_bound(args.drain, args.engine, [k for k in args.kinds.split(",") if k])
     faults = [FAULTS[name] for name in args.faults.split(",") if name]
     kinds = [k for k in args.kinds.split(",") if k]
     waits = [0]
@@ -103,6 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         for i, (run, tally) in enumerate(runs):
             dump(run, tally, args.json.with_suffix(f".{i}.json"))
         args.json.write_text(json.dumps([{"fault": r.fault, "socket": r.kind, **t.row()} for r, t in runs]))
+    return 1 if bad else 0
+
+
+def drain_bound(seconds: float, engine: str, kinds: list[str]) -> int:
+    """SIGTERM with one client stuck between RCPT and DATA: the stop must end within `seconds`."""
+    mta = FaultMta.start()
+    bad = 0
+    try:
+        for kind in kinds:
+            stack = FaultStack.start(mta, kind, engine, drain_timeout=seconds)
+            try:
+                d = stuck_drain(stack)
+            finally:
+                stack.stop()
+            bad += d.elapsed > seconds + 1.0 or d.exit_status != 0
+            print(f"drain  {engine:<10}{kind:<6} drain_timeout {seconds:g}s: exited {d.exit_status} after "
+                  f"{d.elapsed:.2f}s with one client stuck mid-message; new mail meanwhile got {d.new_mail[0]} "
+                  f"{d.new_mail[1][:60]}", flush=True)
+    finally:
+        mta.stop()
     return 1 if bad else 0
 
 

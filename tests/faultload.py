@@ -407,7 +407,7 @@ class FaultStack:
 
     @classmethod
     def start(cls, mta: FaultMta, kind: str, engine: str = "libmilter", tiny_disk_mb: int = 0,
-              sentinel: bool = False, wait_replicas: int = 0) -> FaultStack:
+              sentinel: bool = False, wait_replicas: int = 0, drain_timeout: float = DRAIN_TIMEOUT) -> FaultStack:
         """A fresh Redis (data on a `tiny_disk_mb` tmpfs when given; or a Sentinel cluster), the directory,
         and the milter listening; `wait_replicas` is its redis_wait_replicas."""
         base = make_mta_dir("regfd-fault-run-")
@@ -421,7 +421,7 @@ class FaultStack:
         (base / "regfd").mkdir()
         runner = Regfd(base / "regfd", server.url, f"f{uuid.uuid4().hex[:8]}:", smtp_port=mta.sink.port,
                        top=f'mta_host = "{POSTFIX_HOSTNAME}"\nredis_wait_replicas = {wait_replicas}',
-                       extra=(f"[milter]\ndecision_timeout = {DECISION_TIMEOUT}\ndrain_timeout = {DRAIN_TIMEOUT}\n"
+                       extra=(f"[milter]\ndecision_timeout = {DECISION_TIMEOUT}\ndrain_timeout = {drain_timeout}\n"
                               f'[postfix]\nconfig_directory = "{mta.postfix.config_dir}"\n'))
         r = runner("registry", "add", SPECIFIED_DOMAIN, "--category", "analyst")
         assert r.rc == 0, r.err
@@ -746,6 +746,34 @@ def settle(stack: FaultStack, messages: list[Message], timeout: float = 180.0) -
         else:
             stable = 0
         time.sleep(1.0)
+
+
+@dataclass
+class StuckDrain:
+    """A SIGTERM with one client stuck mid-message: how long the stop took, and what new mail got meanwhile."""
+
+    elapsed: float
+    exit_status: int
+    new_mail: tuple[int, str]
+    gave_up: bool  # the milter logged that it stopped with a message still in flight
+
+
+def stuck_drain(stack: FaultStack) -> StuckDrain:
+    """MAIL and RCPT through Postfix, then silence; SIGTERM the milter, send one new message, time the exit."""
+    assert stack.milter is not None
+    milter = stack.milter
+    with smtplib.SMTP("127.0.0.1", stack.port, timeout=120) as stuck:
+        stuck.ehlo("stuck.regfd.test")
+        assert stuck.mail("staff@allient.com")[0] == 250
+        assert stuck.rcpt(f"analyst@{SPECIFIED_DOMAIN}")[0] == 250  # the milter has a message in flight
+        t0 = time.monotonic()
+        milter.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "milter.stopping" in milter.log.read_text(), 10, what="the drain to start")
+        m = make_messages(1)[0]
+        send_one(stack.port, m)
+        rc = milter.proc.wait(300)
+        elapsed = time.monotonic() - t0
+    return StuckDrain(elapsed, rc, m.replies[-1], "milter.stop_with_inflight" in milter.log.read_text())
 
 
 # ----------------------------------------------------------------------------- the accountant
