@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_faults.py [--messages 10000] [--concurrency 10]
                                            [--faults redis-kill,milter-kill,...] [--kinds inet,unix]
                                            [--engine libmilter|asyncio] [--json out.json]
-    .venv/bin/python bench/bench_faults.py --sentinel [--wait-replicas 0,1] [--messages 10000]
+    .venv/bin/python bench/bench_faults.py --sentinel [--wait-replicas 0,1] [--replicas 1] [--messages 10000]
     .venv/bin/python bench/bench_faults.py --drain 30 [--engine ...]
 
 The same driver, faults and accountant as tests/test_faults.py
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write every run (each message's replies) to this file")
     ap.add_argument("--sentinel", action="store_true", help="the Sentinel failover instead of the faults")
     ap.add_argument("--wait-replicas", default="0,1", help="with --sentinel: redis_wait_replicas values to run")
+    ap.add_argument("--replicas", type=int, default=1, help="with --sentinel: how many replicas (default 1)")
     ap.add_argument("--drain", type=float, default=0.0, help="measure the stop with this drain_timeout instead")
     args = ap.parse_args(argv)
     if ensure_postfix() is None:
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sentinel:
         faults, kinds = [FAILOVER], kinds[:1]
         waits = [int(w) for w in args.wait_replicas.split(",") if w]
+        print(f"# Sentinel: a primary, {args.replicas} replica(s), three sentinels (down-after 1 s)")
         wait_cost()
     print(f"# {args.messages} messages per fault, concurrency {args.concurrency}, engine {args.engine}; "
           "10 % to a Specified Person (half of them held)")
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind, wait in [(k, w) for k in kinds for w in waits]:
                 t = time.monotonic()
                 run, tally = run_fault(mta, fault, kind, args.engine, args.messages, args.concurrency,
-                                       wait_replicas=wait)
+                                       wait_replicas=wait, replicas=args.replicas)
                 row = tally.row()
                 print(f"{fault.name:<14}{kind:<7}{wait:>5}" + "".join(f"{row[c]:>11}" for c in COLUMNS)
                       + f"{run.tempfail_s:>8.1f}{args.messages / run.send_s:>8.0f}", flush=True)

@@ -288,7 +288,8 @@ SENTINEL_SERVICE = "regfd"
 
 
 class SentinelCluster:
-    """A Redis primary, one replica and three redis-sentinel processes on loopback (quorum 2).
+    """A Redis primary, `replicas` replicas (one by default) and three redis-sentinel processes on loopback
+    (quorum 2).
 
     `redis-server --sentinel` is the same binary as the Debian redis-sentinel
     package's. Sentinel marks the primary down after 1 s without a reply and
@@ -296,13 +297,14 @@ class SentinelCluster:
     a replica of the new one (Sentinel reconfigures it).
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, replicas: int = 1) -> None:
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
-        p0, p1 = free_port(), free_port()
-        self.servers = [PersistentRedis(base / "r0.sock", base / "r0", port=p0),
-                        PersistentRedis(base / "r1.sock", base / "r1", port=p1,
-                                        extra=("--replicaof", "127.0.0.1", str(p0)))]
+        p0 = free_port()
+        self.replicas = replicas
+        self.servers = [PersistentRedis(base / "r0.sock", base / "r0", port=p0)]
+        self.servers += [PersistentRedis(base / f"r{i}.sock", base / f"r{i}", port=free_port(),
+                                         extra=("--replicaof", "127.0.0.1", str(p0))) for i in range(1, replicas + 1)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.killed: PersistentRedis | None = None
@@ -340,10 +342,13 @@ class SentinelCluster:
             for port in self.sentinel_ports:
                 with self.sentinel(port) as c:
                     m = c.sentinel_master(SENTINEL_SERVICE)
-                    if int(m["num-slaves"]) < 1 or int(m["num-other-sentinels"]) < 2:
+                    if int(m["num-slaves"]) < self.replicas or int(m["num-other-sentinels"]) < 2:
                         return False
-            with self.servers[1].client() as c:
-                return bool(c.info("replication").get("master_link_status") == "up")
+            for server in self.servers[1:]:
+                with server.client() as c:
+                    if c.info("replication").get("master_link_status") != "up":
+                        return False
+            return True
         except (redis.RedisError, OSError, KeyError):
             return False
 
@@ -407,7 +412,8 @@ class FaultStack:
 
     @classmethod
     def start(cls, mta: FaultMta, kind: str, engine: str = "libmilter", tiny_disk_mb: int = 0,
-              sentinel: bool = False, wait_replicas: int = 0, drain_timeout: float = DRAIN_TIMEOUT) -> FaultStack:
+              sentinel: bool = False, wait_replicas: int = 0, drain_timeout: float = DRAIN_TIMEOUT,
+              replicas: int = 1) -> FaultStack:
         """A fresh Redis (data on a `tiny_disk_mb` tmpfs when given; or a Sentinel cluster), the directory,
         and the milter listening; `wait_replicas` is its redis_wait_replicas."""
         base = make_mta_dir("regfd-fault-run-")
@@ -415,7 +421,7 @@ class FaultStack:
         if tinyfs is not None:
             tinyfs.mount()
         server: PersistentRedis | SentinelCluster
-        server = SentinelCluster(base / "sentinel") if sentinel else PersistentRedis(base / "redis.sock",
+        server = SentinelCluster(base / "sentinel", replicas) if sentinel else PersistentRedis(base / "redis.sock",
                                                                                       base / "redis-data")
         server.start()
         (base / "regfd").mkdir()
@@ -851,11 +857,11 @@ def account(stack: FaultStack, messages: list[Message]) -> Tally:
 
 
 @contextlib.contextmanager
-def fault_stack(mta: FaultMta, kind: str, engine: str, fault: Fault, wait_replicas: int = 0
+def fault_stack(mta: FaultMta, kind: str, engine: str, fault: Fault, wait_replicas: int = 0, replicas: int = 1
                 ) -> Iterator[FaultStack]:
     """A FaultStack for one run, always stopped (and its tiny filesystem unmounted) afterwards."""
     stack = FaultStack.start(mta, kind, engine, tiny_disk_mb=fault.tiny_disk_mb, sentinel=fault is FAILOVER,
-                             wait_replicas=wait_replicas)
+                             wait_replicas=wait_replicas, replicas=replicas)
     try:
         yield stack
     finally:
@@ -864,9 +870,9 @@ def fault_stack(mta: FaultMta, kind: str, engine: str, fault: Fault, wait_replic
 
 
 def run_fault(mta: FaultMta, fault: Fault, kind: str, engine: str, n: int, concurrency: int = 10,
-              wait_replicas: int = 0) -> tuple[Run, Tally]:
+              wait_replicas: int = 0, replicas: int = 1) -> tuple[Run, Tally]:
     """One fault at `n` messages: start a stack, drive the load with the fault, settle, account."""
-    with fault_stack(mta, kind, engine, fault, wait_replicas) as stack:
+    with fault_stack(mta, kind, engine, fault, wait_replicas, replicas) as stack:
         run = drive(stack, fault, make_messages(n), concurrency)
         tally = account(stack, run.messages)
         return run, tally

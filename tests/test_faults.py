@@ -123,7 +123,7 @@ def test_drain_ends_within_its_bound_with_a_stuck_client(fault_mta: FaultMta, st
         assert code == 451 and text.startswith("4.7.1"), d  # new mail during the drain: the client retries
         assert d.exit_status == 0, d
         assert d.gave_up, d  # it did wait for the stuck message, then stopped without it
-        assert DRAIN_TIMEOUT - 1.5 <= d.elapsed <= DRAIN_TIMEOUT + 1.0, d
+        assert DRAIN_TIMEOUT - 1.5 <= d.elapsed <= DRAIN_TIMEOUT + 1.0, d  # the bound, with a margin for a busy machine
     finally:
         stack.stop()
 

@@ -271,4 +271,4 @@ async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[sig
         if conn.transport is not None:
             conn.transport.close()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), deadline.left())
+        await asyncio.wait_for(server.wait_closed(), deadline.steps_left())

@@ -233,10 +233,10 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
     finally:
         deadline.begin()  # also on an error: the stop is bounded the same way
         for thread in background:  # told to stop at the signal; those busy past the deadline are abandoned
-            thread.join(deadline.left())
+            thread.join(deadline.steps_left())
         if supervisor is not None:
             supervisor.stopping.set()
-            supervisor.join(deadline.left())
+            supervisor.join(deadline.steps_left())
             if handle.private is None and supervisor.private._proc is not None:
                 supervisor.private.stop()  # a server the supervisor restarted is ours to stop
         handle.close()
@@ -288,7 +288,7 @@ def serve_until_stopped(libmilter: Any, app: Any, deadline: StopDeadline, kind: 
     libmilter.stop()
     if kind and spec:
         wake_listener(kind, spec)
-    server.join(deadline.left())  # a daemon thread: past the deadline the process exits without it
+    server.join(deadline.steps_left())  # a daemon thread: past this the process exits without it
     return failed[0] if failed else None
 
 
