@@ -423,16 +423,26 @@ class FaultStack:
         server: PersistentRedis | SentinelCluster
         server = SentinelCluster(base / "sentinel", replicas) if sentinel else PersistentRedis(base / "redis.sock",
                                                                                       base / "redis-data")
-        server.start()
+        try:
+            server.start()
+        except BaseException:
+            server.stop()
+            if tinyfs is not None:
+                tinyfs.umount()
+            raise
         (base / "regfd").mkdir()
         runner = Regfd(base / "regfd", server.url, f"f{uuid.uuid4().hex[:8]}:", smtp_port=mta.sink.port,
                        top=f'mta_host = "{POSTFIX_HOSTNAME}"\nredis_wait_replicas = {wait_replicas}',
                        extra=(f"[milter]\ndecision_timeout = {DECISION_TIMEOUT}\ndrain_timeout = {drain_timeout}\n"
                               f'[postfix]\nconfig_directory = "{mta.postfix.config_dir}"\n'))
-        r = runner("registry", "add", SPECIFIED_DOMAIN, "--category", "analyst")
-        assert r.rc == 0, r.err
         stack = cls(mta, kind, engine, base, server, runner, tinyfs)
-        stack.start_milter()
+        try:
+            r = runner("registry", "add", SPECIFIED_DOMAIN, "--category", "analyst")
+            assert r.rc == 0, r.err
+            stack.start_milter()
+        except BaseException:
+            stack.stop()  # its Redis, a milter that did not get ready, the tiny filesystem
+            raise
         return stack
 
     @property
@@ -441,10 +451,17 @@ class FaultStack:
         return self.mta.postfix.ports[self.kind]
 
     def start_milter(self) -> None:
-        """Start `regfd milter` (a fresh log per start, so readiness is this start's)."""
+        """Start `regfd milter` (a fresh log per start, so readiness is this start's); one that does not get
+        ready is killed, not left holding the socket."""
         self.starts += 1
-        self.milter = MilterProcess.start(self.runner.config, self.mta.milter_socket(self.kind), self.runner.env,
-                                          self.base / f"milter-{self.starts}.log", engine=self.engine, timeout=60)
+        try:
+            self.milter = MilterProcess.start(self.runner.config, self.mta.milter_socket(self.kind), self.runner.env,
+                                              self.base / f"milter-{self.starts}.log", engine=self.engine, timeout=60)
+        except (RuntimeError, TimeoutError):
+            for pid in _pids_with(str(self.runner.config)):  # this run's own config file: no other process has it
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
 
     def note(self, what: str) -> None:
         """A timestamped event of the fault's timeline."""
@@ -472,6 +489,19 @@ class FaultStack:
             self.tinyfs.umount()
         if not os.environ.get("REGFD_KEEP_MTA"):
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _pids_with(argument: str) -> list[int]:
+    """The processes with `argument` on their command line (a run's own temporary config path)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if argument.encode() in (d / "cmdline").read_bytes().split(b"\0"):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
 
 
 # ----------------------------------------------------------------------------- the faults
