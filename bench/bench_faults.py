@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             if fault.tiny_disk_mb and TinyFilesystem.why_not():
                 print(f"{fault.name:<14}skipped: {TinyFilesystem.why_not()}", flush=True)
                 continue
-            for kind, wait in [(k, w) for k in kinds for w in waits]:
+            for kind, wait in [(k, w) for k in ([fault.listener] if fault.listener else kinds) for w in waits]:
                 t = time.monotonic()
                 run, tally = run_fault(mta, fault, kind, args.engine, args.messages, args.concurrency,
                                        wait_replicas=wait, replicas=args.replicas)

@@ -35,6 +35,7 @@ import re
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 import threading
 import time
@@ -142,27 +143,36 @@ class FaultPostfix(PostfixInstance):
 
 @dataclass
 class FaultMta:
-    """A private Postfix and its relay; `unix` and `inet` listeners each expect a regfd milter."""
+    """A private Postfix and its relay; `unix`, `inet` and `lossy` listeners each expect a regfd milter.
+
+    `lossy`'s milter is reached through a ReplyDropper (on `lossy_port`) that the run starts in front
+    of the milter it runs on `backend_port`.
+    """
 
     base: Path
     sink: FaultSink
     postfix: FaultPostfix
     inet_port: int
+    lossy_port: int
+    backend_port: int
 
     @classmethod
     def start(cls) -> FaultMta:
-        """Postfix on loopback with a `unix` and an `inet` listener (their milters start per run)."""
+        """Postfix on loopback with `unix`, `inet` and `lossy` listeners (their milters start per run)."""
         base = make_mta_dir("regfd-faults-")
         sink = FaultSink()
-        inet_port = free_port()
+        inet_port, lossy_port = free_port(), free_port()
         pf = FaultPostfix(base / "postfix", sink.port,
-                          {"main": "", "unix": base / "milter.sock", "inet": f"inet:127.0.0.1:{inet_port}"})
+                          {"main": "", "unix": base / "milter.sock", "inet": f"inet:127.0.0.1:{inet_port}",
+                           "lossy": f"inet:127.0.0.1:{lossy_port}"})
         pf.start()
-        return cls(base, sink, pf, inet_port)
+        return cls(base, sink, pf, inet_port, lossy_port, free_port())
 
     def milter_socket(self, kind: str) -> Path | str:
-        """What `MilterProcess.start` takes for the listener `kind` (unix | inet)."""
-        return self.base / "milter.sock" if kind == "unix" else f"inet:{self.inet_port}@127.0.0.1"
+        """What `MilterProcess.start` takes for the listener `kind` (unix | inet | lossy)."""
+        if kind == "unix":
+            return self.base / "milter.sock"
+        return f"inet:{self.backend_port if kind == 'lossy' else self.inet_port}@127.0.0.1"
 
     def stop(self) -> None:
         """Stop Postfix and the sink; REGFD_KEEP_MTA=1 keeps the directory (logs, queue)."""
@@ -174,6 +184,96 @@ class FaultMta:
     def outstanding(self) -> int:
         """Messages in the queue that are not held (incoming, active, deferred)."""
         return sum(1 for q in self.postfix.queue() if q.get("queue_name") != "hold")
+
+
+class ReplyDropper:
+    """A milter-protocol proxy between Postfix and regfd that can lose regfd's answer at end of message.
+
+    Armed with `arm(n)`, it closes both connections instead of forwarding the
+    first packet regfd sends after the MTA's end of message (SMFIC_BODYEOB),
+    n times. regfd records its decision before it sends any action, so this is
+    a crash between the record's commit and the MTA's reply, made exact:
+    Postfix answers 451 (milter_default_action = tempfail) and the client retries.
+    """
+
+    def __init__(self, port: int, backend: int) -> None:
+        self.backend = backend
+        self.armed = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", port), backlog=128)
+        threading.Thread(target=self._accept, name="reply-dropper", daemon=True).start()
+
+    def arm(self, n: int) -> None:
+        """Lose the next `n` end-of-message answers."""
+        with self.lock:
+            self.armed += n
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                mta, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._pair, args=(mta,), daemon=True).start()
+
+    def _pair(self, mta: socket.socket) -> None:
+        try:
+            milter = socket.create_connection(("127.0.0.1", self.backend), timeout=10)
+            milter.settimeout(None)
+        except OSError:
+            mta.close()
+            return
+        eom = threading.Event()
+        up = threading.Thread(target=self._up, args=(mta, milter, eom), daemon=True)
+        up.start()
+        self._down(milter, mta, eom)
+        up.join(5)
+
+    @staticmethod
+    def _close(*socks: socket.socket) -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def _up(self, mta: socket.socket, milter: socket.socket, eom: threading.Event) -> None:
+        """MTA → milter, watching for the end-of-message command."""
+        buf = b""
+        try:
+            while data := mta.recv(65536):
+                buf += data
+                while len(buf) >= 5 and len(buf) >= 4 + int.from_bytes(buf[:4], "big"):
+                    if buf[4:5] == b"E":
+                        eom.set()
+                    buf = buf[4 + int.from_bytes(buf[:4], "big"):]
+                milter.sendall(data)
+        except OSError:
+            pass
+        self._close(mta, milter)
+
+    def _down(self, milter: socket.socket, mta: socket.socket, eom: threading.Event) -> None:
+        """Milter → MTA; the first answer after an end of message is lost while armed."""
+        try:
+            while data := milter.recv(65536):
+                if eom.is_set():
+                    eom.clear()
+                    with self.lock:
+                        drop = self.armed > 0
+                        if drop:
+                            self.armed -= 1
+                            self.dropped += 1
+                    if drop:
+                        break
+                mta.sendall(data)
+        except OSError:
+            pass
+        self._close(mta, milter)
+
+    def stop(self) -> None:
+        """Stop accepting (connections in progress end with their peers); shutdown first, as a close
+        alone leaves the port bound while the accepting thread is blocked in accept()."""
+        self._close(self.server)
 
 
 # ----------------------------------------------------------------------------- Redis
@@ -406,6 +506,7 @@ class FaultStack:
     redis: PersistentRedis | SentinelCluster
     runner: Regfd
     tinyfs: TinyFilesystem | None = None
+    proxy: ReplyDropper | None = None  # for the `lossy` listener
     milter: MilterProcess | None = None
     starts: int = 0
     events: list[tuple[float, str]] = field(default_factory=list)
@@ -437,6 +538,8 @@ class FaultStack:
                               f'[postfix]\nconfig_directory = "{mta.postfix.config_dir}"\n'))
         stack = cls(mta, kind, engine, base, server, runner, tinyfs)
         try:
+            if kind == "lossy":
+                stack.proxy = ReplyDropper(mta.lossy_port, mta.backend_port)
             r = runner("registry", "add", SPECIFIED_DOMAIN, "--category", "analyst")
             assert r.rc == 0, r.err
             stack.start_milter()
@@ -481,6 +584,8 @@ class FaultStack:
 
     def stop(self) -> None:
         """Stop the milter and Redis, unmount the tiny filesystem; keep the directory with REGFD_KEEP_MTA=1."""
+        if self.proxy is not None:
+            self.proxy.stop()
         if self.milter is not None:
             self.milter.stop()
         self.redis.stop()
@@ -515,6 +620,7 @@ class Fault:
     recover: Callable[[FaultStack], None]
     hold: float = 2.0
     tiny_disk_mb: int = 0
+    listener: str = ""  # the only listener it runs on (lossy), if not every one
 
 
 def _none(stack: FaultStack) -> None:
@@ -586,6 +692,23 @@ def _sink(mode: str) -> Callable[[FaultStack], None]:
     return set_mode
 
 
+REPLIES_LOST = 10  # end-of-message answers the reply-lost fault loses
+
+
+def _lose_replies(stack: FaultStack) -> None:
+    assert stack.proxy is not None, "the reply-lost fault runs on the lossy listener"
+    stack.proxy.arm(REPLIES_LOST)
+
+
+def _replies_lost(stack: FaultStack) -> None:
+    """Wait until the armed answers were all lost (the load keeps sending meanwhile)."""
+    proxy = stack.proxy
+    assert proxy is not None
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: proxy.armed == 0, 60, 0.05, what="the armed answers to be lost")
+    stack.note(f"{proxy.dropped} end-of-message answers lost after the record's commit")
+
+
 def _disk_fill(stack: FaultStack) -> None:
     assert stack.tinyfs is not None
     stack.tinyfs.fill()
@@ -609,6 +732,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in (
           _sink("hang"), _sink("ok"), 5.0),
     Fault("disk-full", "Redis's AOF filesystem full for 3 s (a 64 MB tmpfs filled to the last byte)",
           _disk_fill, _disk_free, 3.0, tiny_disk_mb=64),
+    Fault("reply-lost", f"regfd's answer at end of message lost after its record's commit, {REPLIES_LOST} times "
+          "(a proxy closes the connection: Postfix answers 451)", _lose_replies, _replies_lost, 0.0,
+          listener="lossy"),
 )}
 
 # Run on a FaultStack started with sentinel=True only.

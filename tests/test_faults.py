@@ -24,6 +24,7 @@ from tests.faultload import (
     DRAIN_TIMEOUT,
     FAILOVER,
     FAULTS,
+    REPLIES_LOST,
     FaultMta,
     FaultStack,
     SentinelCluster,
@@ -45,9 +46,10 @@ TINY_DISK_MB = 64
 # Every fault on TCP with the default engine; on a unix socket, and with the asyncio engine, the
 # faults that touch the milter's connections (kill, drain, Redis gone or slower than the decision
 # timeout). bench/bench_faults.py runs every fault on both sockets.
-CASES = ([(f, "inet", "libmilter") for f in FAULTS if f != "none"]
+CASES = ([(f, FAULTS[f].listener or "inet", "libmilter") for f in FAULTS if f != "none"]
          + [(f, "unix", "libmilter") for f in ("milter-kill", "milter-drain", "redis-kill")]
-         + [(f, "inet", "asyncio") for f in ("milter-kill", "milter-drain", "redis-freeze")])
+         + [(f, FAULTS[f].listener or "inet", "asyncio") for f in ("milter-kill", "milter-drain", "redis-freeze",
+                                                                   "reply-lost")])
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,9 @@ def test_nothing_accepted_is_lost(fault_mta: FaultMta, stacks: dict[tuple[str, s
         assert tally.tempfailed > 0, what
     if fault == "milter-drain":
         assert "milter exited 0" in timeline(run), what
+    if fault == "reply-lost":  # each lost answer leaves the record of an attempt the MTA refused, and only that
+        assert f"{REPLIES_LOST} end-of-message answers lost" in timeline(run), what
+        assert tally.orphan_records == REPLIES_LOST, what
 
 
 @pytest.mark.parametrize("engine", ["libmilter", "asyncio"])
