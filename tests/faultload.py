@@ -8,12 +8,13 @@ tests/conftest.py (the `Regfd` runner), which bench/bench_mta.py already
 imports the same way; it is not part of the regfd package (no user runs it).
 
 - `FaultMta`: a private Postfix whose `unix` and `inet` smtpd listeners use a
-  regfd milter on a unix socket and on loopback TCP, relaying to a
-  `FaultSink` (aiosmtpd) that can refuse (4xx) or accept the data and then
-  hang. Short retry and timeout settings, so a deferred message is retried in
-  seconds rather than minutes.
+  regfd milter on a unix socket and on loopback TCP (and `lossy` through a
+  `ReplyDropper` proxy), relaying to a `FaultSink` (aiosmtpd) that can refuse
+  (4xx) or accept the data and then hang. Short retry and timeout settings,
+  so a deferred message is retried in seconds rather than minutes.
 - `FaultStack`: one run's own redis-server (append-only persistence, as the
-  private Redis regfd starts itself) and `regfd milter`, on one listener.
+  private Redis regfd starts itself; or a `SentinelCluster`) and
+  `regfd milter`, on one listener.
 - `drive`: sends N messages with concurrency C, 90 % to ordinary recipients
   and 10 % to a Specified Person (half of them with material content, which
   is held), each with a unique Message-ID, recording every SMTP reply; a
@@ -21,7 +22,7 @@ imports the same way; it is not part of the regfd package (no user runs it).
 - `account`: for every 250, exactly one delivery at the sink or one entry in
   the hold queue (else `lost` or `duplicated`), and exactly one record per
   message to a Specified Person (its queue id in the record stream).
-- `FAULTS`: what is injected, and for how long, while the load runs.
+- `FAULTS` (and `FAILOVER`): what is injected, and for how long, while the load runs.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Each test sends REGFD_FAULT_MESSAGES (default 200) messages through a
 private Postfix whose milter is `regfd milter` on loopback TCP or on a unix
 socket, injects one fault while they flow (tests/faultload.py: Redis
 SIGKILL and SIGSTOP, the milter SIGKILLed or SIGTERMed, the relay refusing
-or hanging, Redis's disk full), retries what got a 4xx as a client would,
+or hanging, Redis's disk full, the milter's answer lost after its record's
+commit, a Sentinel failover), retries what got a 4xx as a client would,
 and has the accountant check every 250 against the sink, the hold queue and
 the record stream. bench/bench_faults.py runs the same at 10 000 messages.
 
@@ -43,9 +44,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 MESSAGES = int(os.environ.get("REGFD_FAULT_MESSAGES", "200"))
 TINY_DISK_MB = 64
 
-# Every fault on TCP with the default engine; on a unix socket, and with the asyncio engine, the
-# faults that touch the milter's connections (kill, drain, Redis gone or slower than the decision
-# timeout). bench/bench_faults.py runs every fault on both sockets.
+# Every fault on TCP with the default engine (reply-lost on its proxied listener); on a unix socket,
+# and with the asyncio engine, the faults that touch the milter's connections (kill, drain, Redis
+# gone or slower than the decision timeout, the answer lost). bench/bench_faults.py runs every
+# fault on both sockets.
 CASES = ([(f, FAULTS[f].listener or "inet", "libmilter") for f in FAULTS if f != "none"]
          + [(f, "unix", "libmilter") for f in ("milter-kill", "milter-drain", "redis-kill")]
          + [(f, FAULTS[f].listener or "inet", "asyncio") for f in ("milter-kill", "milter-drain", "redis-freeze",
