@@ -148,7 +148,10 @@ def test_sentinel_failover_under_load_loses_nothing(fault_mta: FaultMta,
         run = drive(stack, FAILOVER, make_messages(MESSAGES))
         tally = account(stack, run.messages)
         what = f"{tally.row()} {tally.notes[:5]} timeline: {timeline(run)}"
-        assert cluster.primary_port() not in (0, first), what  # it did fail over
+        # It did fail over (wait_failover saw another primary named; under a heavy machine load the
+        # sentinels, down-after 1 s, have been seen to fail back over later: the accounting holds either way).
+        events = timeline(run)
+        assert f"primary on port {first} killed" in events and "sentinels name the primary" in events, what
         assert tally.lost == 0 and tally.duplicated == 0 and tally.misrouted == 0, what
         assert tally.record_problems == 0 and tally.never_accepted == 0, what
         assert tally.records == MESSAGES // 10 and tally.tempfailed > 0, what
