@@ -64,6 +64,9 @@ class MilterConfig:
     # or "asyncio" (regfd/mta/asyncio_engine.py: the protocol spoken in Python,
     # one event loop, no thread per event).
     engine: str = "libmilter"
+    # Seconds from SIGTERM to exit, at most: messages in flight finish within
+    # it (new ones get 451 4.7.1 meanwhile), then regfd exits whatever is left.
+    drain_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,12 @@ class Config:
     mta_host: str = ""
     # Which MTA holds the quarantined messages: "postfix" (hold queue) or "sendmail" (quarantine).
     mta: str = "postfix"
+    # A decision's record is answered to the MTA only once this many replicas
+    # have it (Redis WAIT, up to redis_wait_timeout seconds; else 451 and the
+    # client retries), so a failover cannot take back a recorded decision.
+    # 0: no wait (a single Redis, or the window deploy/README.md describes).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 0.5
     milter: MilterConfig = field(default_factory=MilterConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)

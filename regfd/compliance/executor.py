@@ -106,7 +106,7 @@ class Workflow:
         record = make_record(verdict, facts, quarantine_id=quarantine_id, disclosure_id=disclosure_id)
         follow = bool(disclosure_id or (action in NOTIFIED_ACTIONS and cfg.corporate_secretary)
                       or (action == HOLD and cfg.notify.notify_sender_on_hold and record.sender))
-        with self.store.batch("decision not recorded", operation="record") as tx:
+        with self.store.batch("decision not recorded", operation="record", durable=True) as tx:
             self.records.add_ops(tx, record, now)
             if action == HOLD:
                 entry = QuarantineEntry(quarantine_id, QuarantineState.HELD, facts.received_at, facts.mta_host,

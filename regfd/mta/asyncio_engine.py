@@ -12,8 +12,8 @@ our replies (transport flow control).
 
 uvloop is used when it is installed (it is not a dependency). TCP_NODELAY
 is set on every inet connection (FIELD-NOTES §1). A stop signal closes the
-listener, refuses new messages with 451 (the client retries) and waits up
-to `drain` seconds for the messages in flight.
+listener, refuses new messages with 451 (the client retries) and waits
+for the messages in flight until the stop's deadline (deadline.py).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import contextlib
 import os
 import signal
 import socket
-import time
 from collections.abc import Iterable
 from typing import Any, cast
 
 import structlog
 
 from regfd.mta import protocol as p
+from regfd.mta.deadline import StopDeadline
 from regfd.mta.session import DeadlinePassed, DecisionFailed, Job, Session, SessionApp
 
 log = structlog.get_logger("regfd.mta.asyncio")
@@ -237,9 +237,12 @@ async def listen(engine: Engine, kind: str, spec: str) -> asyncio.AbstractServer
                                     backlog=128)
 
 
-async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[signal.Signals], drain: float,
-                started: Any = None) -> None:
+async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[signal.Signals],
+                deadline: StopDeadline, started: Any = None) -> None:
     """Serve until a stop signal, then close the listener, refuse new messages and drain those in flight.
+
+    Everything after the signal waits only until `deadline` (set at the
+    signal): the drain until its reserve, closing the connections until the end.
 
     `started(server)` is called once listening (the daemon logs its start there).
     """
@@ -257,18 +260,18 @@ async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[sig
         sweeper.cancel()
         for sig in stop_signals:
             loop.remove_signal_handler(sig)
+    deadline.begin()
     server.close()
     app: Any = engine.app
-    log.info("milter.stopping", inflight=app.inflight)
+    log.info("milter.stopping", inflight=app.inflight, drain_timeout=deadline.seconds)
     with app._lock:
         app._closing = True  # new messages get 451 (the client retries)
-    deadline = time.monotonic() + drain
-    while app.inflight > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    while app.inflight > 0 and deadline.drain_left() > 0:
+        await asyncio.sleep(min(0.05, deadline.drain_left()))
     if app.inflight > 0:
         log.warning("milter.stop_with_inflight", inflight=app.inflight)
     for conn in list(engine.connections):
         if conn.transport is not None:
             conn.transport.close()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(server.wait_closed(), 5)
+        await asyncio.wait_for(server.wait_closed(), deadline.steps_left())

@@ -83,9 +83,13 @@ class RedisStore:
     never the client itself.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str = "regfd:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "regfd:", *, wait_replicas: int = 0,
+                 wait_timeout: float = 0.5) -> None:
         self.r = client
         self.p = prefix
+        # A durable batch returns only once this many replicas have it (Redis WAIT), see batch().
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
         self.round_trips = 0  # counted per network exchange, for the benchmark
         self.register = RegisterStore(self)
         # Where the hot path's round trips (snapshot, batch) are reported: the milter sets its metrics here.
@@ -102,11 +106,15 @@ class RedisStore:
         return self.p + name
 
     @contextmanager
-    def batch(self, failure: str, operation: str = "write") -> Iterator[Tx]:
+    def batch(self, failure: str, operation: str = "write", *, durable: bool = False) -> Iterator[Tx]:
         """One MULTI/EXEC for everything the block queues on the yielded Tx (nothing if the block raises).
 
         Raises StoreUnavailable(`failure: error`) when the EXEC fails: then none of it was written.
         `operation` names the round trip in the metrics (regfd_store_round_trips_total).
+        `durable` (a decision's record): with `wait_replicas` set, also WAIT until that many replicas
+        have the write, and raise StoreUnavailable when they do not within `wait_timeout`; the write
+        stays on the primary (a record of a decision whose message the MTA then tempfails: the
+        client retries), but nothing is answered that a failover could take back.
         """
         pipe = self.r.pipeline(transaction=True)
         yield Tx(pipe)
@@ -114,6 +122,13 @@ class RedisStore:
         try:
             self.round_trips += 1
             pipe.execute()
+            if durable and self.wait_replicas > 0:
+                self.round_trips += 1
+                acked = int(self.r.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000))))
+                if acked < self.wait_replicas:
+                    raise StoreUnavailable(f"{failure}: written on the primary, but {acked} of "
+                                           f"{self.wait_replicas} replicas acknowledged it within "
+                                           f"{self.wait_timeout:g}s (redis_wait_replicas)")
         except REDIS_ERRORS as exc:
             self.metrics.store_call(operation, time.perf_counter() - t, False)
             raise StoreUnavailable(f"{failure}: {exc}") from exc
@@ -408,5 +423,7 @@ def open_store(config: Config, *, timeout: float = 5.0) -> StoreHandle:
         url = private.url
         if not started:
             private = None
-    store = RedisStore(client_from_url(url, timeout=timeout), config.redis_prefix)
+    store = RedisStore(client_from_url(url, timeout=timeout), config.redis_prefix,
+                       wait_replicas=config.redis_wait_replicas if config.effective_redis_url else 0,
+                       wait_timeout=config.redis_wait_timeout)
     return StoreHandle(store, private)
