@@ -315,6 +315,10 @@ class Register:
     def _walk(self, report: Report, chain: str, arch: ArchiveDir | None, wanted: set[int]) -> Walk:
         """One chain: the archive's entries (if any) then Redis's, from where the first of them starts."""
         anchor, head, head_id = self.chains.head(chain)
+        if head is None and next(iter(self.chains.entries(chain)), None) is not None:
+            # Entries but no head: the first appends arrived since the head was read, or the head record
+            # is gone; read it again (still none: reported below as missing).
+            anchor, head, head_id = self.chains.head(chain)
         live: Iterable[Entry] = self.chains.entries(chain, through=head_id)
         old = iter(arch.entries(chain)) if arch is not None else iter(())
         first = next(old, None)
