@@ -69,3 +69,12 @@ def test_every_command_uses_the_same_store_from_any_directory(tmp_path: Path) ->
     listed = regfd("registry", "list", cwd=tmp_path)
     assert listed.returncode == 0 and "bank.example" in listed.stdout, listed.stderr
     assert not (elsewhere / "var").exists() and not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("shipped", ["config/regfd.toml", "deploy/regfd.toml"])
+def test_the_shipped_configuration_files_load_with_every_section_in_its_table(shipped: str) -> None:
+    # `make run` starts on config/regfd.toml, the Debian package installs deploy/regfd.toml: a key
+    # left under the wrong [table] by an edit would stop regfd at start.
+    cfg = load_config(REPO / shipped)
+    assert cfg.notify.digest == () and cfg.web.listen.startswith("127.0.0.1") and cfg.metrics.listen == ""
+    assert cfg.register.checkpoint_interval > 0
