@@ -278,6 +278,23 @@ def test_session_and_libmilter_adapter_give_the_same_replies(directory, quiet, c
     assert [v.action for v, _ in mine.calls] == expected_calls.get(case, [])
 
 
+@pytest.mark.parametrize(("offered", "sender"), [
+    (0, "bob@allient.com"),  # hold without QUARANTINE offered
+    (p.F_ADDHDRS | p.F_CHGHDRS | p.F_ADDRCPT, "bob@allient.com"),
+    (p.F_QUARANTINE, "ceo@allient.com"),  # tag without ADDHDRS offered
+])
+def test_an_action_the_mta_did_not_offer_gets_the_failure_action(directory, offered, sender):  # type: ignore[no-untyped-def]
+    """Regression (found by tests/test_fuzz_milter.py): the session sent quarantine and header actions the MTA
+    had not offered, where libmilter's adapter (pymilter's DisabledAction) answers the failure action."""
+    apps = [make_app(directory, sink=RecordingSink())[0] for _ in range(2)]
+    negotiation_ = pk(p.OPTNEG, struct.pack(">III", 6, offered, ALL_PROTOCOL))
+    trace = run_both(apps[0], apps[1], False, [negotiation_, *message(sender, ["analyst@bank.com"],
+                                                                      body=b"We will miss the quarter.\r\n"),
+                                               pk(p.QUIT)])
+    eom = next(mine for cmd, mine, _ in trace if cmd == p.BODYEOB)
+    assert eom == [p.replycode("451", "4.7.1", apps[0].failure.tempfail_text.replace("%", "%%"))]
+
+
 # ----------------------------------------------------------------------------- the session alone
 def test_negotiation_asks_only_for_what_it_uses(directory):  # type: ignore[no-untyped-def]
     app, _ = make_app(directory)
