@@ -279,6 +279,8 @@ class Session:
         version, offered, proto = p.decode_optneg(data)
         if version < 2:
             raise p.ProtocolError(f"milter protocol version {version} is too old")
+        if offered == 0:  # as libmilter: no actions offered means a version-1 MTA's (found by bench_fuzz.py)
+            offered = p.V1_ACTIONS
         self.actions = offered & WANTED_ACTIONS
         self.protocol = proto & (UNIX_PROTOCOL if self.quiet else INET_PROTOCOL)
         missing = (p.F_ADDHDRS | p.F_QUARANTINE) & ~offered
