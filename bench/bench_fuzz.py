@@ -138,9 +138,10 @@ def bench(target: str, n: int, batch: int, regfd: Regfd) -> tuple[Tally, float, 
         m = MilterProcess.start(regfd.config, f"inet:{port}@127.0.0.1", regfd.env,
                                 make_mta_dir("regfd-bench-fuzz-") / "milter.log", engine="libmilter", timeout=120)
         alive: Callable[[], bool] = lambda: m.proc.poll() is None  # noqa: E731
+        log = harness.LogTail(m.log)
         try:
             drive(milter_scripts(), n, batch, lambda s: tally.run(
-                lambda: harness.check_libmilter(port, alive, ref, s), lambda: _describe(s)), tally.progress)
+                lambda: harness.check_libmilter(port, alive, ref, s, log), lambda: _describe(s)), tally.progress)
             rss = _hwm_kib(m.proc.pid)
         finally:
             m.stop()
