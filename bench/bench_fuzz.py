@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             peak_s = f"{peak / 1048576:.1f} MiB" if peak else "-"
             print(f"{target:<10} {tally.runs:>8} {tally.failures:>8} {peak_s:>11} {rss / 1024:>6.0f} MiB "
                   f"{tally.runs / elapsed:>9.0f}", flush=True)
+            if target == "scanner":
+                budget = harness.SCAN_LIMITS.time_budget
+                print(f"    slowest scan: {harness.SCAN_WALL[0]:.2f} s wall (budget {budget:g} s)")
             for f in tally.first:
                 print(f"    {f}")
             failed += tally.failures
