@@ -138,9 +138,10 @@ def bench(target: str, n: int, batch: int, regfd: Regfd) -> tuple[Tally, float, 
         m = MilterProcess.start(regfd.config, f"inet:{port}@127.0.0.1", regfd.env,
                                 make_mta_dir("regfd-bench-fuzz-") / "milter.log", engine="libmilter", timeout=120)
         alive: Callable[[], bool] = lambda: m.proc.poll() is None  # noqa: E731
+        log = harness.LogTail(m.log)
         try:
             drive(milter_scripts(), n, batch, lambda s: tally.run(
-                lambda: harness.check_libmilter(port, alive, ref, s), lambda: _describe(s)), tally.progress)
+                lambda: harness.check_libmilter(port, alive, ref, s, log), lambda: _describe(s)), tally.progress)
             rss = _hwm_kib(m.proc.pid)
         finally:
             m.stop()
@@ -191,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             peak_s = f"{peak / 1048576:.1f} MiB" if peak else "-"
             print(f"{target:<10} {tally.runs:>8} {tally.failures:>8} {peak_s:>11} {rss / 1024:>6.0f} MiB "
                   f"{tally.runs / elapsed:>9.0f}", flush=True)
+            if target == "scanner":
+                budget = harness.SCAN_LIMITS.time_budget
+                print(f"    slowest scan: {harness.SCAN_WALL[0]:.2f} s wall (budget {budget:g} s)")
             for f in tally.first:
                 print(f"    {f}")
             failed += tally.failures

@@ -112,7 +112,7 @@ def libmilter(regfd: Any) -> Iterator[tuple[int, MilterProcess, Any]]:
 @example(script=_HOSTILE_EXAMPLES[1])
 def test_libmilter_engine_survives_any_dialogue(libmilter: tuple[int, MilterProcess, Any], script: Script) -> None:
     port, m, ref = libmilter
-    harness.check_libmilter(port, lambda: m.proc.poll() is None, ref, script)
+    harness.check_libmilter(port, lambda: m.proc.poll() is None, ref, script, harness.LogTail(m.log))
 
 
 def test_libmilter_commands_before_negotiation_reach_the_adapter(libmilter: tuple[int, MilterProcess, Any]) -> None:

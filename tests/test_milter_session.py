@@ -133,7 +133,7 @@ class LibmilterDriver:
         ctx.out, ctx.reply = [], ""
         if cmd == p.OPTNEG:
             v, a, proto = p.decode_optneg(data)
-            opts = [a, proto, 0, 0]
+            opts = [a or p.V1_ACTIONS, proto, 0, 0]  # libmilter's reading of "no actions offered"
             assert m.negotiate(opts) == Milter.CONTINUE
             self.protocol = opts[1]
             syms = {k: v.split() for k, v in ctx.symlists.items()}
@@ -276,6 +276,34 @@ def test_session_and_libmilter_adapter_give_the_same_replies(directory, quiet, c
                       "officer-clean-recorded": ["accept"], "two-messages-abort-between": ["tag"],
                       "oversized-skip-unscannable": ["tag"], "officer-tag-bcc-prefix": ["tag"]}
     assert [v.action for v, _ in mine.calls] == expected_calls.get(case, [])
+
+
+@pytest.mark.parametrize(("offered", "sender"), [
+    (0, "bob@allient.com"),  # hold; no actions offered is libmilter's version-1 set: no QUARANTINE
+    (p.F_ADDHDRS | p.F_CHGHDRS | p.F_ADDRCPT, "bob@allient.com"),
+    (p.F_QUARANTINE, "ceo@allient.com"),  # tag without ADDHDRS offered
+])
+def test_an_action_the_mta_did_not_offer_gets_the_failure_action(directory, offered, sender):  # type: ignore[no-untyped-def]
+    """Regression (found by tests/test_fuzz_milter.py): the session sent quarantine and header actions the MTA
+    had not offered, where libmilter's adapter (pymilter's DisabledAction) answers the failure action."""
+    apps = [make_app(directory, sink=RecordingSink())[0] for _ in range(2)]
+    negotiation_ = pk(p.OPTNEG, struct.pack(">III", 6, offered, ALL_PROTOCOL))
+    trace = run_both(apps[0], apps[1], False, [negotiation_, *message(sender, ["analyst@bank.com"],
+                                                                      body=b"We will miss the quarter.\r\n"),
+                                               pk(p.QUIT)])
+    eom = next(mine for cmd, mine, _ in trace if cmd == p.BODYEOB)
+    assert eom == [p.replycode("451", "4.7.1", apps[0].failure.tempfail_text.replace("%", "%%"))]
+
+
+def test_no_actions_offered_means_the_version_1_set_as_in_libmilter(directory):  # type: ignore[no-untyped-def]
+    """Found by bench/bench_fuzz.py against the real libmilter: an MTA offering no actions gets libmilter's
+    SMFI_V1_ACTS, so an officer's tag adds its headers on both engines."""
+    apps = [make_app(directory, sink=RecordingSink())[0] for _ in range(2)]
+    trace = run_both(apps[0], apps[1], False, [pk(p.OPTNEG, struct.pack(">III", 6, 0, ALL_PROTOCOL)),
+                                               *message("ceo@allient.com", ["analyst@bank.com"],
+                                                        body=b"We will miss the quarter.\r\n"), pk(p.QUIT)])
+    eom = next(mine for cmd, mine, _ in trace if cmd == p.BODYEOB)
+    assert [r[4:5] for r in eom] == [p.R_ADDHEADER, p.R_ADDHEADER, p.R_ACCEPT]
 
 
 # ----------------------------------------------------------------------------- the session alone

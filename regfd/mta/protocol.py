@@ -62,6 +62,8 @@ F_QUARANTINE = 0x20
 F_CHGFROM = 0x40
 F_ADDRCPT_PAR = 0x80
 F_SETSYMLIST = 0x100
+# What libmilter assumes an MTA that offers no actions at all allows (SMFI_V1_ACTS, a version-1 MTA).
+V1_ACTIONS = F_ADDHDRS | F_CHGBODY | F_ADDRCPT | F_DELRCPT
 
 # ----- protocol steps (SMFIP_*): what the MTA may leave out, and where it expects no reply
 P_NOCONNECT = 0x1

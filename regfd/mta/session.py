@@ -298,6 +298,8 @@ class Session:
         version, offered, proto = p.decode_optneg(data)
         if version < 2:
             raise p.ProtocolError(f"milter protocol version {version} is too old")
+        if offered == 0:  # as libmilter: no actions offered means a version-1 MTA's (found by bench_fuzz.py)
+            offered = p.V1_ACTIONS
         self.actions = offered & WANTED_ACTIONS
         self.protocol = proto & (UNIX_PROTOCOL if self.quiet else INET_PROTOCOL)
         missing = (p.F_ADDHDRS | p.F_QUARANTINE) & ~offered
@@ -451,21 +453,32 @@ class Session:
         self._end()
         return out
 
+    def _offered(self, action: int, name: str) -> None:
+        """An action the MTA did not offer cannot be sent (the MTA would take the reply as a protocol error
+        and apply its own default, maybe delivering a message to hold): the failure action instead, as
+        pymilter's DisabledAction gives the libmilter engine. Found by tests/test_fuzz_milter.py."""
+        if not self.actions & action:
+            raise DecisionFailed(f"the MTA did not offer the {name} action")
+
     def _act(self, verdict: Verdict) -> list[bytes]:
         if verdict.action == ACCEPT:
             return [p.ACCEPT_PKT]
         if verdict.action == TAG:
+            self._offered(p.F_ADDHDRS, "ADDHDRS")
             out = [p.addheader("X-RegFD-Action", "tag"), p.addheader("X-RegFD-Reasons", verdict.header_reasons())]
             if self.app.journal_bcc:
+                self._offered(p.F_ADDRCPT, "ADDRCPT")
                 out.append(p.addrcpt(f"<{self.app.journal_bcc}>"))
             prefix = self.app.subject_prefix
             if prefix and not self.subject.lstrip().startswith(prefix.strip()):
                 if self.subject:
+                    self._offered(p.F_CHGHDRS, "CHGHDRS")
                     out.append(p.chgheader("Subject", 1, prefix + self.subject.lstrip()))
                 else:
                     out.append(p.addheader("Subject", prefix.strip()))
             return [*out, p.ACCEPT_PKT]
         if verdict.action == HOLD:
+            self._offered(p.F_QUARANTINE, "QUARANTINE")
             return [p.quarantine(f"regfd hold: {verdict.header_reasons()}"[:200]), p.ACCEPT_PKT]
         if verdict.action == REJECT:
             return [p.replycode("550", "5.7.1", _percent(self.app.reject_text))]
