@@ -145,8 +145,9 @@ def _check_contents(deb: Deb) -> None:
     assert files["/usr/bin/regfd"] == Entry("lrwxrwxrwx", "root/root", "/opt/regfd/bin/regfd")
     assert files["/opt/regfd/bin/python3"].target == "/usr/bin/python3"  # Debian's interpreter, not a copy
     assert files["/opt/regfd/bin/regfd"].mode == "-rwxr-xr-x"
-    for unit in ("regfd.service", "regfd-agent.service"):
+    for unit in ("regfd.service", "regfd-agent.service", "regfd-web.service"):
         assert files[f"/lib/systemd/system/{unit}"].mode == "-rw-r--r--"
+    assert "/usr/share/doc/regfd/deploy/nginx-regfd-web.conf" in files
     # The conffile: group and mode come from postinst's dpkg-statoverride (root:regfd-compliance).
     assert files["/etc/regfd"].mode == "drwxr-x---"
     assert files["/etc/regfd/regfd.toml"].mode == "-rw-r-----"
@@ -184,9 +185,11 @@ def _in_opt(deb: Deb, tree: Path, argv: Sequence[str], env: dict[str, str],
 
 def _check_packaged_venv(deb: Deb, redis_server: RedisServer, tmp_path: Path) -> None:
     tree = _extract(deb)
-    units = {u: (tree / "lib/systemd/system" / u).read_text() for u in ("regfd.service", "regfd-agent.service")}
+    units = {u: (tree / "lib/systemd/system" / u).read_text()
+             for u in ("regfd.service", "regfd-agent.service", "regfd-web.service")}
     assert "ExecStart=/usr/bin/regfd milter" in units["regfd.service"]
     assert "ExecStart=/usr/bin/regfd agent" in units["regfd-agent.service"]
+    assert "ExecStart=/usr/bin/regfd web" in units["regfd-web.service"]
     assert all("/usr/local" not in text for text in units.values())
     assert (tree / "etc/regfd/regfd.toml").read_bytes() == (REPO / "deploy/regfd.toml").read_bytes()
     state = tmp_path / "state"

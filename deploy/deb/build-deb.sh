@@ -99,7 +99,7 @@ fi
 # --- the rest of the tree ---------------------------------------------------------------------------------
 mkdir -p "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/etc/regfd" "$STAGE/usr/share/doc/regfd/deploy"
 ln -s "$PREFIX/bin/regfd" "$STAGE/usr/bin/regfd"
-for unit in regfd.service regfd-agent.service; do
+for unit in regfd.service regfd-agent.service regfd-web.service; do
   sed -e 's#/usr/local/bin/regfd#/usr/bin/regfd#g' \
       -e 's#file:///opt/regfd/share/doc/regfd/deploy/README.md#file:///usr/share/doc/regfd/deploy/README.md#' \
       "$REPO/deploy/$unit" > "$STAGE/lib/systemd/system/$unit"
@@ -110,7 +110,7 @@ install -m 0640 "$REPO/deploy/regfd.toml" "$STAGE/etc/regfd/regfd.toml"
 chmod 0750 "$STAGE/etc/regfd"
 install -m 0644 "$REPO/README.md" "$STAGE/usr/share/doc/regfd/README.md"
 install -m 0644 "$HERE/copyright" "$STAGE/usr/share/doc/regfd/copyright"
-for f in README.md postfix-main.cf.snippet sendmail.mc.snippet; do
+for f in README.md postfix-main.cf.snippet sendmail.mc.snippet nginx-regfd-web.conf; do
   install -m 0644 "$REPO/deploy/$f" "$STAGE/usr/share/doc/regfd/deploy/$f"
 done
 
