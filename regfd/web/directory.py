@@ -66,55 +66,6 @@ async def directory_page(request: Request) -> Response:
     return _page(request, console(request), user)
 
 
-async def registry_add(request: Request) -> Response:
-    """Add (or replace) a Specified Person, validated as `regfd registry add` validates it."""
-    user, form = await form_for(request, "admin")
-    c = console(request)
-    try:
-        pattern = parse_pattern(form.get("pattern", ""))
-        category = parse_choice(form.get("category", ""), REGISTRY_CATEGORIES, "category")
-        c.store.registry_add(RegistryEntry(pattern, category, form.get("firm", "").strip(),
-                                           form.get("note", "").strip(), to_iso(c.clock()), user.name), user.name)
-    except InvalidInput as exc:
-        return _page(request, c, user, str(exc), 400)
-    return RedirectResponse("/directory", status_code=303)
-
-
-async def registry_remove(request: Request) -> Response:
-    """Remove a Specified Person (any spelling of the pattern)."""
-    user, form = await form_for(request, "admin")
-    c = console(request)
-    try:
-        c.store.registry_remove(parse_pattern(form.get("pattern", "")), user.name)
-    except InvalidInput as exc:
-        return _page(request, c, user, str(exc), 400)
-    return RedirectResponse("/directory", status_code=303)
-
-
-async def officer_add(request: Request) -> Response:
-    """Add an officer, with the CLI's role rules."""
-    user, form = await form_for(request, "admin")
-    c = console(request)
-    try:
-        address = parse_address(form.get("address", ""))
-        role = officer_role(form.get("role", ""), c.config.authorized_roles)
-        c.store.officer_add(Officer(address, role, to_iso(c.clock()), user.name), user.name)
-    except InvalidInput as exc:
-        return _page(request, c, user, str(exc), 400)
-    return RedirectResponse("/directory", status_code=303)
-
-
-async def officer_remove(request: Request) -> Response:
-    """Remove an officer; authorizations they approved stay until revoked (as in the CLI)."""
-    user, form = await form_for(request, "admin")
-    c = console(request)
-    try:
-        c.store.officer_remove(parse_address(form.get("address", "")), user.name)
-    except InvalidInput as exc:
-        return _page(request, c, user, str(exc), 400)
-    return RedirectResponse("/directory", status_code=303)
-
-
 async def _edit(request: Request, change: Callable[[Console, User, dict[str, str]], object]) -> Response:
     """An admin's change: CSRF-checked, refused with the CLI's one-line reason, else back to the directory."""
     user, form = await form_for(request, "admin")
@@ -124,6 +75,39 @@ async def _edit(request: Request, change: Callable[[Console, User, dict[str, str
     except InvalidInput as exc:
         return _page(request, c, user, str(exc), 400)
     return RedirectResponse("/directory", status_code=303)
+
+
+def _registry_add(c: Console, user: User, f: dict[str, str]) -> None:
+    pattern = parse_pattern(f.get("pattern", ""))
+    category = parse_choice(f.get("category", ""), REGISTRY_CATEGORIES, "category")
+    c.store.registry_add(RegistryEntry(pattern, category, f.get("firm", "").strip(), f.get("note", "").strip(),
+                                       to_iso(c.clock()), user.name), user.name)
+
+
+def _officer_add(c: Console, user: User, f: dict[str, str]) -> None:
+    address = parse_address(f.get("address", ""))
+    role = officer_role(f.get("role", ""), c.config.authorized_roles)
+    c.store.officer_add(Officer(address, role, to_iso(c.clock()), user.name), user.name)
+
+
+async def registry_add(request: Request) -> Response:
+    """Add (or replace) a Specified Person, validated as `regfd registry add` validates it."""
+    return await _edit(request, _registry_add)
+
+
+async def registry_remove(request: Request) -> Response:
+    """Remove a Specified Person (any spelling of the pattern)."""
+    return await _edit(request, lambda c, u, f: c.store.registry_remove(parse_pattern(f.get("pattern", "")), u.name))
+
+
+async def officer_add(request: Request) -> Response:
+    """Add an officer, with the CLI's role rules."""
+    return await _edit(request, _officer_add)
+
+
+async def officer_remove(request: Request) -> Response:
+    """Remove an officer; authorizations they approved stay until revoked (as in the CLI)."""
+    return await _edit(request, lambda c, u, f: c.store.officer_remove(parse_address(f.get("address", "")), u.name))
 
 
 def _exempt_add(c: Console, user: User, f: dict[str, str]) -> None:
