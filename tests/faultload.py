@@ -718,6 +718,15 @@ def _disk_fill(stack: FaultStack) -> None:
 def _disk_free(stack: FaultStack) -> None:
     assert stack.tinyfs is not None
     stack.tinyfs.free()
+    # Redis retries the failed AOF write about once a second and refuses commands (MISCONF) until one
+    # succeeds: the fault ends when Redis has recovered, not when the disk has room.
+    assert isinstance(stack.redis, PersistentRedis)  # the disk fault runs on one redis-server, not Sentinel
+    client = stack.redis.client()
+    try:
+        wait_until(lambda: client.info("persistence").get("aof_last_write_status") == "ok", 30, 0.1,
+                   what="Redis to write its AOF again")
+    finally:
+        client.close()
 
 
 FAULTS: dict[str, Fault] = {f.name: f for f in (
