@@ -24,20 +24,21 @@ DIRECTORY = CORPUS / "directory.toml"
 # recall 0.940, benign held 0.038, action accuracy 0.967 (520 messages); with
 # dev/h and dev/i (840 messages): 0.933, 0.034, 0.971; with dev/j and dev/k,
 # the two batches written against keyword filters (1 160 messages): 0.889,
-# 0.038, 0.941. The floors leave a little room so that an unrelated lexicon
+# 0.038, 0.941; with dev/l, dev/m and the message model (1 480 messages, the
+# model fitted on them: in-sample): 0.992, 0.026, 0.982. The floors leave a little room so that an unrelated lexicon
 # edit does not fail CI by one message; they are not the product's goals
 # (97 % recall, at most 3 % of benign mail held, 98 % accuracy: README).
-DEV_FLOORS = ("--min-recall", "0.87", "--max-benign-held", "0.05", "--min-accuracy", "0.92")
+DEV_FLOORS = ("--min-recall", "0.97", "--max-benign-held", "0.035", "--min-accuracy", "0.97")
 
 
 def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
     r = regfd("evaluate", CORPUS / "dev", "--directory", DIRECTORY, "--json", *DEV_FLOORS)
     assert r.rc == 0, r.err
     parts = {p["part"]: p for p in json.loads(r.out)["parts"]}
-    batches = ("dev/a", "dev/b", "dev/c", "dev/f", "dev/h", "dev/i", "dev/j", "dev/k")
+    batches = ("dev/a", "dev/b", "dev/c", "dev/f", "dev/h", "dev/i", "dev/j", "dev/k", "dev/l", "dev/m")
     assert set(parts) == {*batches, "all"}
     total = parts["all"]
-    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= 1160
+    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= 1480
     assert sum(sum(row.values()) for row in total["confusion"].values()) == total["messages"]
     assert set(total["categories"]) == set(MATERIAL_CATEGORIES)
     for miss in total["misses"]:  # every miss names its message and shows the evidence a reviewer needs
@@ -46,10 +47,10 @@ def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
 
 
 def test_a_floor_that_is_not_met_exits_4_with_one_line(regfd: Regfd) -> None:
-    r = regfd("evaluate", CORPUS / "dev" / "a", "--directory", DIRECTORY, "--summary", "--min-recall", "100%")
+    r = regfd("evaluate", CORPUS / "dev" / "j", "--directory", DIRECTORY, "--summary", "--min-recall", "100%")
     assert r.rc == 4
     assert r.err.count("\n") == 1 and "below the floor: material recall" in r.err
-    assert "== dev/a: 130 messages" in r.out and "expected \\ got" in r.out
+    assert "== dev/j: 160 messages" in r.out and "expected \\ got" in r.out
     assert "\n- " not in r.out  # --summary: figures only, no miss is shown
 
 

@@ -31,21 +31,13 @@ from regfd.core.finding import MATERIAL_CATEGORIES  # noqa: E402
 from regfd.evaluation.corpus import manifests, read_manifest  # noqa: E402
 from regfd.scan.evidence import _TOKEN  # noqa: E402
 from regfd.scan.lexicon import load_lexicons  # noqa: E402
+from regfd.scan.message_model import STOPWORDS  # noqa: E402
 from regfd.scan.mime import Problem, iter_parts  # noqa: E402
 from regfd.scan.normalize import normalize_forms  # noqa: E402
 from regfd.store.directory_file import load_directory_file  # noqa: E402
 
 CANDIDATE_FLOOR = 0.5  # sentences scoring at least this are training candidates
 STRUCTURAL = {"topic", "phrase", "quoted"}
-# Words too common to mean anything by themselves: a weight on them would fire on any office prose.
-_STOPWORD_TEXT = (
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this "
-    "that these those there here i me my we our us you your he she they them his her their what which who "
-    "will would can could should may might do does did have has had not no so than then too very just "
-    "also about into over after before up down out off again further once all any both each few more most "
-    "other some such only own same s t don now team group"
-)
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 def features(sentence: str, groups: list[str]) -> dict[str, int]:

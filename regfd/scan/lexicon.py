@@ -24,6 +24,7 @@ import regex
 
 from regfd.errors import ConfigError
 from regfd.scan.evidence import Signals, build_signals
+from regfd.scan.message_model import MessageModel, load_message_model
 from regfd.scan.normalize import fold
 from regfd.scan.patternset import PatternSet
 
@@ -35,6 +36,7 @@ EXCLUSION = "exclusion"
 SIGNAL = "signal"
 EVIDENCE = "evidence"  # evidence.toml: the weights of the signals, not entries
 MODEL = "model"  # model.toml: word weights fitted offline, for sentences just under the threshold
+MESSAGE_MODEL = "message-model"  # message_model.toml: word weights fitted offline, read over the whole message
 LEXICON_KINDS = (MATERIAL, EMBARGO, NON_GAAP, GAAP_RECONCILIATION, EXCLUSION, SIGNAL)
 SEVERITIES = ("high", "medium", "low")
 SCOPES = ("phrase", "sentence", "paragraph")
@@ -313,6 +315,7 @@ class Lexicons:
     presence: PatternSet  # one report per pattern, the fallback on floods
     files: tuple[str, ...]
     signals: Signals | None = None  # compositional evidence (signals.toml + evidence.toml)
+    message_model: MessageModel | None = None  # the whole message's second opinion (message_model.toml)
 
     def categories(self, kind: str) -> set[str]:
         return {e.category for e in self.entries if e.kind == kind}
@@ -421,8 +424,12 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     entries: list[Entry] = []
     evidence_file: Path | None = None
     model_file: Path | None = None
+    message_model: MessageModel | None = None
     for path in files:
         kind = _file_kind(path)
+        if kind == MESSAGE_MODEL:
+            message_model = load_message_model(path)
+            continue
         if kind == EVIDENCE:
             evidence_file = path
             continue
@@ -445,7 +452,7 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
         presence = PatternSet(expressions, single_match=True, cache_dir=cache_dir)
     except Exception as exc:  # Hyperscan names the pattern id; map it back
         raise ConfigError(f"lexicon {directory}: patterns do not compile together: {exc}") from None
-    return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files), signals)
+    return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files), signals, message_model)
 
 
 def _file_kind(path: Path) -> object:

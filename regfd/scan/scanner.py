@@ -15,8 +15,9 @@ from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANN
 from regfd.scan.lexicon import EMBARGO as LEX_EMBARGO
 from regfd.scan.lexicon import GAAP_RECONCILIATION, NON_GAAP, Lexicons
 from regfd.scan.lexicon import MATERIAL as LEX_MATERIAL
+from regfd.scan.message_model import Explanation, MessageModel
 from regfd.scan.mime import Problem, TextPart, iter_parts
-from regfd.scan.normalize import normalize_forms
+from regfd.scan.normalize import NormalizedText, normalize_forms
 from regfd.scan.quoting import in_spans, quoted_spans
 
 MAX_FINDINGS = 50
@@ -48,16 +49,20 @@ def _quoted_location(location: str) -> str:
 _Hit = tuple[str, Finding, int, int]  # lexicon kind, finding, original start, end
 
 
-def _hits(part: TextPart, lexicons: Lexicons) -> list[tuple[str, Finding]]:
+def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, NormalizedText]] | None = None
+          ) -> list[tuple[str, Finding]]:
     """(lexicon kind, finding) for every hit in one text part.
 
     Every normalized form of the text is matched (more than one only where
     spaced-out letters could be read two ways, "a U.S. contract"); hits are
     taken back to original offsets, where the same phrase found in two forms
-    is one hit. Exclusions apply within the form that found them."""
+    is one hit. Exclusions apply within the form that found them. The first
+    form of each part goes to `read`, for the message model."""
     quoted: list[tuple[int, int]] | None = None
     out = []
     for n, norm in enumerate(normalize_forms(part.text)):
+        if n == 0 and read is not None:
+            read.append((part, norm))
         # Topic sentences are read in the first form only: the other forms only
         # re-read spaced-out letters, an evasion of phrases, not of plain words.
         for hit in lexicons.find(norm.text, topics=n == 0):
@@ -77,6 +82,39 @@ def _hits(part: TextPart, lexicons: Lexicons) -> list[tuple[str, Finding]]:
             finding = Finding(kind, hit.entry.category, text, excerpt, location, hit.entry.severity, rule)
             out.append((hit.entry.kind, finding, start, end))
     return _drop_nested(out) if out else []
+
+
+def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
+                    read: list[tuple[TextPart, NormalizedText]]) -> list[tuple[str, Finding]]:
+    """The message model's say on the material findings (message_model.py): drop or add, never both."""
+    feats: set[str] = set()
+    for _, norm in read:
+        feats |= model.present(norm.text)
+    p = model.probability(feats)
+    material = [f for kind, f in pairs if kind == LEX_MATERIAL]
+    if material:
+        if p >= model.confirm:
+            return pairs
+        # Only findings that rest on the evidence score alone; a lexicon phrase stays whatever the model says.
+        return [(kind, f) for kind, f in pairs if kind != LEX_MATERIAL or not f.rule.startswith("evidence score")]
+    if p < model.alone or not read:
+        return pairs
+    best: tuple[float, TextPart, NormalizedText, Explanation] | None = None
+    for part, norm in read:
+        why = model.explain(norm.text)
+        weight = sum(w for _, w in why.words)
+        if why.words and (best is None or weight > best[0]):
+            best = (weight, part, norm, why)
+    if best is None:
+        return pairs
+    _, part, norm, why = best
+    start, end = norm.span(why.start, why.end)
+    location = part.location
+    if part.body and in_spans(quoted_spans(part.text), start):
+        location = _quoted_location(location)
+    finding = Finding(MATERIAL, model.category(feats), part.text[start:end][:_MAX_TEXT_CHARS].strip(),
+                      norm.excerpt(why.start, why.end, width=_MAX_TEXT_CHARS), location, "medium", model.rule(p, why))
+    return [*pairs, (LEX_MATERIAL, finding)]
 
 
 def _tidy(findings: list[Finding]) -> list[Finding]:
@@ -136,15 +174,18 @@ def scan_message(raw: bytes, lexicons: Lexicons, limits: ScanLimits) -> list[Fin
     deadline = time.monotonic() + limits.time_budget
     pairs: list[tuple[str, Finding]] = []
     problems: list[Finding] = []
+    read: list[tuple[TextPart, NormalizedText]] | None = [] if lexicons.message_model is not None else None
     try:
         for item in iter_parts(raw, limits, deadline):
             if isinstance(item, Problem):
                 problems.append(_unscannable(item.location, item.reason))
                 continue
-            pairs.extend(_hits(item, lexicons))
+            pairs.extend(_hits(item, lexicons, read))
             if time.monotonic() > deadline:
                 problems.append(_unscannable("message", "time-budget"))
                 break
+        if lexicons.message_model is not None and read is not None and not problems:
+            pairs = _second_opinion(lexicons.message_model, pairs, read)
     except Exception as exc:  # a parser bug on hostile input must not lose the message
         problems.append(_unscannable("message", f"scanner-error:{type(exc).__name__}"))
     return _tidy(problems + _collect(pairs))

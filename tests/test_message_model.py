@@ -1,0 +1,124 @@
+"""The message model (message_model.toml): a whole-message second opinion that adds or drops material findings."""
+
+from __future__ import annotations
+
+import shutil
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from regfd.config import ScanLimits
+from regfd.core.finding import MATERIAL, Finding
+from regfd.errors import ConfigError
+from regfd.scan.lexicon import load_lexicons
+from regfd.scan.message_model import features
+from regfd.scan.scanner import scan_message
+from tests.conftest import REPO
+
+LEXICON_DIR = REPO / "lexicons"
+
+# "zorblat" stands for words the model learnt to weigh; "frobnic" for words it learnt point away.
+MODEL = """kind = "message-model"
+bias = -2.0
+alone = {alone}
+confirm = {confirm}
+
+[weights]
+"zorblat" = 6.0
+"zorblat soon" = 1.0
+"frobnic" = -9.0
+
+[categories.liquidity]
+bias = 0.0
+[categories.liquidity.weights]
+"cash" = 2.0
+
+[categories.earnings]
+bias = 0.5
+[categories.earnings.weights]
+"quarter" = 1.0
+"""
+
+
+def _lexicons(tmp_path: Path, alone: float = 0.7, confirm: float = 0.1, text: str | None = None):  # type: ignore[no-untyped-def]
+    for f in LEXICON_DIR.glob("*.toml"):
+        if f.name != "message_model.toml":
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "message_model.toml").write_text(text if text is not None else MODEL.format(alone=alone,
+                                                                                            confirm=confirm))
+    return load_lexicons(tmp_path)
+
+
+def _message(body: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "bob@allient.com"
+    msg["To"] = "ana@bank.example"
+    msg["Subject"] = "Catching up"
+    msg.set_content(body)
+    return bytes(msg).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def _material(lx, body: str) -> list[Finding]:  # type: ignore[no-untyped-def]
+    return [f for f in scan_message(_message(body), lx, ScanLimits()) if f.kind == MATERIAL]
+
+
+def test_a_message_the_model_reads_as_a_disclosure_is_a_finding_with_its_sentence_and_words(tmp_path: Path) -> None:
+    lx = _lexicons(tmp_path)
+    found = _material(lx, "Hi Ana,\n\nLovely weather. We zorblat soon, the cash is there.\n\nBob\n")
+    assert len(found) == 1
+    f = found[0]
+    assert f.category == "liquidity"  # the category table that scores the message highest
+    assert f.text == "We zorblat soon, the cash is there." and f.location == "body"
+    assert f.rule.startswith("message model p=0.99 ('zorblat' +6.00, 'zorblat soon' +1.00)")
+    assert f.rule.endswith("message_model.toml")
+
+
+def test_words_that_point_away_keep_the_message_clean(tmp_path: Path) -> None:
+    lx = _lexicons(tmp_path)
+    assert _material(lx, "Hi Ana,\n\nWe zorblat soon. Frobnic as usual.\n\nBob\n") == []
+
+
+def test_a_quoted_sentence_is_reported_as_quoted(tmp_path: Path) -> None:
+    lx = _lexicons(tmp_path)
+    found = _material(lx, "Thanks, noted.\n\n> We zorblat soon, the quarter is fine.\n")
+    assert [f.location for f in found] == ["quoted"]
+    assert found[0].category == "earnings"
+
+
+def test_under_confirm_evidence_findings_drop_but_a_lexicon_phrase_stays(tmp_path: Path) -> None:
+    evidence_only = "Ana,\n\nJust between us, we're going to come in light on revenue this quarter.\n\nBob\n"
+    phrase = "Ana,\n\nBetween us, we will miss the quarter. Frobnic.\n\nBob\n"
+    (tmp_path / "off").mkdir()
+    (tmp_path / "strict").mkdir()
+    off = _lexicons(tmp_path / "off", alone=1.0, confirm=0.0)
+    assert any(f.rule.startswith("evidence score") for f in _material(off, evidence_only))
+    strict = _lexicons(tmp_path / "strict", confirm=0.99)
+    assert _material(strict, evidence_only) == []  # p = 0.12 < 0.99: the evidence alone does not stand
+    kept = _material(strict, phrase)
+    assert kept and not any(f.rule.startswith("evidence score") for f in kept)
+
+
+def test_alone_one_and_confirm_zero_change_nothing(tmp_path: Path) -> None:
+    lx = _lexicons(tmp_path, alone=1.0, confirm=0.0)
+    assert _material(lx, "Hi Ana,\n\nWe zorblat soon, the cash is there.\n\nBob\n") == []
+
+
+def test_features_are_words_and_pairs_without_stopword_pairs() -> None:
+    assert features("We will zorblat the Cash soon") == {
+        "zorblat", "cash", "soon", "will zorblat", "zorblat the", "the cash", "cash soon"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('kind = "message-model"\nbias = 0\nalone = 1.5\nconfirm = 0.1\n', "alone must be between 0 and 1"),
+    ('kind = "message-model"\nbias = "low"\nalone = 0.5\nconfirm = 0.1\n', "bias must be a number"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nconfirm = 0.1\n[weights]\nword = "heavy"\n',
+     "weight of 'word' must be a number"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nconfirm = 0.1\n[categories.gossip]\nbias = 0\n',
+     "gossip] is not a material category"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nconfirm = 0.1\nthreshold = 2\n', "unknown key 'threshold'"),
+])
+def test_a_bad_message_model_stops_loading_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as exc:
+        _lexicons(tmp_path, text=text)
+    assert "\n" not in str(exc.value) and "message_model.toml" in str(exc.value)

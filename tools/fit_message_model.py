@@ -1,0 +1,193 @@
+"""Fit lexicons/message_model.toml: word weights that read a whole message, from the development corpus.
+
+Offline and reproducible (no network): reads the development part of the
+corpus only (never the held-out part). Each message's features are the
+words and word pairs of its text parts, exactly as regfd computes them
+(regfd.scan.message_model.features over the normalized text of every part);
+its label is the reviewer's: material or not. A logistic regression
+(scikit-learn, L2, balanced classes) gives the weights of "discloses", and a
+multinomial one over the material messages gives a table per category.
+The weights are written as a TOML file a reviewer can read; regfd itself
+never needs scikit-learn.
+
+    .venv/bin/pip install scikit-learn
+    .venv/bin/python tools/fit_message_model.py [--c 0.3] [--alone 0.7] [--confirm 0.1]
+    .venv/bin/python tools/fit_message_model.py --cv     # leave one batch out: what it adds on unseen batches
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from regfd.config import ScanLimits  # noqa: E402
+from regfd.core.finding import MATERIAL, MATERIAL_CATEGORIES  # noqa: E402
+from regfd.evaluation.corpus import as_received, manifests, read_manifest  # noqa: E402
+from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
+from regfd.scan.message_model import features  # noqa: E402
+from regfd.scan.mime import Problem, iter_parts  # noqa: E402
+from regfd.scan.normalize import normalize_forms  # noqa: E402
+from regfd.scan.scanner import scan_message  # noqa: E402
+from regfd.store.directory_file import load_directory_file  # noqa: E402
+
+MODEL_FILE = "message_model.toml"
+TOP_PER_CATEGORY = 400  # the heaviest weights kept per category table (naming a category needs few)
+
+
+@dataclass
+class Example:
+    batch: str
+    feats: set[str]
+    material: bool
+    categories: frozenset[str]
+    found: bool  # the lexicons and evidence (without this model) raise a material finding
+
+
+def message_features(raw: bytes) -> set[str]:
+    """What the scanner gives the model for one message (regfd.scan.scanner.scan_message)."""
+    out: set[str] = set()
+    for item in iter_parts(raw, ScanLimits(), time.monotonic() + 10):
+        if not isinstance(item, Problem):
+            out |= features(normalize_forms(item.text)[0].text)
+    return out
+
+
+def lexicons_without_model() -> Lexicons:
+    """The shipped lexicons minus this model: what the model is a second opinion on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in (ROOT / "lexicons").glob("*.toml"):
+            if f.name != MODEL_FILE:
+                shutil.copy(f, Path(tmp) / f.name)
+        return load_lexicons(Path(tmp))
+
+
+def examples(parts: list[str], with_found: bool) -> list[Example]:
+    directory = load_directory_file(ROOT / "corpus" / "directory.toml")
+    lexicons = lexicons_without_model() if with_found else None
+    out = []
+    for part in parts:
+        for manifest in manifests([ROOT / "corpus" / part]):
+            for lab in read_manifest(manifest, directory.tz, frozenset(MATERIAL_CATEGORIES)):
+                raw = as_received(lab.raw)
+                found = lexicons is not None and any(
+                    f.kind == MATERIAL for f in scan_message(raw, lexicons, ScanLimits()))
+                out.append(Example(manifest.parent.name, message_features(raw), "material" in lab.findings,
+                                   lab.categories, found))
+    return out
+
+
+Weights = dict[str, float]
+
+
+def fit(train: list[Example], c: float, min_df: int) -> tuple[float, Weights, dict[str, tuple[float, Weights]]]:
+    """(bias, weights, {category: (bias, weights)})."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    df: dict[str, int] = {}
+    for ex in train:
+        for f in ex.feats:
+            df[f] = df.get(f, 0) + 1
+    keep = {f for f, n in df.items() if n >= min_df}
+    vec = DictVectorizer()
+    x = vec.fit_transform([{f: 1 for f in ex.feats if f in keep} for ex in train])
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+    clf.fit(x, [ex.material for ex in train])
+    names = vec.get_feature_names_out()
+    weights = {str(f): float(w) for f, w in zip(names, clf.coef_[0], strict=True) if abs(w) >= 0.01}
+    rows = [(ex, cat) for ex in train if ex.material for cat in sorted(ex.categories)]
+    cats: dict[str, tuple[float, dict[str, float]]] = {}
+    if rows:
+        xc = vec.transform([{f: 1 for f in ex.feats if f in keep} for ex, _ in rows])
+        mc = LogisticRegression(C=c, max_iter=5000).fit(xc, [cat for _, cat in rows])
+        for k, cat in enumerate(mc.classes_):
+            coef = mc.coef_[k] if len(mc.classes_) > 2 else (mc.coef_[0] if k == 1 else -mc.coef_[0])
+            top = sorted(zip(names, coef, strict=True), key=lambda t: -abs(t[1]))[:TOP_PER_CATEGORY]
+            bias = float(mc.intercept_[k] if len(mc.classes_) > 2 else (mc.intercept_[0] if k == 1 else 0.0))
+            cats[str(cat)] = (bias, {str(f): float(w) for f, w in top if abs(w) >= 0.01})
+    return float(clf.intercept_[0]), weights, cats
+
+
+def probability(bias: float, weights: dict[str, float], feats: set[str]) -> float:
+    import math
+
+    z = bias + sum(weights.get(f, 0.0) for f in feats)
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+def cross_validate(exs: list[Example], c: float, min_df: int, alone: float, confirm: float) -> None:
+    """Leave one batch out: recall and benign flagged, lexicons alone and with the model, on each unseen batch."""
+    batches = sorted({ex.batch for ex in exs})
+    tot = {"pos": 0, "neg": 0, "tp0": 0, "fp0": 0, "tp": 0, "fp": 0}
+    for held in batches:
+        bias, weights, _ = fit([ex for ex in exs if ex.batch != held], c, min_df)
+        t = dict.fromkeys(tot, 0)
+        for ex in (ex for ex in exs if ex.batch == held):
+            p = probability(bias, weights, ex.feats)
+            flagged = (ex.found and p >= confirm) or p >= alone
+            key = "pos" if ex.material else "neg"
+            t[key] += 1
+            t[("tp" if ex.material else "fp") + "0"] += ex.found
+            t["tp" if ex.material else "fp"] += flagged
+        for k in tot:
+            tot[k] += t[k]
+        print(f"  {held}: recall {100 * t['tp0'] / max(1, t['pos']):5.1f} -> {100 * t['tp'] / max(1, t['pos']):5.1f}   "
+              f"benign flagged {100 * t['fp0'] / max(1, t['neg']):5.1f} -> {100 * t['fp'] / max(1, t['neg']):5.1f}")
+    print(f"  all: recall {100 * tot['tp0'] / tot['pos']:5.1f} -> {100 * tot['tp'] / tot['pos']:5.1f}   "
+          f"benign flagged {100 * tot['fp0'] / tot['neg']:5.1f} -> {100 * tot['fp'] / tot['neg']:5.1f}")
+
+
+def main() -> None:
+    """Fit on the development corpus and write the model file (or, with --cv, only measure)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--c", type=float, default=0.3, help="inverse regularization strength (L2)")
+    ap.add_argument("--min-df", type=int, default=3, help="keep features seen in at least this many messages")
+    ap.add_argument("--alone", type=float, default=0.7, help="probability from which a message alone is a finding")
+    ap.add_argument("--confirm", type=float, default=0.1, help="probability under which evidence-only findings drop")
+    ap.add_argument("--parts", default="dev", help="corpus parts to fit on, comma separated (never heldout)")
+    ap.add_argument("--cv", action="store_true", help="leave one batch out, print what the model adds; write nothing")
+    ap.add_argument("--out", type=Path, default=ROOT / "lexicons" / MODEL_FILE)
+    a = ap.parse_args()
+    parts = a.parts.split(",")
+    if any(p.startswith("heldout") for p in parts):
+        ap.error("the held-out part is never used for fitting")
+    exs = examples(parts, with_found=a.cv)
+    if a.cv:
+        cross_validate(exs, a.c, a.min_df, a.alone, a.confirm)
+        return
+    bias, weights, cats = fit(exs, a.c, a.min_df)
+    positives = sum(ex.material for ex in exs)
+    lines = [
+        "# Word weights that read a whole message: a second opinion beside the lexicons. Generated by",
+        "# tools/fit_message_model.py from the development corpus (corpus/dev); do not edit the weights by",
+        "# hand: change the corpus or the script's options and fit again, then measure with `regfd evaluate`.",
+        "# `alone`: a message with no material finding whose probability reaches it is a finding (the",
+        "# heaviest sentence is the excerpt). `confirm`: under it, material findings that rest on the",
+        "# evidence score alone are dropped (lexicon phrases stay). alone = 1.0 and confirm = 0.0: no effect.",
+        'kind = "message-model"',
+        f'description = "logistic regression (L2), C={a.c}, min_df={a.min_df}, {len(exs)} messages '
+        f'({positives} disclosing, {len(exs) - positives} not)"',
+        f"bias = {bias:.4f}",
+        f"alone = {a.alone}",
+        f"confirm = {a.confirm}",
+        "",
+        "[weights]",
+    ]
+    lines += [f'"{f}" = {w:.4f}' for f, w in sorted(weights.items(), key=lambda t: -t[1])]
+    for cat, (cb, cw) in sorted(cats.items()):
+        lines += ["", f"[categories.{cat}]", f"bias = {cb:.4f}", "", f"[categories.{cat}.weights]"]
+        lines += [f'"{f}" = {w:.4f}' for f, w in sorted(cw.items(), key=lambda t: -t[1])]
+    a.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{a.out}: {len(weights)} weights from {len(exs)} messages ({positives} material), {len(cats)} categories")
+
+
+if __name__ == "__main__":
+    main()
