@@ -1,18 +1,28 @@
 """Scanner throughput on one core, with all lexicons loaded.
 
-Run: .venv/bin/python bench/bench_scanner.py
+Run: .venv/bin/python bench/bench_scanner.py [--before REV]
 Prints MB/s of raw message for: a 10 KB business message without triggers,
 the same with triggers, with accented text, with abbreviations ("a U.S.
 client", which give normalization several forms to match), a 1 MB message
 (plain and with abbreviations), and a message with a ~5 MB PDF; then the
 multi-pattern matchers compared on the same 1 MB of text.
+
+`--before REV` (a git revision, e.g. a tag or `HEAD~5`) also loads the
+lexicons/ directory as it was at REV and measures every 10 KB and 1 MB case
+with both, alternating, in the same run: a lexicon change's cost on this
+machine today, not against a figure from another day.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import io
 import random
+import subprocess
 import sys
+import tarfile
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Sequence
@@ -153,7 +163,34 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def lexicons_at(rev: str, into: Path) -> Path:
+    """The lexicons/ directory as committed at `rev`, extracted under `into`."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "lexicons"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(into, filter="data")
+    return into / "lexicons"
+
+
+def compare(label: str, raw: bytes, before: Lexicons, after: Lexicons, limits: ScanLimits, rounds: int = 3) -> None:
+    """Median ms per message with each lexicon set, measured in alternation."""
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for name, lx in (("before", before), ("after", after)):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < 0.5:
+                scan_message(raw, lx, limits)
+                n += 1
+            times[name].append((time.perf_counter() - t0) / n)
+    b, a = sorted(times["before"])[rounds // 2], sorted(times["after"])[rounds // 2]
+    mb = len(raw) / 1e6
+    print(f"{label:<34} {b * 1000:8.2f} ms {mb / b:7.1f} MB/s  | {a * 1000:8.2f} ms {mb / a:7.1f} MB/s  "
+          f"findings {len(scan_message(raw, before, limits))} -> {len(scan_message(raw, after, limits))}")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", metavar="REV", help="also measure the lexicons of this git revision, in the same run")
+    args = ap.parse_args()
     rng = random.Random(42)
     start = time.perf_counter()
     lexicons = load_lexicons(ROOT / "lexicons")
@@ -167,6 +204,16 @@ def main() -> None:
     big = english(1_000_000, rng)
     pdf_pages = [[line for line in english(9_000, rng).splitlines() if line] for _ in range(60)]
     pdf = make_pdf(pdf_pages * 10, compress=False)
+    if args.before:
+        with tempfile.TemporaryDirectory() as tmp:
+            before = load_lexicons(lexicons_at(args.before, Path(tmp)))
+        print(f"{'case':<34} {'before (' + args.before + ')':>27}  | {'after (working tree)':>27}")
+        for label, body in (("10 KB, no trigger", quiet), ("10 KB, with triggers", loud),
+                            ("10 KB non-ASCII, no trigger", accented(quiet, rng)),
+                            ("10 KB abbreviations, no trigger", abbreviated(quiet, rng)),
+                            ("1 MB message", big)):
+            compare(label, message(body), before, lexicons, limits)
+        return
     print(f"{'case':<34} {'size':>11}  {'per message':>12}  {'throughput':>10}")
     measure("10 KB, no trigger", message(quiet), lexicons, limits)
     measure("10 KB, with triggers", message(loud), lexicons, limits)
