@@ -77,11 +77,12 @@ class Services:
         _ = self.lexicons  # compile now: a bad lexicon must stop start-up, not the first message
         return self.decider_with(self.policy)
 
-    def open_store(self, timeout: float = 5.0) -> StoreHandle:
-        """The Redis store (the private redis-server when no URL is configured)."""
+    def open_store(self, timeout: float = 5.0, start_private: bool = True) -> StoreHandle:
+        """The Redis store (the private redis-server when no URL is configured; started unless `start_private`
+        is false)."""
         from regfd.store.redis_store import open_store
 
-        return open_store(self.config, timeout=timeout)
+        return open_store(self.config, timeout=timeout, start_private=start_private)
 
     def executor(self, store: RedisStore) -> Workflow:
         """What follows each recorded decision: record, notifications, quarantine, follow-up."""

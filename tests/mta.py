@@ -160,14 +160,16 @@ class MilterProcess:
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
               timeout: float = 60.0, wrapper: Sequence[str] = (), python: str = PYTHON,
-              cwd: Path | str = REPO, engine: str = "") -> MilterProcess:
+              cwd: Path | str = REPO, engine: str = "", workers: int = 0) -> MilterProcess:
         """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec; `wrapper` runs it as another
-        user (["runuser", "-u", USER, "--"]); `engine` overrides milter.engine (libmilter | asyncio)."""
+        user (["runuser", "-u", USER, "--"]); `engine` overrides milter.engine (libmilter | asyncio);
+        `workers` milter.workers (`--workers N`)."""
         spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
         socket_path = Path(socket_path) if not isinstance(socket_path, str) else Path("/nonexistent")
         logf = open(log, "ab")  # noqa: SIM115 - the milter process owns it until stop()
         proc = subprocess.Popen([*wrapper, python, "-m", "regfd.cli", "milter", "--config", str(config),
-                                 "--socket", spec, *(["--engine", engine] if engine else [])],
+                                 "--socket", spec, *(["--engine", engine] if engine else []),
+                                 *(["--workers", str(workers)] if workers else [])],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
                                 cwd=cwd)
         logf.close()
