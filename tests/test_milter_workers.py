@@ -254,3 +254,36 @@ def test_the_command_line_override_is_checked_too(regfd: Any, tmp_path: Path, ar
     assert r.rc == 1
     assert r.err.strip().splitlines() == [r.err.strip()] and problem in r.err
     assert not (tmp_path / "m.sock").exists()
+
+
+def test_each_log_line_is_one_write() -> None:
+    """The workers share one stderr: a line written in two parts (print's text, then its newline) let two
+    processes' lines run together into one invalid JSON line (seen in bench/bench_mta.py --workers 2)."""
+    import structlog
+
+    from regfd.mta.daemon import configure_logging
+
+    class Stream:
+        def __init__(self) -> None:
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return False
+
+    stream = Stream()
+    try:
+        configure_logging(stream)
+        structlog.get_logger("t").info("milter.decision", action="hold")
+        structlog.get_logger("t").info("milter.decision", action="tag")
+    finally:
+        configure_logging()
+    assert len(stream.writes) == 2 and all(w.endswith("}\n") and w.count("\n") == 1 for w in stream.writes)
+    assert [json.loads(w)["action"] for w in stream.writes] == ["hold", "tag"]
+    assert {json.loads(w)["pid"] for w in stream.writes} == {os.getpid()}

@@ -51,7 +51,9 @@ def configure_logging(stream: Any = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (print() writes the newline apart): the processes of `[milter] workers`
+        # share the stream, and two lines written at once must not end up on one.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
 
