@@ -60,10 +60,10 @@ class MilterConfig:
     # host: "auto" when it may run the MTA's queue commands (root for
     # Postfix's postsuper), "yes", or "no" (a separate `regfd agent` runs as root).
     agent: str = "auto"
-    # Which milter engine serves the MTA: "libmilter" (pymilter, the reference)
-    # or "asyncio" (regfd/mta/asyncio_engine.py: the protocol spoken in Python,
-    # one event loop, no thread per event).
-    engine: str = "libmilter"
+    # Which milter engine serves the MTA: "asyncio" (regfd/mta/asyncio_engine.py:
+    # the protocol spoken in Python, one event loop, no thread per event) or
+    # "libmilter" (pymilter, the reference).
+    engine: str = "asyncio"
     # Seconds from SIGTERM to exit, at most: messages in flight finish within
     # it (new ones get 451 4.7.1 meanwhile), then regfd exits whatever is left.
     drain_timeout: float = 30.0
