@@ -287,3 +287,34 @@ def test_each_log_line_is_one_write() -> None:
     assert len(stream.writes) == 2 and all(w.endswith("}\n") and w.count("\n") == 1 for w in stream.writes)
     assert [json.loads(w)["action"] for w in stream.writes] == ["hold", "tag"]
     assert {json.loads(w)["pid"] for w in stream.writes} == {os.getpid()}
+
+
+def test_the_supervisor_runs_and_watches_the_private_redis(regfd: Any) -> None:
+    """No redis URL: the supervisor starts the private redis-server before the fork and owns it (the workers
+    only connect), starts it again when it dies, and stops it after the workers on SIGTERM."""
+    import shutil
+
+    from regfd.store.private_redis import PrivateRedis
+    from tests.mta import make_mta_dir
+
+    d = make_mta_dir("regfd-workers-")
+    env = {k: v for k, v in regfd.env.items() if k != "REGFD_REDIS_URL"}
+    env = {**{k: v for k, v in os.environ.items() if k != "REGFD_REDIS_URL"}, **env}
+    m = MilterProcess.start(regfd.config, d / "m.sock", env, d / "m.log", workers=2)
+    private = PrivateRedis(regfd.tmp / "state")
+    try:
+        wait_until(lambda: len(events(m.log, "milter.worker_start")) == 2, 30, what="both workers")
+        assert events(m.log, "milter.start")[0]["store"] == "private" and private.answering()
+        assert json.loads(private.owner_file.read_text())["owner"] == m.proc.pid
+        server = private.server_pid()
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+        wait_until(lambda: events(m.log, "redis.private_restarted"), 15, what="the supervisor's restart")
+        assert private.answering() and private.server_pid() != server
+        assert json.loads(private.owner_file.read_text())["owner"] == m.proc.pid
+    finally:
+        rc = m.stop()
+    assert rc == 0, m.log.read_text()[-2000:]
+    assert not private.answering() and not (d / "m.sock").exists()
+    assert not events(m.log, "milter.worker_died")  # the workers lived through the restart
+    shutil.rmtree(d, ignore_errors=True)
