@@ -318,3 +318,38 @@ def test_the_supervisor_runs_and_watches_the_private_redis(regfd: Any) -> None:
     assert not private.answering() and not (d / "m.sock").exists()
     assert not events(m.log, "milter.worker_died")  # the workers lived through the restart
     shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_message_stuck_in_flight_does_not_hold_the_stop_past_drain_timeout(regfd: Any) -> None:
+    """A client that stops mid-message (MAIL and RCPT sent, then silence): SIGTERM still ends every process
+    within drain_timeout (2 s here), exit 0, the stuck worker reporting what it left."""
+    import shutil
+
+    from regfd.mta import protocol as p
+    from tests.conftest import free_port
+    from tests.mta import make_mta_dir
+    from tests.test_asyncio_engine import Client, negotiate, z
+
+    regfd.write_config(extra="[milter]\ndrain_timeout = 2.0\n")
+    d = make_mta_dir("regfd-workers-")
+    port = free_port()
+    m = MilterProcess.start(regfd.config, f"inet:{port}@127.0.0.1", regfd.env, d / "m.log", workers=2)
+    try:
+        wait_until(lambda: len(events(m.log, "milter.worker_start")) == 2, 30, what="both workers")
+        pid = m.proc.pid
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        c = Client(port)
+        negotiate(c)
+        c.send(p.packet(p.MAIL, z("<bob@allient.com>")), p.packet(p.RCPT, z("<analyst@bank.com>")))
+        assert [r.cmd for r in c.replies(2)] == [p.R_CONTINUE] * 2  # the message is in flight
+        t0 = time.monotonic()
+        m.proc.send_signal(signal.SIGTERM)
+        assert m.proc.wait(10) == 0
+        took = time.monotonic() - t0
+        assert took <= 2.0 + 0.2, took  # the bound, plus the interpreter's exit
+        assert [e["inflight"] for e in events(m.log, "milter.stop_with_inflight")] == [1]
+        assert not [child for child in children if alive(child)]
+        assert c.closed_by_peer()
+    finally:
+        m.stop()
+        shutil.rmtree(d, ignore_errors=True)
