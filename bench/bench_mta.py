@@ -332,7 +332,8 @@ def main() -> int:
         for name, m in milters.items():
             decisions = [json.loads(line) for line in m.log.read_text().splitlines() if '"milter.decision"' in line]
             actions = Counter(f"{d['stage']}:{d['action']}" for d in decisions)
-            print(f"  {name}: {dict(sorted(actions.items()))}, processes {len({d.get('pid') for d in decisions})}")
+            per_pid = Counter(d.get("pid") for d in decisions)
+            print(f"  {name}: {dict(sorted(actions.items()))}, decisions per process {sorted(per_pid.values())}")
             for stage in ("data", "eom"):
                 ds = [d["duration_ms"] for d in decisions if d.get("stage") == stage]
                 if ds:
