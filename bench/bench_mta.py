@@ -244,7 +244,9 @@ def main() -> int:
             sockets[name] = sock if isinstance(sock, Path) else "inet:127.0.0.1:" + sock.split(":")[1].split("@")[0]
     for name, m in milters.items():
         start = next(json.loads(line) for line in m.log.read_text().splitlines() if '"milter.start"' in line)
-        loop = start.get("loop") or ("asyncio worker processes" if start.get("workers") else "libmilter threads")
+        worker: dict[str, Any] = next((json.loads(line) for line in m.log.read_text().splitlines()
+                                       if '"milter.worker_start"' in line), {})
+        loop = start.get("loop") or worker.get("loop") or "libmilter threads"
         print(f"{name}: engine {start.get('engine')}, {loop}, workers {start.get('workers', 1)}, "
               f"quiet protocol {start.get('quiet_protocol')}")
     pf = PostfixInstance(work / "postfix", sink_port, sockets)

@@ -312,11 +312,17 @@ def test_the_supervisor_runs_and_watches_the_private_redis(regfd: Any) -> None:
         wait_until(lambda: events(m.log, "redis.private_restarted"), 15, what="the supervisor's restart")
         assert private.answering() and private.server_pid() != server
         assert json.loads(private.owner_file.read_text())["owner"] == m.proc.pid
+        background = events(m.log, "milter.start")[0]["background_pid"]  # the outbox and agent's process
+        os.kill(background, signal.SIGKILL)
+        again = wait_until(lambda: events(m.log, "milter.worker_restarted"), 15, what="its restart")[0]
+        assert again["role"] == "background" and alive(again["new_pid"])
+        wait_until(lambda: [e for e in events(m.log, "milter.background_start") if e["pid"] == again["new_pid"]], 30,
+                   what="the new background process")
     finally:
         rc = m.stop()
     assert rc == 0, m.log.read_text()[-2000:]
     assert not private.answering() and not (d / "m.sock").exists()
-    assert not events(m.log, "milter.worker_died")  # the workers lived through the restart
+    assert [e["role"] for e in events(m.log, "milter.worker_died")] == ["background"]  # the workers lived on
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -350,6 +356,30 @@ def test_a_message_stuck_in_flight_does_not_hold_the_stop_past_drain_timeout(reg
         assert [e["inflight"] for e in events(m.log, "milter.stop_with_inflight")] == [1]
         assert not [child for child in children if alive(child)]
         assert c.closed_by_peer()
+    finally:
+        m.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(regfd: Any) -> None:
+    """SIGKILL to the supervisor (no drain possible there): its children get SIGTERM from the kernel
+    (PR_SET_PDEATHSIG), drain and exit instead of serving on unsupervised."""
+    import shutil
+
+    from tests.conftest import free_port
+    from tests.mta import make_mta_dir
+
+    d = make_mta_dir("regfd-workers-")
+    m = MilterProcess.start(regfd.config, f"inet:{free_port()}@127.0.0.1", regfd.env, d / "m.log", workers=2)
+    try:
+        wait_until(lambda: len(events(m.log, "milter.worker_start")) == 2, 30, what="both workers")
+        pid = m.proc.pid
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        assert len(children) == 3
+        m.proc.kill()
+        m.proc.wait()
+        wait_until(lambda: not [c for c in children if alive(c)], 15, what="the children to exit")
+        assert len(events(m.log, "milter.worker_stopped")) == 2 and events(m.log, "milter.background_stopped")
     finally:
         m.stop()
         shutil.rmtree(d, ignore_errors=True)
