@@ -39,6 +39,7 @@ percentiles is what regfd adds.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -158,6 +159,11 @@ def latency_samples(pf: PostfixInstance, listeners: list[str], message: bytes, n
 
 
 
+def workers_listening(log: Path, workers: int) -> bool:
+    """Whether `workers` worker processes have logged their start (the supervisor logs its own first)."""
+    return log.read_text().count('"milter.worker_start"') >= workers
+
+
 def pct(xs: list[float], p: float) -> float:
     """The `p`th percentile by nearest rank."""
     xs = sorted(xs)
@@ -238,9 +244,10 @@ def main() -> int:
         kinds = [("", work / f"{engine}.sock")] + ([("-tcp", f"inet:{free_port()}@127.0.0.1")] if args.inet else [])
         for suffix, sock in kinds:
             name = engine + suffix
-            milters[name] = MilterProcess.start(runner.config, sock, env, work / f"{name}.log",
-                                                engine="asyncio" if workers else engine.removesuffix("-stdlib"),
-                                                workers=workers)
+            m = milters[name] = MilterProcess.start(runner.config, sock, env, work / f"{name}.log",
+                                                    engine="asyncio" if workers else engine.removesuffix("-stdlib"),
+                                                    workers=workers)
+            wait_until(functools.partial(workers_listening, m.log, workers), 30, what="every worker to listen")
             sockets[name] = sock if isinstance(sock, Path) else "inet:127.0.0.1:" + sock.split(":")[1].split("@")[0]
     for name, m in milters.items():
         start = next(json.loads(line) for line in m.log.read_text().splitlines() if '"milter.start"' in line)
