@@ -22,7 +22,7 @@ from regfd.errors import ConfigError
 
 if TYPE_CHECKING:
     from regfd.compliance.executor import Workflow
-    from regfd.mta.libmilter import MilterApp
+    from regfd.mta.app import MilterApp
     from regfd.ports import DecisionSink, DirectoryReader
     from regfd.scan.lexicon import Lexicons
     from regfd.store.redis_store import RedisStore, StoreHandle
@@ -92,6 +92,6 @@ class Services:
 
     def milter_app(self, store: DirectoryReader, sink: DecisionSink) -> MilterApp:
         """The milter's shared state, on this process's decision path."""
-        from regfd.mta.libmilter import MilterApp
+        from regfd.mta.app import MilterApp
 
         return MilterApp.from_config(self.config, store, sink, self.decider)

@@ -383,3 +383,53 @@ def test_workers_stop_when_the_supervisor_is_killed(regfd: Any) -> None:
     finally:
         m.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_default_engine_runs_without_pymilter(regfd: Any, tmp_path: Path) -> None:
+    """asyncio, the default, needs neither pymilter nor libmilter: with both hidden (a `Milter` and a `milter`
+    module that fail to import, ahead of site-packages) it starts, with two workers, and decides; libmilter
+    says in one line what is missing."""
+    import shutil
+
+    from regfd.mta import protocol as p
+    from tests.conftest import free_port
+    from tests.mta import make_mta_dir
+    from tests.test_asyncio_engine import Client, negotiate, z
+
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    for name in ("Milter", "milter"):
+        (hidden / f"{name}.py").write_text('raise ImportError("pymilter hidden by the test")\n')
+    env = {**regfd.env, "PYTHONPATH": str(hidden)}
+    assert regfd("registry", "add", "bank.com", "--category", "analyst").rc == 0
+    d = make_mta_dir("regfd-workers-")
+    port = free_port()
+    m = MilterProcess.start(regfd.config, f"inet:{port}@127.0.0.1", env, d / "m.log", workers=2)
+    try:
+        wait_until(lambda: len(events(m.log, "milter.worker_start")) == 2, 30, what="both workers")
+        assert events(m.log, "milter.start")[0]["engine"] == "asyncio"
+        c = Client(port)
+        negotiate(c)
+        c.send(p.packet(p.MAIL, z("<bob@allient.com>")), p.packet(p.RCPT, z("<analyst@bank.com>")),
+               p.packet(p.DATA), p.packet(p.BODYEOB, b"Subject: x\r\n\r\nWe will miss the quarter.\r\n"))
+        replies = c.replies(4)
+        assert [r.cmd for r in replies[:3]] == [p.R_CONTINUE] * 3 and replies[3].cmd != p.R_TEMPFAIL
+        c.close()
+        assert m.decision_for("bob@allient.com")["action"] == "hold"
+    finally:
+        assert m.stop() == 0
+        shutil.rmtree(d, ignore_errors=True)
+    r = subprocess_run(regfd, env, "milter", "--engine", "libmilter", "--socket", f"unix:{tmp_path / 'x.sock'}")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        'regfd: error: milter engine libmilter: pymilter is not installed (pip install "regfd[milter]"); '
+        'engine = "asyncio" needs neither it nor libmilter']
+
+
+def subprocess_run(regfd: Any, env: dict[str, str], *args: str) -> Any:
+    """`python -m regfd.cli ARGS` with `env` over the environment, as the operator runs it."""
+    import subprocess
+
+    from tests.mta import PYTHON, REPO
+
+    return subprocess.run([PYTHON, "-m", "regfd.cli", *args], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60, cwd=REPO)

@@ -182,6 +182,12 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
     engine = engine or config.milter.engine
     if engine not in ("libmilter", "asyncio"):
         raise ConfigError(f"milter engine: must be libmilter or asyncio (got {engine!r})")
+    if engine == "libmilter":
+        try:
+            import Milter  # noqa: F401 -- pymilter, which only this engine needs
+        except ImportError:
+            raise ConfigError('milter engine libmilter: pymilter is not installed (pip install "regfd[milter]"); '
+                              'engine = "asyncio" needs neither it nor libmilter') from None
     count = config.milter.workers if workers is None else workers
     check_workers(count, engine, config.metrics.listen)
     kind, spec = parse_socket(socket_spec or config.milter.socket)
