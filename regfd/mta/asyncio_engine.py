@@ -253,12 +253,13 @@ class SharedListener:
         conn.setblocking(False)
         task = asyncio.ensure_future(self.loop.connect_accepted_socket(self.engine.protocol_factory, conn))
         self.pending.add(task)
-        task.add_done_callback(self._made)
+        task.add_done_callback(lambda t: self._made(t, conn))
 
-    def _made(self, task: asyncio.Future[Any]) -> None:
+    def _made(self, task: asyncio.Future[Any], conn: socket.socket) -> None:
         self.pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("milter.accept_failed", error=str(task.exception()))
+        if task.cancelled() or task.exception() is not None:
+            log.warning("milter.accept_failed", error=str(task.exception()) if not task.cancelled() else "cancelled")
+            conn.close()
 
     def _resume(self) -> None:
         if not self.closed:

@@ -7,6 +7,8 @@ pool reconnects by itself) and restarts the private redis-server if that is
 the store and it dies. SIGTERM/SIGINT stop accepting messages (451 4.7.1: the client retries),
 let the messages in flight finish, then stop the private redis-server it
 started; the whole stop takes at most `milter.drain_timeout` (deadline.py).
+With `[milter] workers` above 1, the same checks run, then workers.py forks
+the worker processes and supervises them.
 """
 
 from __future__ import annotations
