@@ -60,13 +60,16 @@ class MilterConfig:
     # host: "auto" when it may run the MTA's queue commands (root for
     # Postfix's postsuper), "yes", or "no" (a separate `regfd agent` runs as root).
     agent: str = "auto"
-    # Which milter engine serves the MTA: "libmilter" (pymilter, the reference)
-    # or "asyncio" (regfd/mta/asyncio_engine.py: the protocol spoken in Python,
-    # one event loop, no thread per event).
-    engine: str = "libmilter"
+    # Which milter engine serves the MTA: "asyncio" (regfd/mta/asyncio_engine.py:
+    # the protocol spoken in Python, one event loop, no thread per event) or
+    # "libmilter" (pymilter, the reference).
+    engine: str = "asyncio"
     # Seconds from SIGTERM to exit, at most: messages in flight finish within
     # it (new ones get 451 4.7.1 meanwhile), then regfd exits whatever is left.
     drain_timeout: float = 30.0
+    # Processes serving the MTA (asyncio engine only): 1 serves from the daemon's own process; N > 1
+    # forks N workers on one listening socket beside a supervisor (regfd/mta/workers.py), 1..64.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,7 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("milter.agent", f"must be auto, yes or no (got {cfg.milter.agent!r})")
     if cfg.milter.engine not in MILTER_ENGINES:
         raise _fail("milter.engine", f"must be one of {', '.join(MILTER_ENGINES)} (got {cfg.milter.engine!r})")
+    check_workers(cfg.milter.workers, cfg.milter.engine, cfg.metrics.listen)
     if cfg.milter.failure_action not in FAILURE_ACTIONS:
         raise _fail(
             "milter.failure_action",
@@ -432,6 +436,26 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
     if not cfg.policy_file.is_file():
         raise _fail("policy_file", f"{cfg.policy_file} does not exist")
     return cfg
+
+
+MAX_WORKERS = 64
+
+
+def check_workers(workers: int, engine: str, metrics_listen: str) -> None:
+    """`milter.workers` is 1..64, needs the asyncio engine above 1, and excludes /metrics above 1.
+
+    Metrics are refused rather than served partially: each worker counts only
+    its own messages, and a scrape reaching one of them would under-report.
+    Also called by `regfd milter` when --workers or --engine overrides the file.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise _fail("milter.workers", f"must be an integer from 1 to {MAX_WORKERS} (got {workers!r})")
+    if workers > 1 and engine != "asyncio":
+        raise _fail("milter.workers", f"{workers} workers need engine = \"asyncio\" (engine {engine!r} "
+                                      "serves from one process)")
+    if workers > 1 and metrics_listen:
+        raise _fail("metrics.listen", f"not served with {workers} milter workers (each would count only its own "
+                                      "messages): set milter.workers = 1 or leave metrics.listen empty")
 
 
 def _check_web(web: WebConfig) -> None:

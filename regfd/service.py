@@ -22,7 +22,7 @@ from regfd.errors import ConfigError
 
 if TYPE_CHECKING:
     from regfd.compliance.executor import Workflow
-    from regfd.mta.libmilter import MilterApp
+    from regfd.mta.app import MilterApp
     from regfd.ports import DecisionSink, DirectoryReader
     from regfd.scan.lexicon import Lexicons
     from regfd.store.redis_store import RedisStore, StoreHandle
@@ -77,11 +77,12 @@ class Services:
         _ = self.lexicons  # compile now: a bad lexicon must stop start-up, not the first message
         return self.decider_with(self.policy)
 
-    def open_store(self, timeout: float = 5.0) -> StoreHandle:
-        """The Redis store (the private redis-server when no URL is configured)."""
+    def open_store(self, timeout: float = 5.0, start_private: bool = True) -> StoreHandle:
+        """The Redis store (the private redis-server when no URL is configured; started unless `start_private`
+        is false)."""
         from regfd.store.redis_store import open_store
 
-        return open_store(self.config, timeout=timeout)
+        return open_store(self.config, timeout=timeout, start_private=start_private)
 
     def executor(self, store: RedisStore) -> Workflow:
         """What follows each recorded decision: record, notifications, quarantine, follow-up."""
@@ -91,6 +92,6 @@ class Services:
 
     def milter_app(self, store: DirectoryReader, sink: DecisionSink) -> MilterApp:
         """The milter's shared state, on this process's decision path."""
-        from regfd.mta.libmilter import MilterApp
+        from regfd.mta.app import MilterApp
 
         return MilterApp.from_config(self.config, store, sink, self.decider)

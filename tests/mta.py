@@ -17,8 +17,8 @@ uses it as a library. Fixtures (all session-scoped but `postfix_bin`'s install i
                     `.config_dir`, `.queue_dir`, `.port` (smtpd with regfd),
                     `.ports["dedicated"]` (smtpd whose milter is
                     `.sockets["dedicated"]`, for tests that run their own
-                    milter; `asyncio` and `asyncio-inet` likewise, for
-                    tests/test_e2e_engines.py), `.send(...)`, `.sendmail(...)` (local submission),
+                    milter; `asyncio`, `asyncio-inet` and `libmilter` likewise,
+                    for tests/test_e2e_engines.py), `.send(...)`, `.sendmail(...)` (local submission),
                     `.postqueue(...)`, `.postsuper(...)`, `.queue()`, `.held()`,
                     `.maillog`.
 
@@ -160,14 +160,16 @@ class MilterProcess:
     @classmethod
     def start(cls, config: Path, socket_path: Path | str, env: dict[str, str], log: Path,
               timeout: float = 60.0, wrapper: Sequence[str] = (), python: str = PYTHON,
-              cwd: Path | str = REPO, engine: str = "") -> MilterProcess:
+              cwd: Path | str = REPO, engine: str = "", workers: int = 0) -> MilterProcess:
         """`socket_path`: a unix socket path, or an `inet:PORT@HOST` spec; `wrapper` runs it as another
-        user (["runuser", "-u", USER, "--"]); `engine` overrides milter.engine (libmilter | asyncio)."""
+        user (["runuser", "-u", USER, "--"]); `engine` overrides milter.engine (libmilter | asyncio);
+        `workers` milter.workers (`--workers N`)."""
         spec = socket_path if isinstance(socket_path, str) else f"unix:{socket_path}"
         socket_path = Path(socket_path) if not isinstance(socket_path, str) else Path("/nonexistent")
         logf = open(log, "ab")  # noqa: SIM115 - the milter process owns it until stop()
         proc = subprocess.Popen([*wrapper, python, "-m", "regfd.cli", "milter", "--config", str(config),
-                                 "--socket", spec, *(["--engine", engine] if engine else [])],
+                                 "--socket", spec, *(["--engine", engine] if engine else []),
+                                 *(["--workers", str(workers)] if workers else [])],
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, stdout=logf, stderr=logf,
                                 cwd=cwd)
         logf.close()
@@ -488,7 +490,7 @@ def mta_regfd(redis_server: Any, mta_dir: Path, smtp_sink: SmtpSink) -> Any:
 
 @pytest.fixture(scope="session")
 def regfd_milter(mta_regfd: Any, mta_dir: Path) -> Iterator[MilterProcess]:
-    """`regfd milter` for the session, on a unix socket under mta_dir."""
+    """`regfd milter` for the session, on a unix socket under mta_dir, with the default engine (asyncio)."""
     m = MilterProcess.start(mta_regfd.config, mta_dir / "regfd.sock", mta_regfd.env, mta_dir / "regfd-milter.log")
     yield m
     m.stop()
@@ -500,7 +502,8 @@ def postfix(postfix_bin: str, mta_dir: Path, smtp_sink: SmtpSink, regfd_milter: 
     """The session's Postfix: the main smtpd goes through `regfd_milter`, `dedicated` through a test's own milter."""
     pf = PostfixInstance(mta_dir / "postfix", smtp_sink.port,
                          {"main": regfd_milter.socket, "dedicated": mta_dir / "dedicated.sock",
-                          "asyncio": mta_dir / "asyncio.sock", "asyncio-inet": f"inet:127.0.0.1:{ASYNCIO_INET_PORT}"})
+                          "asyncio": mta_dir / "asyncio.sock", "asyncio-inet": f"inet:127.0.0.1:{ASYNCIO_INET_PORT}",
+                          "libmilter": mta_dir / "libmilter.sock"})
     pf.start()
     yield pf
     pf.stop()

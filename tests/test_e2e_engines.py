@@ -1,9 +1,10 @@
 """Both milter engines through the same real Postfix and the same end-to-end cases.
 
-`libmilter` is the session's `regfd_milter` (unix socket, the main smtpd);
-`asyncio-unix` and `asyncio-inet` are `regfd milter --engine asyncio` on
-the instance's `asyncio` and `asyncio-inet` listeners (tests/mta.py), on the
-same directory and key prefix. Redis down and the graceful stop run the
+`libmilter` is `regfd milter --engine libmilter` on the instance's
+`libmilter` listener (unix socket); `asyncio-unix` and `asyncio-inet` are
+`regfd milter --engine asyncio` on its `asyncio` and `asyncio-inet`
+listeners (tests/mta.py), on the same directory and key prefix as the
+session's `regfd_milter` (the default engine, asyncio, on the main smtpd). Redis down and the graceful stop run the
 asyncio engine on the `dedicated` listener with its own Redis, as
 test_e2e_postfix.py does for libmilter.
 """
@@ -48,15 +49,12 @@ def world(mta_regfd: Any, postfix: Any) -> Any:
 
 
 @pytest.fixture(scope="module", params=["libmilter", "asyncio-unix", "asyncio-inet"])
-def via(request: Any, world: Any, mta_regfd: Any, regfd_milter: MilterProcess, mta_dir: Path) -> Iterator[Via]:
+def via(request: Any, world: Any, mta_regfd: Any, mta_dir: Path) -> Iterator[Via]:
     """Each engine in turn, behind its own smtpd listener of the session's Postfix."""
-    if request.param == "libmilter":
-        yield Via("libmilter", world.port, regfd_milter)
-        return
-    listener = {"asyncio-unix": "asyncio", "asyncio-inet": "asyncio-inet"}[request.param]
-    sock: Path | str = world.sockets["asyncio"] if listener == "asyncio" else f"inet:{ASYNCIO_INET_PORT}@127.0.0.1"
+    listener = {"libmilter": "libmilter", "asyncio-unix": "asyncio", "asyncio-inet": "asyncio-inet"}[request.param]
+    sock: Path | str = world.sockets[listener] if listener != "asyncio-inet" else f"inet:{ASYNCIO_INET_PORT}@127.0.0.1"
     m = MilterProcess.start(mta_regfd.config, sock, mta_regfd.env, mta_dir / f"{listener}-milter.log",
-                            engine="asyncio")
+                            engine="libmilter" if listener == "libmilter" else "asyncio")
     try:
         yield Via(request.param, world.ports[listener], m)
     finally:

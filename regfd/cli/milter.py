@@ -15,6 +15,8 @@ def register(sub: Any) -> None:
     p.add_argument("--socket", help="inet:PORT@HOST or unix:PATH (default: milter.socket from the config)")
     p.add_argument("--engine", choices=("libmilter", "asyncio"),
                    help="milter engine (default: milter.engine from the config)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="asyncio engine processes, 1..64 (default: milter.workers from the config)")
     p.set_defaults(func=run)
 
 
@@ -25,4 +27,4 @@ def run(ctx: Any, args: argparse.Namespace) -> int:
     if args.milter_config:
         ctx.config_path = args.milter_config
     configure_logging()
-    return run_daemon(ctx.config, ctx.services, args.socket, engine=args.engine)
+    return run_daemon(ctx.config, ctx.services, args.socket, engine=args.engine, workers=args.workers)

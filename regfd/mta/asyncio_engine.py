@@ -220,9 +220,75 @@ def new_event_loop() -> tuple[asyncio.AbstractEventLoop, str]:
     return uvloop.new_event_loop(), "uvloop"
 
 
-async def listen(engine: Engine, kind: str, spec: str) -> asyncio.AbstractServer:
-    """Listen on `spec` (unix:PATH, inet:PORT@HOST, inet6:PORT@HOST); a unix socket is made writable by the MTA."""
+class SharedListener:
+    """Serve a listening socket other worker processes accept from too (a unix socket bound before the fork).
+
+    One `accept` per readiness event, where asyncio and uvloop accept every
+    pending connection at once: all workers wake on a new connection, and the
+    one that takes it is the one that reached its event loop first, i.e. the
+    least busy; a worker that took a burst whole would serve it alone.
+    The socket is the supervisor's (it keeps a copy for restarted workers):
+    `close` only stops accepting here.
+    """
+
+    def __init__(self, engine: Engine, sock: socket.socket) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.pending: set[asyncio.Future[Any]] = set()
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._accept)
+        self.closed = False
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:  # EMFILE and the like: pause a second, as asyncio's own accept loop does
+            log.warning("milter.accept_failed", error=str(exc))
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.call_later(1.0, self._resume)
+            return
+        conn.setblocking(False)
+        task = asyncio.ensure_future(self.loop.connect_accepted_socket(self.engine.protocol_factory, conn))
+        self.pending.add(task)
+        task.add_done_callback(lambda t: self._made(t, conn))
+
+    def _made(self, task: asyncio.Future[Any], conn: socket.socket) -> None:
+        self.pending.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            log.warning("milter.accept_failed", error=str(task.exception()) if not task.cancelled() else "cancelled")
+            conn.close()
+
+    def _resume(self) -> None:
+        if not self.closed:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting (the connections already made stay open); closes this process's copy of the socket."""
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    async def wait_closed(self) -> None:
+        """Until the connections being set up are made."""
+        if self.pending:
+            await asyncio.wait(list(self.pending))
+
+
+async def listen(engine: Engine, kind: str, spec: str, sock: socket.socket | None = None) -> Any:
+    """Listen on `spec` (unix:PATH, inet:PORT@HOST, inet6:PORT@HOST); a unix socket is made writable by the MTA.
+
+    `sock`: a listening socket bound already (a worker process, regfd/mta/workers.py): a unix one is
+    shared with the other workers (SharedListener), an inet one is this worker's own SO_REUSEPORT socket.
+    """
     loop = asyncio.get_running_loop()
+    if sock is not None:
+        if kind == "unix":
+            return SharedListener(engine, sock)
+        return await loop.create_server(engine.protocol_factory, sock=sock, backlog=128)
     rest = spec.partition(":")[2]
     if kind == "unix":
         with contextlib.suppress(FileNotFoundError):
@@ -238,16 +304,16 @@ async def listen(engine: Engine, kind: str, spec: str) -> asyncio.AbstractServer
 
 
 async def serve(engine: Engine, kind: str, spec: str, stop_signals: Iterable[signal.Signals],
-                deadline: StopDeadline, started: Any = None) -> None:
+                deadline: StopDeadline, started: Any = None, sock: socket.socket | None = None) -> None:
     """Serve until a stop signal, then close the listener, refuse new messages and drain those in flight.
 
     Everything after the signal waits only until `deadline` (set at the
     signal): the drain until its reserve, closing the connections until the end.
 
-    `started(server)` is called once listening (the daemon logs its start there).
+    `started(server)` is called once listening (the daemon logs its start there); `sock` as `listen`.
     """
     loop = asyncio.get_running_loop()
-    server = await listen(engine, kind, spec)
+    server = await listen(engine, kind, spec, sock)
     stop = asyncio.Event()
     for sig in stop_signals:
         loop.add_signal_handler(sig, stop.set)

@@ -7,6 +7,8 @@ pool reconnects by itself) and restarts the private redis-server if that is
 the store and it dies. SIGTERM/SIGINT stop accepting messages (451 4.7.1: the client retries),
 let the messages in flight finish, then stop the private redis-server it
 started; the whole stop takes at most `milter.drain_timeout` (deadline.py).
+With `[milter] workers` above 1, the same checks run, then workers.py forks
+the worker processes and supervises them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,14 +47,23 @@ def configure_logging(stream: Any = None) -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        # One write per line (print() writes the newline apart): the processes of `[milter] workers`
+        # share the stream, and two lines written at once must not end up on one.
+        logger_factory=structlog.WriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
+
+
+def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Every line says which process wrote it (with `[milter] workers` several share one log)."""
+    event.setdefault("pid", os.getpid())
+    return event
 
 
 def parse_socket(spec: str) -> tuple[str, str]:
@@ -161,17 +172,36 @@ class RedisSupervisor(threading.Thread):
                 log.error("redis.private_restart_failed", error=str(exc))
 
 
-def run_daemon(config: Config, services: Services, socket_spec: str | None = None, engine: str | None = None) -> int:
+def run_daemon(config: Config, services: Services, socket_spec: str | None = None, engine: str | None = None,
+               workers: int | None = None) -> int:
     """The milter daemon: fails before listening on any bad setting; returns after a stop signal and the drain.
 
-    `socket_spec` overrides `milter.socket` from the configuration, `engine` its `milter.engine`.
+    `socket_spec` overrides `milter.socket` from the configuration, `engine` its `milter.engine`,
+    `workers` its `milter.workers` (above 1: regfd/mta/workers.py).
     """
+    from regfd.config import check_workers
+
     engine = engine or config.milter.engine
     if engine not in ("libmilter", "asyncio"):
         raise ConfigError(f"milter engine: must be libmilter or asyncio (got {engine!r})")
+    if engine == "libmilter":
+        try:
+            import Milter  # noqa: F401 -- pymilter, which only this engine needs
+        except ImportError:
+            raise ConfigError('milter engine libmilter: pymilter is not installed (pip install "regfd[milter]"); '
+                              'engine = "asyncio" needs neither it nor libmilter') from None
+    count = config.milter.workers if workers is None else workers
+    check_workers(count, engine, config.metrics.listen)
     kind, spec = parse_socket(socket_spec or config.milter.socket)
     services.decider  # noqa: B018 -- policy and lexicons load (and fail) before anything listens
     check_socket_free(kind, spec)
+    if count > 1:
+        from regfd.mta.workers import run_workers
+
+        fields = dict(socket=spec, config=config.source, mode=config.mode, engine=engine,
+                      failure_action=config.milter.failure_action, quiet_protocol=kind == "unix",
+                      store="private" if not config.effective_redis_url else "url")
+        return run_workers(config, services, kind, spec, count, fields)
 
     handle = services.open_store(timeout=min(5.0, config.milter.decision_timeout))
     supervisor = None
@@ -343,9 +373,11 @@ def wake_listener(kind: str, spec: str) -> None:
         pass  # not listening any more: nothing to wake
 
 
-def serve_asyncio(app: Any, kind: str, spec: str, start_fields: dict[str, Any], deadline: StopDeadline
-                  ) -> BaseException | None:
+def serve_asyncio(app: Any, kind: str, spec: str, start_fields: dict[str, Any], deadline: StopDeadline,
+                  sock: socket.socket | None = None, event: str = "milter.start") -> BaseException | None:
     """The asyncio engine on this (the main) thread until a stop signal, then the drain.
+
+    `sock`: a socket bound already (a worker, regfd/mta/workers.py); `event`: the start line's name.
 
     The stop signals are blocked in every thread (run_daemon); the loop's
     handlers take them here while it runs. Returns the error it failed with, if any.
@@ -356,11 +388,11 @@ def serve_asyncio(app: Any, kind: str, spec: str, start_fields: dict[str, Any], 
     engine = asyncio_engine.Engine(app, quiet=kind == "unix")
 
     def started(server: Any) -> None:
-        log.info("milter.start", tcp_nodelay=kind != "unix", loop=loop_name, workers=engine.workers, **start_fields)
+        log.info(event, tcp_nodelay=kind != "unix", loop=loop_name, threads=engine.workers, **start_fields)
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
-        loop.run_until_complete(asyncio_engine.serve(engine, kind, spec, STOP_SIGNALS, deadline, started))
+        loop.run_until_complete(asyncio_engine.serve(engine, kind, spec, STOP_SIGNALS, deadline, started, sock))
     except OSError as exc:
         return RegfdError(f"milter socket {spec}: cannot listen ({exc})")
     except Exception as exc:  # reported by run_daemon

@@ -413,13 +413,17 @@ class StoreHandle:
             self.private.stop()
 
 
-def open_store(config: Config, *, timeout: float = 5.0) -> StoreHandle:
-    """Connect to the configured Redis, or start the private one under state_dir."""
+def open_store(config: Config, *, timeout: float = 5.0, start_private: bool = True) -> StoreHandle:
+    """Connect to the configured Redis, or start the private one under state_dir.
+
+    `start_private=False` only connects to the private one (a milter worker:
+    its supervisor starts and restarts the server, a worker never owns it).
+    """
     url = config.effective_redis_url
     private = None
     if not url:
         private = PrivateRedis(config.state_dir)
-        started = private.ensure_running()
+        started = private.ensure_running() if start_private else False
         url = private.url
         if not started:
             private = None
