@@ -22,12 +22,15 @@ LEXICON_DIR = REPO / "lexicons"
 MODEL = """kind = "message-model"
 bias = -2.0
 alone = {alone}
+near = {near}
+near_score = 2.0
 confirm = {confirm}
 
 [weights]
 "zorblat" = 6.0
 "zorblat soon" = 1.0
 "frobnic" = -9.0
+"talked" = 0.5
 
 [categories.liquidity]
 bias = 0.0
@@ -41,12 +44,13 @@ bias = 0.5
 """
 
 
-def _lexicons(tmp_path: Path, alone: float = 0.7, confirm: float = 0.1, text: str | None = None):  # type: ignore[no-untyped-def]
+def _lexicons(tmp_path: Path, alone: float = 0.7, confirm: float = 0.1, text: str | None = None,  # type: ignore[no-untyped-def]
+              near: float | None = None):
     for f in LEXICON_DIR.glob("*.toml"):
         if f.name != "message_model.toml":
             shutil.copy(f, tmp_path / f.name)
-    (tmp_path / "message_model.toml").write_text(text if text is not None else MODEL.format(alone=alone,
-                                                                                            confirm=confirm))
+    model = MODEL.format(alone=alone, near=alone if near is None else near, confirm=confirm)
+    (tmp_path / "message_model.toml").write_text(text if text is not None else model)
     return load_lexicons(tmp_path)
 
 
@@ -99,6 +103,14 @@ def test_under_confirm_evidence_findings_drop_but_a_lexicon_phrase_stays(tmp_pat
     assert kept and not any(f.rule.startswith("evidence score") for f in kept)
 
 
+def test_near_the_evidence_threshold_the_model_needs_less(tmp_path: Path) -> None:
+    # p = 0.18 ("talked" +0.5); "we" + "dividend" make an evidence score of 2.0 here, under the threshold
+    lx = _lexicons(tmp_path, alone=0.99, near=0.1)
+    near = "Hi Ana,\n\nWe talked about the dividend.\n\nBob\n"
+    assert [f.rule for f in _material(lx, near)] == ["message model p=0.18 ('talked' +0.50); message_model.toml"]
+    assert _material(lx, "Hi Ana,\n\nThe weather is lovely.\n\nBob\n") == []  # p = 0.12, no sentence near
+
+
 def test_alone_one_and_confirm_zero_change_nothing(tmp_path: Path) -> None:
     lx = _lexicons(tmp_path, alone=1.0, confirm=0.0)
     assert _material(lx, "Hi Ana,\n\nWe zorblat soon, the cash is there.\n\nBob\n") == []
@@ -110,15 +122,41 @@ def test_features_are_words_and_pairs_without_stopword_pairs() -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('kind = "message-model"\nbias = 0\nalone = 1.5\nconfirm = 0.1\n', "alone must be between 0 and 1"),
-    ('kind = "message-model"\nbias = "low"\nalone = 0.5\nconfirm = 0.1\n', "bias must be a number"),
-    ('kind = "message-model"\nbias = 0\nalone = 0.5\nconfirm = 0.1\n[weights]\nword = "heavy"\n',
-     "weight of 'word' must be a number"),
-    ('kind = "message-model"\nbias = 0\nalone = 0.5\nconfirm = 0.1\n[categories.gossip]\nbias = 0\n',
-     "gossip] is not a material category"),
-    ('kind = "message-model"\nbias = 0\nalone = 0.5\nconfirm = 0.1\nthreshold = 2\n', "unknown key 'threshold'"),
+    ('kind = "message-model"\nbias = 0\nalone = 1.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\n',
+     "alone must be between 0 and 1"),
+    ('kind = "message-model"\nbias = "low"\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\n',
+     "bias must be a number"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear_score = 2\nconfirm = 0.1\n', "near must be a number"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\n'
+     '[weights]\nword = "heavy"\n', "weight of 'word' must be a number"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\n'
+     '[categories.gossip]\nbias = 0\n', "gossip] is not a material category"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\nthreshold = 2\n',
+     "unknown key 'threshold'"),
 ])
 def test_a_bad_message_model_stops_loading_with_one_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as exc:
         _lexicons(tmp_path, text=text)
     assert "\n" not in str(exc.value) and "message_model.toml" in str(exc.value)
+
+
+def test_ordinary_office_mail_is_not_a_finding() -> None:
+    """Mail about meetings, rooms and laptops, written for the benchmarks (never in the model's training data).
+
+    The model once read "Please keep the kitchen tidy … next week … on Monday" as a disclosure (p=0.97):
+    the corpus's benign mail was mostly hard negatives about the company, and scheduling words had learnt
+    to mean news. Ordinary mail must stay clean, long or short.
+    """
+    import random
+
+    from bench.bench_mta import SENTENCES, realistic_message
+
+    lx = load_lexicons(LEXICON_DIR)
+    long_flagged = [seed for seed in range(10)
+                    if any(f.kind == MATERIAL for f in scan_message(realistic_message(seed=seed), lx, ScanLimits()))]
+    assert long_flagged == []
+    rng = random.Random(0)
+    lines = [s for s in SENTENCES if s]
+    short = [_message("Hi,\n\n" + " ".join(rng.sample(lines, rng.randint(1, 5))) + "\n\nThanks\n") for _ in range(100)]
+    flagged = sum(any(f.kind == MATERIAL for f in scan_message(raw, lx, ScanLimits())) for raw in short)
+    assert flagged <= 3

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from regfd.config import ScanLimits  # noqa: E402
 from regfd.core.finding import MATERIAL, MATERIAL_CATEGORIES  # noqa: E402
 from regfd.evaluation.corpus import as_received, manifests, read_manifest  # noqa: E402
+from regfd.scan.evidence import Strongest  # noqa: E402
 from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
 from regfd.scan.message_model import features  # noqa: E402
 from regfd.scan.mime import Problem, iter_parts  # noqa: E402
@@ -49,6 +50,7 @@ class Example:
     material: bool
     categories: frozenset[str]
     found: bool  # the lexicons and evidence (without this model) raise a material finding
+    strongest: float  # the best evidence score of any sentence
 
 
 def message_features(raw: bytes) -> set[str]:
@@ -77,10 +79,11 @@ def examples(parts: list[str], with_found: bool) -> list[Example]:
         for manifest in manifests([ROOT / "corpus" / part]):
             for lab in read_manifest(manifest, directory.tz, frozenset(MATERIAL_CATEGORIES)):
                 raw = as_received(lab.raw)
+                strongest = Strongest()
                 found = lexicons is not None and any(
-                    f.kind == MATERIAL for f in scan_message(raw, lexicons, ScanLimits()))
+                    f.kind == MATERIAL for f in scan_message(raw, lexicons, ScanLimits(), strongest))
                 out.append(Example(manifest.parent.name, message_features(raw), "material" in lab.findings,
-                                   lab.categories, found))
+                                   lab.categories, found, strongest.score))
     return out
 
 
@@ -123,7 +126,7 @@ def probability(bias: float, weights: dict[str, float], feats: set[str]) -> floa
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
-def cross_validate(exs: list[Example], c: float, min_df: int, alone: float, confirm: float) -> None:
+def cross_validate(exs: list[Example], c: float, min_df: int, a: argparse.Namespace) -> None:
     """Leave one batch out: recall and benign flagged, lexicons alone and with the model, on each unseen batch."""
     batches = sorted({ex.batch for ex in exs})
     tot = {"pos": 0, "neg": 0, "tp0": 0, "fp0": 0, "tp": 0, "fp": 0}
@@ -132,7 +135,7 @@ def cross_validate(exs: list[Example], c: float, min_df: int, alone: float, conf
         t = dict.fromkeys(tot, 0)
         for ex in (ex for ex in exs if ex.batch == held):
             p = probability(bias, weights, ex.feats)
-            flagged = (ex.found and p >= confirm) or p >= alone
+            flagged = (ex.found and p >= a.confirm) or p >= (a.near if ex.strongest >= a.near_score else a.alone)
             key = "pos" if ex.material else "neg"
             t[key] += 1
             t[("tp" if ex.material else "fp") + "0"] += ex.found
@@ -150,7 +153,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--c", type=float, default=0.3, help="inverse regularization strength (L2)")
     ap.add_argument("--min-df", type=int, default=3, help="keep features seen in at least this many messages")
-    ap.add_argument("--alone", type=float, default=0.7, help="probability from which a message alone is a finding")
+    ap.add_argument("--alone", type=float, default=0.85, help="probability from which a message alone is a finding")
+    ap.add_argument("--near", type=float, default=0.6, help="--alone where a sentence scored --near-score")
+    ap.add_argument("--near-score", type=float, default=2.0, help="evidence score of a sentence near the threshold")
     ap.add_argument("--confirm", type=float, default=0.1, help="probability under which evidence-only findings drop")
     ap.add_argument("--parts", default="dev", help="corpus parts to fit on, comma separated (never heldout)")
     ap.add_argument("--cv", action="store_true", help="leave one batch out, print what the model adds; write nothing")
@@ -161,7 +166,7 @@ def main() -> None:
         ap.error("the held-out part is never used for fitting")
     exs = examples(parts, with_found=a.cv)
     if a.cv:
-        cross_validate(exs, a.c, a.min_df, a.alone, a.confirm)
+        cross_validate(exs, a.c, a.min_df, a)
         return
     bias, weights, cats = fit(exs, a.c, a.min_df)
     positives = sum(ex.material for ex in exs)
@@ -170,13 +175,17 @@ def main() -> None:
         "# tools/fit_message_model.py from the development corpus (corpus/dev); do not edit the weights by",
         "# hand: change the corpus or the script's options and fit again, then measure with `regfd evaluate`.",
         "# `alone`: a message with no material finding whose probability reaches it is a finding (the",
-        "# heaviest sentence is the excerpt). `confirm`: under it, material findings that rest on the",
-        "# evidence score alone are dropped (lexicon phrases stay). alone = 1.0 and confirm = 0.0: no effect.",
+        "# heaviest sentence is the excerpt); `near` replaces `alone` when some sentence's evidence score",
+        "# reached `near_score` (just under the evidence threshold). `confirm`: under it, material findings",
+        "# that rest on the evidence score alone are dropped (lexicon phrases stay).",
+        "# alone = near = 1.0 and confirm = 0.0: no effect.",
         'kind = "message-model"',
         f'description = "logistic regression (L2), C={a.c}, min_df={a.min_df}, {len(exs)} messages '
         f'({positives} disclosing, {len(exs) - positives} not)"',
         f"bias = {bias:.4f}",
         f"alone = {a.alone}",
+        f"near = {a.near}",
+        f"near_score = {a.near_score}",
         f"confirm = {a.confirm}",
         "",
         "[weights]",

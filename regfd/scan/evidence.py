@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import math
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import regex
 
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.errors import ConfigError
+from regfd.scan.message_model import read_model_file
 from regfd.scan.patternset import PatternSet
 from regfd.scan.quoting import reply_spans
 
@@ -69,14 +69,7 @@ class EvidenceModel:
 
 def load_model(path: Path, groups: set[str]) -> EvidenceModel:
     """Validate evidence.toml against the signal groups that exist; one line per mistake."""
-    where = f"lexicon {path.name}"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read: {exc}") from None
-    unknown = set(data) - _FILE_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    data, where = read_model_file(path, set(_FILE_KEYS))
     threshold = data.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
         raise ConfigError(f"{where}: threshold must be a positive number")
@@ -152,14 +145,7 @@ class WordModel:
 
 def load_word_model(path: Path) -> WordModel:
     """Validate model.toml; one line per mistake."""
-    where = f"lexicon {path.name}"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read: {exc}") from None
-    unknown = set(data) - {"kind", "description", "bias", "threshold", "gray_zone", "weights", "fitted"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    data, where = read_model_file(path, {"kind", "description", "bias", "threshold", "gray_zone", "weights", "fitted"})
     numbers = {}
     for key in ("bias", "threshold", "gray_zone"):
         v = data.get(key)
@@ -194,6 +180,18 @@ class Evidence:
         return f"evidence score {self.score:g} ({' + '.join(self.signals)}); {self.origin}"
 
 
+@dataclass
+class Strongest:
+    """The highest evidence score any sentence of a message reached, finding or not.
+
+    The message model (message_model.py) trusts its own probability less
+    where no sentence came near the evidence threshold: ordinary mail about
+    meetings and rooms is full of the timing words leaks are made of.
+    """
+
+    score: float = -math.inf
+
+
 @dataclass(frozen=True)
 class Signals:
     """Topic and modifier signals compiled, plus the model that scores them."""
@@ -209,7 +207,7 @@ class Signals:
     wide: PatternSet | None = None  # groups that count in the whole text part (secrecy, tips, published)
 
     def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (),
-             topics: bool = True) -> tuple[list[Evidence], dict[int, Evidence]]:
+             topics: bool = True, strongest: Strongest | None = None) -> tuple[list[Evidence], dict[int, Evidence]]:
         """Score every topic sentence, and every material phrase hit of the lexicons, in `text`.
 
         `text` is normalized, `phrases` the (start, end, category) of material
@@ -219,6 +217,7 @@ class Signals:
         reach the threshold, and for each phrase hit (by index) that keeps
         it, its evidence: a phrase in a sentence that refuses to comment,
         cites the public record or tells history is not a disclosure either.
+        `strongest`, when given, is raised to the best score of any hit.
         """
         if not topics and not phrases:
             return [], {}
@@ -287,6 +286,8 @@ class Signals:
             ev = scorer.score(category, to_compact(start), to_compact(end), "phrase")
             if ev is not None:
                 kept[i] = compact.back(ev)
+        if strongest is not None:
+            strongest.score = max(strongest.score, scorer.best)
         return sorted((compact.back(ev) for ev in best.values()), key=lambda ev: (ev.start, ev.category)), kept
 
 
@@ -304,6 +305,7 @@ class _Scorer:
         self.probabilities: dict[tuple[int, int, int, int, int, int], tuple[float, list[str]]] = {}
         self.contexts: dict[tuple[int, int, int, int, int, int], tuple[float, list[tuple[str, int, int]]]] = {}
         self.elsewhere = {} if any(ends.get(g) for g in signals.model.elsewhere_unless) else signals.model.elsewhere
+        self.best = -math.inf  # the highest score seen, finding or not
 
     def score(self, category: str, start: int, end: int, base: str, event_ok: bool = True) -> Evidence | None:
         """The evidence for the hit [start, end) as `base` ("topic" or "phrase"), or None under the threshold."""
@@ -324,6 +326,7 @@ class _Scorer:
         in_reply = bool(quoted) and any(lo <= start < hi for lo, hi in self.replies)
         if in_reply:
             score += quoted
+        self.best = max(self.best, score)
         verdict = ""
         if score < model.threshold:
             wm = self.s.word_model

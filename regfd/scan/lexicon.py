@@ -23,7 +23,7 @@ from typing import Any
 import regex
 
 from regfd.errors import ConfigError
-from regfd.scan.evidence import Signals, build_signals
+from regfd.scan.evidence import Signals, Strongest, build_signals
 from regfd.scan.message_model import MessageModel, load_message_model
 from regfd.scan.normalize import fold
 from regfd.scan.patternset import PatternSet
@@ -361,7 +361,7 @@ class Lexicons:
             hits.append((entry, start, end))
         return hits
 
-    def find(self, text: str, topics: bool = True) -> list[Hit]:
+    def find(self, text: str, topics: bool = True, strongest: Strongest | None = None) -> list[Hit]:
         """Confirmed hits of every kind in normalized `text`, exclusions applied.
 
         Exclusion entries are consumed here: a hit overlapping an excluded
@@ -374,7 +374,7 @@ class Lexicons:
             return hits
         material = [i for i, h in enumerate(hits) if h.entry.kind == MATERIAL]
         evidence, kept = self.signals.find(text, [(hits[i].start, hits[i].end, hits[i].entry.category)
-                                                  for i in material], topics=topics)
+                                                  for i in material], topics=topics, strongest=strongest)
         dropped = {i for n, i in enumerate(material) if n not in kept}
         out = [h for i, h in enumerate(hits) if i not in dropped]
         for n, i in enumerate(material):

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.errors import ConfigError
@@ -78,6 +79,8 @@ class MessageModel:
     weights: Mapping[str, float]
     alone: float
     confirm: float
+    near: float  # `alone` where some sentence's evidence score reached `near_score`
+    near_score: float
     category_bias: Mapping[str, float]
     category_weights: Mapping[str, Mapping[str, float]]
     origin: str
@@ -93,6 +96,10 @@ class MessageModel:
         words = _TOKEN.findall(text)
         pairs = map(" ".join, zip(words, islice(words, 1, None), strict=False))
         return self.vocabulary.intersection(words) | self.vocabulary.intersection(pairs)
+
+    def alone_at(self, strongest: float) -> float:
+        """The probability from which a message is a finding by itself, given its best evidence score."""
+        return self.near if strongest >= self.near_score else self.alone
 
     def probability(self, feats: Iterable[str]) -> float:
         """P(material) for a message with these features."""
@@ -115,7 +122,7 @@ class MessageModel:
         pos = 0
         for m in [*_SENTENCE.finditer(text), None]:
             end = m.start() if m is not None else len(text)
-            found = sorted(((self.weights[f], f) for f in features(text[pos:end]) if self.weights.get(f, 0.0) > 0),
+            found = sorted(((self.weights[f], f) for f in self.present(text[pos:end]) if self.weights.get(f, 0.0) > 0),
                            reverse=True)
             total = sum(w for w, _ in found)
             if found and total > best_sum:
@@ -151,16 +158,26 @@ def _table(data: object, where: str) -> dict[str, float]:
     return out
 
 
-def load_message_model(path: Path) -> MessageModel:
-    """Validate message_model.toml; one line per mistake."""
+def read_model_file(path: Path, keys: set[str]) -> tuple[dict[str, Any], str]:
+    """A weights file's TOML (evidence.toml, model.toml, this one) and the prefix of its errors.
+
+    A key not in `keys` is refused: a misspelt threshold must not be ignored.
+    """
     where = f"lexicon {path.name}"
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read: {exc}") from None
-    unknown = set(data) - {"kind", "description", "bias", "alone", "confirm", "weights", "categories"}
+    unknown = set(data) - keys
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    return data, where
+
+
+def load_message_model(path: Path) -> MessageModel:
+    """Validate message_model.toml; one line per mistake."""
+    data, where = read_model_file(path, {"kind", "description", "bias", "alone", "near", "near_score", "confirm",
+                                         "weights", "categories"})
     cats = data.get("categories", {})
     if not isinstance(cats, dict):
         raise ConfigError(f"{where}: categories must be a table of [categories.<category>] tables")
@@ -180,6 +197,8 @@ def load_message_model(path: Path) -> MessageModel:
         weights=weights,
         alone=_number(data, "alone", where, 0.0, 1.0),
         confirm=_number(data, "confirm", where, 0.0, 1.0),
+        near=_number(data, "near", where, 0.0, 1.0),
+        near_score=_number(data, "near_score", where),
         category_bias=cat_bias,
         category_weights=cat_weights,
         origin=path.name,

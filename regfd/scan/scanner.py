@@ -12,6 +12,7 @@ import time
 
 from regfd.config import ScanLimits
 from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANNABLE, Finding
+from regfd.scan.evidence import Strongest
 from regfd.scan.lexicon import EMBARGO as LEX_EMBARGO
 from regfd.scan.lexicon import GAAP_RECONCILIATION, NON_GAAP, Lexicons
 from regfd.scan.lexicon import MATERIAL as LEX_MATERIAL
@@ -49,8 +50,8 @@ def _quoted_location(location: str) -> str:
 _Hit = tuple[str, Finding, int, int]  # lexicon kind, finding, original start, end
 
 
-def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, NormalizedText]] | None = None
-          ) -> list[tuple[str, Finding]]:
+def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, NormalizedText]] | None = None,
+          strongest: Strongest | None = None) -> list[tuple[str, Finding]]:
     """(lexicon kind, finding) for every hit in one text part.
 
     Every normalized form of the text is matched (more than one only where
@@ -65,7 +66,7 @@ def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, Normali
             read.append((part, norm))
         # Topic sentences are read in the first form only: the other forms only
         # re-read spaced-out letters, an evasion of phrases, not of plain words.
-        for hit in lexicons.find(norm.text, topics=n == 0):
+        for hit in lexicons.find(norm.text, topics=n == 0, strongest=strongest):
             if quoted is None:
                 quoted = quoted_spans(part.text) if part.body else []
             start, end = norm.span(hit.start, hit.end)
@@ -85,7 +86,7 @@ def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, Normali
 
 
 def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
-                    read: list[tuple[TextPart, NormalizedText]]) -> list[tuple[str, Finding]]:
+                    read: list[tuple[TextPart, NormalizedText]], strongest: float) -> list[tuple[str, Finding]]:
     """The message model's say on the material findings (message_model.py): drop or add, never both."""
     feats: set[str] = set()
     for _, norm in read:
@@ -97,7 +98,7 @@ def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
             return pairs
         # Only findings that rest on the evidence score alone; a lexicon phrase stays whatever the model says.
         return [(kind, f) for kind, f in pairs if kind != LEX_MATERIAL or not f.rule.startswith("evidence score")]
-    if p < model.alone or not read:
+    if p < model.alone_at(strongest) or not read:
         return pairs
     best: tuple[float, TextPart, NormalizedText, Explanation] | None = None
     for part, norm in read:
@@ -169,23 +170,28 @@ def scan_text(text: str, lexicons: Lexicons, location: str = "body") -> list[Fin
         return [_unscannable(location, f"scanner-error:{type(exc).__name__}")]
 
 
-def scan_message(raw: bytes, lexicons: Lexicons, limits: ScanLimits) -> list[Finding]:
-    """Every finding in a raw RFC 5322 message, within `limits.time_budget`."""
+def scan_message(raw: bytes, lexicons: Lexicons, limits: ScanLimits, strongest: Strongest | None = None
+                 ) -> list[Finding]:
+    """Every finding in a raw RFC 5322 message, within `limits.time_budget`.
+
+    `strongest`, when given, ends with the best evidence score of any sentence
+    (tools/fit_message_model.py measures the model's cascade with it)."""
     deadline = time.monotonic() + limits.time_budget
     pairs: list[tuple[str, Finding]] = []
     problems: list[Finding] = []
     read: list[tuple[TextPart, NormalizedText]] | None = [] if lexicons.message_model is not None else None
+    strongest = strongest if strongest is not None else Strongest()
     try:
         for item in iter_parts(raw, limits, deadline):
             if isinstance(item, Problem):
                 problems.append(_unscannable(item.location, item.reason))
                 continue
-            pairs.extend(_hits(item, lexicons, read))
+            pairs.extend(_hits(item, lexicons, read, strongest))
             if time.monotonic() > deadline:
                 problems.append(_unscannable("message", "time-budget"))
                 break
         if lexicons.message_model is not None and read is not None and not problems:
-            pairs = _second_opinion(lexicons.message_model, pairs, read)
+            pairs = _second_opinion(lexicons.message_model, pairs, read, strongest.score)
     except Exception as exc:  # a parser bug on hostile input must not lose the message
         problems.append(_unscannable("message", f"scanner-error:{type(exc).__name__}"))
     return _tidy(problems + _collect(pairs))
