@@ -160,3 +160,15 @@ def test_ordinary_office_mail_is_not_a_finding() -> None:
     short = [_message("Hi,\n\n" + " ".join(rng.sample(lines, rng.randint(1, 5))) + "\n\nThanks\n") for _ in range(100)]
     flagged = sum(any(f.kind == MATERIAL for f in scan_message(raw, lx, ScanLimits())) for raw in short)
     assert flagged <= 3
+
+
+@pytest.mark.parametrize("text", [
+    "we're moving brenner's order next week — 3.5% in q3, don't tell",
+    "l'été à 10h, d'accord? x'y naïve café\tand\nnew  lines",
+    "",
+    "'''' -- ''' a'b",
+])
+def test_the_fast_path_reads_the_same_features_as_the_fitter(text: str) -> None:
+    model = load_lexicons(LEXICON_DIR).message_model
+    assert model is not None
+    assert model.present(text) == {f for f in features(text) if f in model.vocabulary}
