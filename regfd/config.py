@@ -125,6 +125,10 @@ class ScanLimits:
     max_decompressed_bytes: int = 50 * 1024 * 1024  # zip/docx/pdf streams
     max_compression_ratio: int = 100
     time_budget: float = 5.0  # seconds per message
+    # Messages over this many bytes are scanned in a child process that is killed at
+    # time_budget + 1 s (one hostile part can outrun the budget, which is checked between
+    # parts); 0: every message is scanned in place. scan/isolation.py.
+    isolate_over: int = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,18 @@ class Services:
         return lexicons_for(self.config.lexicon_dir, self.config.state_dir / "cache")
 
     def scan(self, raw: bytes) -> Iterable[Finding]:
-        """The content scanner bound to the lexicons and limits of this configuration."""
+        """The content scanner bound to the lexicons and limits of this configuration.
+
+        A message over `limits.isolate_over` bytes is scanned in a child process
+        that is killed at `time_budget` + 1 s (scan/isolation.py)."""
         from regfd.scan.scanner import scan_message
 
-        return scan_message(raw, self.lexicons, self.config.limits)
+        limits, lexicons = self.config.limits, self.lexicons  # compiled here, not in a child that would lose them
+        if limits.isolate_over and len(raw) > limits.isolate_over:
+            from regfd.scan.isolation import scan_in_child
+
+            return scan_in_child(lambda r: scan_message(r, lexicons, limits), raw, limits.time_budget + 1.0)
+        return scan_message(raw, lexicons, limits)
 
     def decider_with(self, policy: Policy) -> Decider:
         """The decision path with another policy (an evaluation against a corpus's own directory)."""

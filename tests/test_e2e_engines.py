@@ -106,6 +106,21 @@ def test_held_message_waits_in_the_hold_queue(world: Any, smtp_sink: Any, via: V
     assert smtp_sink.to(rcpt) == []
 
 
+def test_a_big_message_is_scanned_in_a_child_and_held(world: Any, smtp_sink: Any, via: Via) -> None:
+    # 1.2 MB: over [limits] isolate_over (1 MB), so the engine's decision thread forks the scan (scan/isolation.py)
+    sender, rcpt = uniq("bob", "allient.com"), uniq("analyst", "bank.com")
+    filler = "The parking garage closes early on Friday for maintenance.\n" * 20_000
+    code, text = world.send(sender, [rcpt], make_message(sender, rcpt, "Notes", MATERIAL + "\n\n" + filler),
+                            port=via.port)
+    assert code == 250, text
+    decision = via.milter.decision_for(sender)
+    assert decision["action"] == "hold"
+    assert any(f.startswith("material") for f in decision["findings"]), decision["findings"]
+    qid = decision["queue_id"]
+    wait_until(lambda: [q for q in world.held() if q["queue_id"] == qid], 10, what="the hold queue")
+    assert smtp_sink.to(rcpt) == []
+
+
 def test_rejected_message_gets_550_at_the_client(world: Any, smtp_sink: Any, via: Via) -> None:
     sender, rcpt = uniq("carol", "allient.com"), uniq("pm", "fund.example")
     code, text = world.send(sender, [rcpt], make_message(sender, rcpt, "Draft", EMBARGO), port=via.port)
