@@ -433,3 +433,14 @@ def subprocess_run(regfd: Any, env: dict[str, str], *args: str) -> Any:
 
     return subprocess.run([PYTHON, "-m", "regfd.cli", *args], env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=60, cwd=REPO)
+
+
+def test_a_child_that_keeps_dying_at_start_waits_longer_each_time() -> None:
+    from regfd.mta.workers import MAX_RESTART_DELAY, restart_delay
+
+    deaths, delays = 0, []
+    for _ in range(9):  # dies 0.1 s after every start: 1, 2, 4 … s, never more than the cap
+        delay, deaths = restart_delay(0.1, deaths)
+        delays.append(delay)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0] and MAX_RESTART_DELAY == 60.0
+    assert restart_delay(30.0, deaths) == (0.0, 0)  # one that ran a while is forked again at once, the count reset

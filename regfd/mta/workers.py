@@ -64,9 +64,19 @@ log = structlog.get_logger("regfd.mta.workers")
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 WAITED = STOP_SIGNALS | {signal.SIGCHLD}
-# A child that dies sooner than this after its start is forked again only after RESTART_DELAY (no busy crash loop).
+# A child that dies sooner than this after its start is forked again only after RESTART_DELAY, doubled at each
+# such death in a row up to MAX_RESTART_DELAY (a worker that cannot start does not fork every second forever).
 MIN_LIFETIME = 1.0
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
+
+
+def restart_delay(lived: float, quick_deaths: int) -> tuple[float, int]:
+    """(seconds before the next fork, deaths in a row so far) for a child that died after `lived` seconds."""
+    if lived >= MIN_LIFETIME:
+        return 0.0, 0
+    quick_deaths += 1
+    return min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** (quick_deaths - 1)), quick_deaths
 PR_SET_PDEATHSIG = 1
 
 
@@ -113,6 +123,7 @@ class Child:
     pid: int = 0
     started: float = 0.0
     restart_at: float = 0.0  # when a dead child is due to be forked again; 0 while it runs
+    quick_deaths: int = 0  # deaths in a row, each sooner than MIN_LIFETIME after its start
 
     @property
     def role(self) -> str:
@@ -190,10 +201,10 @@ class Supervisor:
             if pid == 0:
                 continue
             lived = time.monotonic() - child.started
-            delay = RESTART_DELAY if lived < MIN_LIFETIME else 0.0
+            delay, child.quick_deaths = restart_delay(lived, child.quick_deaths)
             log.warning("milter.worker_died", role=child.role, worker=child.index, dead_pid=child.pid,
                         status=_describe(status), lived_s=round(lived, 1), action="restarting",
-                        restart_in_s=delay)
+                        restart_in_s=delay, deaths_in_a_row=child.quick_deaths)
             child.pid, child.restart_at = 0, time.monotonic() + delay
 
     def _restart_due(self) -> None:
