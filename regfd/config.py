@@ -386,7 +386,7 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
         raise _fail("milter.agent", f"must be auto, yes or no (got {cfg.milter.agent!r})")
     if cfg.milter.engine not in MILTER_ENGINES:
         raise _fail("milter.engine", f"must be one of {', '.join(MILTER_ENGINES)} (got {cfg.milter.engine!r})")
-    check_workers(cfg.milter.workers, cfg.milter.engine, cfg.metrics.listen)
+    check_workers(cfg.milter.workers, cfg.milter.engine)
     if cfg.milter.failure_action not in FAILURE_ACTIONS:
         raise _fail(
             "milter.failure_action",
@@ -445,21 +445,18 @@ def parse_config(data: dict[str, Any], source: str = "<string>", base: Path | No
 MAX_WORKERS = 64
 
 
-def check_workers(workers: int, engine: str, metrics_listen: str) -> None:
-    """`milter.workers` is 1..64, needs the asyncio engine above 1, and excludes /metrics above 1.
+def check_workers(workers: int, engine: str) -> None:
+    """`milter.workers` is 1..64 and needs the asyncio engine above 1.
 
-    Metrics are refused rather than served partially: each worker counts only
-    its own messages, and a scrape reaching one of them would under-report.
     Also called by `regfd milter` when --workers or --engine overrides the file.
+    With workers, /metrics is served by the background process, which adds up
+    every worker's counts (prometheus_client's multiprocess mode).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise _fail("milter.workers", f"must be an integer from 1 to {MAX_WORKERS} (got {workers!r})")
     if workers > 1 and engine != "asyncio":
         raise _fail("milter.workers", f"{workers} workers need engine = \"asyncio\" (engine {engine!r} "
                                       "serves from one process)")
-    if workers > 1 and metrics_listen:
-        raise _fail("metrics.listen", f"not served with {workers} milter workers (each would count only its own "
-                                      "messages): set milter.workers = 1 or leave metrics.listen empty")
 
 
 def _check_web(web: WebConfig) -> None:

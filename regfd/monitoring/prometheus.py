@@ -14,15 +14,18 @@ as a label value (labels take a few fixed words each).
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import platform
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -63,7 +66,9 @@ class PrometheusMetrics:
                                     ("operation",), registry=r)
         self.store_latency = Histogram("regfd_store_round_trip_duration_seconds", "Duration of one counted round "
                                        "trip to Redis", buckets=STORE_BUCKETS, registry=r)
-        self.open_connections = Gauge("regfd_milter_open_connections", "MTA connections open now", registry=r)
+        # multiprocess_mode: how the `[milter] workers` processes add up (use_files below)
+        self.open_connections = Gauge("regfd_milter_open_connections", "MTA connections open now", registry=r,
+                                      multiprocess_mode="livesum")
         self.connections = Counter("regfd_milter_connections", "MTA connections accepted", registry=r)
         self.protocol_errors = Counter("regfd_milter_protocol_errors", "MTA connections dropped for breaking "
                                        "the milter protocol", registry=r)
@@ -115,9 +120,10 @@ class PrometheusMetrics:
     def describe(self, engine: str, mode: str, failure_action: str, store: str, lexicon_version: str) -> None:
         """regfd_build_info and regfd_config_info (value 1, the facts as labels)."""
         Gauge("regfd_build_info", "The regfd version and the Python it runs on", ("version", "python"),
-              registry=self.registry).labels(regfd.__version__, platform.python_version()).set(1)
+              registry=self.registry, multiprocess_mode="max").labels(
+            regfd.__version__, platform.python_version()).set(1)
         Gauge("regfd_config_info", "The configuration this process runs with", ("engine", "mode", "failure_action",
-              "store", "lexicon_version"), registry=self.registry).labels(
+              "store", "lexicon_version"), registry=self.registry, multiprocess_mode="max").labels(
             engine, mode, failure_action, store, lexicon_version).set(1)
 
     def watch_backlog(self, probe: Callable[[], Backlog], timeout: float) -> None:
@@ -180,11 +186,36 @@ class BacklogCollector(Collector):
                                 value=backlog.digest)
 
 
+def use_files(directory: Path) -> None:
+    """Record every metric made from now on in `directory` (prometheus_client's multiprocess mode).
+
+    For `[milter] workers`: each worker records its own counts in files there,
+    and the one process that serves /metrics adds them up (`files_registry`).
+    Called in each process before its metrics are made (the value class is
+    otherwise chosen when prometheus_client is first imported).
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def files_registry(directory: Path) -> CollectorRegistry:
+    """A registry that reads every process's metric files in `directory` at scrape time."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return registry
+
+
+def forget_process(directory: Path, pid: int) -> None:
+    """A worker that died no longer counts in the live gauges (open connections)."""
+    mark_process_dead(pid, path=str(directory))  # type: ignore[no-untyped-call]
+
+
 class MetricsServer:
     """/metrics over HTTP on a thread of prometheus_client's; `stop` closes it."""
 
-    def __init__(self, metrics: PrometheusMetrics, host: str, port: int) -> None:
-        self.server, self.thread = start_http_server(port, addr=host, registry=metrics.registry)
+    def __init__(self, metrics: PrometheusMetrics | CollectorRegistry, host: str, port: int) -> None:
+        registry = metrics.registry if isinstance(metrics, PrometheusMetrics) else metrics
+        self.server, self.thread = start_http_server(port, addr=host, registry=registry)
 
     @property
     def port(self) -> int:

@@ -191,7 +191,7 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
             raise ConfigError('milter engine libmilter: pymilter is not installed (pip install "regfd[milter]"); '
                               'engine = "asyncio" needs neither it nor libmilter') from None
     count = config.milter.workers if workers is None else workers
-    check_workers(count, engine, config.metrics.listen)
+    check_workers(count, engine)
     kind, spec = parse_socket(socket_spec or config.milter.socket)
     services.decider  # noqa: B018 -- policy and lexicons load (and fail) before anything listens
     check_socket_free(kind, spec)

@@ -32,8 +32,10 @@ writable by the MTA before the fork, shared by all; each worker accepts one
 connection per wake-up (asyncio_engine.SharedListener), so the least busy
 worker takes the next connection.
 
-Metrics (`[metrics] listen`) are refused with workers > 1 (config.check_workers):
-each process would count only its own messages.
+Metrics (`[metrics] listen`): every process records its counts in files under
+state_dir/metrics (prometheus_client's multiprocess mode, emptied at start);
+the background process serves /metrics with their sum plus the backlog read
+from the store; the supervisor drops a dead worker's live gauges.
 """
 
 from __future__ import annotations
@@ -146,6 +148,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     signals: list[int] = field(default_factory=list)
     interval: float = 1.0
+    metrics_dir: Path | None = None  # `[metrics] listen`: each process's metric files, added up by the background one
 
     # ----- the supervisor
     def run(self) -> int:
@@ -201,6 +204,10 @@ class Supervisor:
             if pid == 0:
                 continue
             lived = time.monotonic() - child.started
+            if self.metrics_dir is not None:
+                from regfd.monitoring.prometheus import forget_process
+
+                forget_process(self.metrics_dir, child.pid)
             delay, child.quick_deaths = restart_delay(lived, child.quick_deaths)
             log.warning("milter.worker_died", role=child.role, worker=child.index, dead_pid=child.pid,
                         status=_describe(status), lived_s=round(lived, 1), action="restarting",
@@ -300,6 +307,8 @@ class Supervisor:
                 log.warning("milter.store_unreachable", error=str(exc), action=config.milter.failure_action)
             app = self.services.milter_app(handle.store, self.services.executor(handle.store))
             app.quiet = self.kind == "unix"
+            if self.metrics_dir is not None:
+                app.metrics = handle.store.metrics = self._worker_metrics()
             sock = self.sockets[0 if self.kind == "unix" else index]
             fields = {**self.start_fields, "pid": os.getpid(), "worker": index}
             failure = serve_asyncio(app, self.kind, self.spec, fields, StopDeadline(self.child_drain()), sock=sock,
@@ -311,13 +320,42 @@ class Supervisor:
         finally:
             handle.close()
 
+    def _worker_metrics(self) -> Any:
+        """This worker's counts, recorded in its own files under `metrics_dir` (served by the background process)."""
+        from regfd.monitoring.health import lexicon_version
+        from regfd.monitoring.prometheus import PrometheusMetrics, use_files
+
+        assert self.metrics_dir is not None
+        use_files(self.metrics_dir)
+        metrics = PrometheusMetrics()
+        config = self.config
+        metrics.describe("asyncio", config.mode, config.milter.failure_action,
+                         "private" if not config.effective_redis_url else "url", lexicon_version(config.lexicon_dir))
+        return metrics
+
+    def _serve_metrics(self, store: Any) -> Any:
+        """/metrics on `[metrics] listen`: every process's files added up, and the backlog read at scrape time."""
+        from regfd.monitoring.health import read_backlog
+        from regfd.monitoring.prometheus import BacklogCollector, MetricsServer, files_registry, use_files
+
+        assert self.metrics_dir is not None
+        use_files(self.metrics_dir)
+        registry = files_registry(self.metrics_dir)
+        registry.register(BacklogCollector(lambda: read_backlog(store), self.config.metrics.store_timeout))
+        server = MetricsServer(registry, self.config.metrics.host, self.config.metrics.port)
+        log.info("metrics.start", listen=self.config.metrics.listen, processes=self.count)
+        return server
+
     def _background(self) -> int:
         from regfd.compliance.executor import start_background
 
         handle = self.services.open_store(timeout=5.0, start_private=False)
         stop = threading.Event()
         deadline = StopDeadline(self.child_drain(), on_begin=stop)
+        server = None
         try:
+            if self.metrics_dir is not None:
+                server = self._serve_metrics(handle.store)
             threads = start_background(handle.store, self.config, stop)  # created with the stop signals blocked
             log.info("milter.background_start", pid=os.getpid(), threads=[t.name for t in threads])
             signal.sigwait(STOP_SIGNALS)
@@ -327,7 +365,23 @@ class Supervisor:
             log.info("milter.background_stopped")
             return 0
         finally:
+            if server is not None:
+                server.stop()
             handle.close()
+
+
+def _metrics_files(config: Config) -> Path:
+    """An empty directory for the processes' metric files; fails in one line if `[metrics] listen` is taken."""
+    try:
+        with socket.create_server((config.metrics.host, config.metrics.port)):
+            pass  # free now; the background process binds it for good
+    except OSError as exc:
+        raise RegfdError(f"metrics listen {config.metrics.listen}: cannot listen ({exc.strerror or exc})") from None
+    directory = config.state_dir / "metrics"
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.db"):  # counts of an earlier run must not be added to this one's
+        old.unlink()
+    return directory
 
 
 def _describe(status: int) -> str:
@@ -362,8 +416,9 @@ def run_workers(config: Config, services: Services, kind: str, spec: str, count:
         private.ensure_running()  # raw socket commands only: no Redis client in this process
     sockets: list[socket.socket] = []
     try:
+        metrics_dir = _metrics_files(config) if config.metrics.listen else None
         sockets = bind_sockets(kind, spec, count)
-        sup = Supervisor(config, services, kind, spec, count, start_fields, sockets, private)
+        sup = Supervisor(config, services, kind, spec, count, start_fields, sockets, private, metrics_dir=metrics_dir)
         return sup.run()
     finally:
         for s in sockets:
