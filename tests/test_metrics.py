@@ -65,13 +65,14 @@ def metered(request: Any, postfix: Any, redis_server: Any, smtp_sink: Any, tmp_p
                  ("officer", "add", "ceo@allient.com", "--role", "CEO")):
         r = runner(*args)
         assert r.rc == 0, r.err
-    engine, _, workers = request.param.partition("-")  # with workers, the background process adds their counts up
+    engine, _, rest = request.param.partition("-")  # with workers, the background process adds their counts up
+    workers = int(rest.split("-")[0]) if rest else 0
     m = MilterProcess.start(runner.config, postfix.sockets["dedicated"], runner.env, tmp_path / "milter.log",
                             engine=engine, timeout=60,  # start-up compiles the lexicons: slow on a busy machine
-                            **({"workers": int(workers.split("-")[0])} if workers else {}))
+                            workers=workers)
     wait_until(lambda: '"metrics.start"' in (tmp_path / "milter.log").read_text(), 30, what="/metrics to be served")
     try:
-        yield Metered(m, engine, f"http://127.0.0.1:{port}/metrics", int(workers.split("-")[0]) if workers else 0)
+        yield Metered(m, engine, f"http://127.0.0.1:{port}/metrics", workers)
     finally:
         assert m.stop() == 0
 
