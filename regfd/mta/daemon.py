@@ -280,19 +280,31 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
                 os.unlink(spec.partition(":")[2])
 
 
+def describe(metrics: Any, config: Config, engine: str) -> None:
+    """regfd_build_info and regfd_config_info for a process serving the MTA (one process, or each worker)."""
+    from regfd.monitoring.health import lexicon_version
+
+    metrics.describe(engine, config.mode, config.milter.failure_action,
+                     "private" if not config.effective_redis_url else "url", lexicon_version(config.lexicon_dir))
+
+
+def metrics_listen_failed(config: Config, exc: OSError) -> RegfdError:
+    """The one-line start-up error when `[metrics] listen` cannot be bound."""
+    return RegfdError(f"metrics listen {config.metrics.listen}: cannot listen ({exc.strerror or exc})")
+
+
 def start_metrics(config: Config, engine: str, app: Any, store: Any) -> Any:
     """/metrics on `[metrics] listen`, fed by both engines and the store; fails before the milter listens."""
-    from regfd.monitoring.health import lexicon_version, read_backlog
+    from regfd.monitoring.health import read_backlog
     from regfd.monitoring.prometheus import MetricsServer, PrometheusMetrics
 
     metrics = PrometheusMetrics().with_process_metrics()
-    metrics.describe(engine, config.mode, config.milter.failure_action,
-                     "private" if not config.effective_redis_url else "url", lexicon_version(config.lexicon_dir))
+    describe(metrics, config, engine)
     metrics.watch_backlog(lambda: read_backlog(store), config.metrics.store_timeout)
     try:
         server = MetricsServer(metrics, config.metrics.host, config.metrics.port)
     except OSError as exc:
-        raise RegfdError(f"metrics listen {config.metrics.listen}: cannot listen ({exc.strerror or exc})") from None
+        raise metrics_listen_failed(config, exc) from None
     app.metrics = metrics
     store.metrics = metrics
     log.info("metrics.start", listen=config.metrics.listen)

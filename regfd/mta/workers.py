@@ -321,25 +321,25 @@ class Supervisor:
             handle.close()
 
     def _worker_metrics(self) -> Any:
-        """This worker's counts, recorded in its own files under `metrics_dir` (served by the background process)."""
-        from regfd.monitoring.health import lexicon_version
+        """This process's counts, recorded in its own files under `metrics_dir` (served by the background process)."""
         from regfd.monitoring.prometheus import PrometheusMetrics, use_files
+        from regfd.mta.daemon import describe
 
         assert self.metrics_dir is not None
         use_files(self.metrics_dir)
         metrics = PrometheusMetrics()
-        config = self.config
-        metrics.describe("asyncio", config.mode, config.milter.failure_action,
-                         "private" if not config.effective_redis_url else "url", lexicon_version(config.lexicon_dir))
+        describe(metrics, self.config, "asyncio")
         return metrics
 
     def _serve_metrics(self, store: Any) -> Any:
         """/metrics on `[metrics] listen`: every process's files added up, and the backlog read at scrape time."""
         from regfd.monitoring.health import read_backlog
-        from regfd.monitoring.prometheus import BacklogCollector, MetricsServer, files_registry, use_files
+        from regfd.monitoring.prometheus import BacklogCollector, MetricsServer, files_registry
 
         assert self.metrics_dir is not None
-        use_files(self.metrics_dir)
+        # Its own (zero) series and the build and config facts are in the files from the first scrape on,
+        # before any worker has written its own.
+        self._worker_metrics()
         registry = files_registry(self.metrics_dir)
         registry.register(BacklogCollector(lambda: read_backlog(store), self.config.metrics.store_timeout))
         server = MetricsServer(registry, self.config.metrics.host, self.config.metrics.port)
@@ -376,7 +376,9 @@ def _metrics_files(config: Config) -> Path:
         with socket.create_server((config.metrics.host, config.metrics.port)):
             pass  # free now; the background process binds it for good
     except OSError as exc:
-        raise RegfdError(f"metrics listen {config.metrics.listen}: cannot listen ({exc.strerror or exc})") from None
+        from regfd.mta.daemon import metrics_listen_failed
+
+        raise metrics_listen_failed(config, exc) from None
     directory = config.state_dir / "metrics"
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("*.db"):  # counts of an earlier run must not be added to this one's
