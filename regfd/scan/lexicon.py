@@ -428,7 +428,7 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     for path in files:
         kind = _file_kind(path)
         if kind == MESSAGE_MODEL:
-            message_model = load_message_model(path)
+            message_model = load_message_model(path, cache_dir)
             continue
         if kind == EVIDENCE:
             evidence_file = path

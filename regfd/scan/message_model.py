@@ -27,13 +27,13 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from itertools import islice
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.errors import ConfigError
+from regfd.scan.patternset import PatternSet
 
 _TOKEN = re.compile(r"[a-z0-9']+")  # the stdlib's engine: twice as fast as `regex` on this
 _TOKEN_BYTES = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789'" else c + 32 if 65 <= c <= 90 else 32
@@ -86,8 +86,15 @@ class MessageModel:
     category_bias: Mapping[str, float]
     category_weights: Mapping[str, Mapping[str, float]]
     origin: str
-    vocabulary: frozenset[str] = frozenset()  # every feature any table weighs
-    vocabulary_bytes: frozenset[bytes] = frozenset()  # the same, encoded (`present` works on bytes)
+    vocabulary: tuple[str, ...] = ()  # every feature any table weighs, in the order of `literals`' ids
+    cache_dir: Path | None = None
+    # " word " and " word pair ": searched in the text's words joined by single spaces (`present`).
+    literals: PatternSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        literals = PatternSet([f" {f} " for f in self.vocabulary], single_match=True, cache_dir=self.cache_dir,
+                              literal=True)
+        object.__setattr__(self, "literals", literals)
 
     def present(self, text: str) -> frozenset[str]:
         """`features(text)` restricted to the vocabulary, with no Python loop over the words.
@@ -95,13 +102,16 @@ class MessageModel:
         Every scanned message pays for this, so it runs in C: the text's bytes
         are split on everything that is not a token character (`_TOKEN_BYTES`,
         the same set as `_TOKEN`: ASCII letters, digits and the apostrophe;
-        whatever else is a separator), and word pairs are joined and looked
-        up by map/zip and set intersection. 0.27 -> 0.18 ms on 10 KB, measured.
+        whatever else is a separator) and joined again by single spaces, so
+        that every feature is a literal " word " or " word pair " found by one
+        Hyperscan pass of the vocabulary. Measured on 10 KB: 0.20 ms with a
+        set intersection of every word and pair, 0.12 ms with this.
         """
         words = text.encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES).split()
-        pairs = map(b" ".join, zip(words, islice(words, 1, None), strict=False))
-        vocab = self.vocabulary_bytes
-        return frozenset(f.decode() for f in vocab.intersection(words) | vocab.intersection(pairs))
+        if not words:
+            return frozenset()
+        vocabulary = self.vocabulary
+        return frozenset(vocabulary[i] for i in self.literals.ids(b" %s " % b" ".join(words)))
 
     def alone_at(self, strongest: float) -> float:
         """The probability from which a message is a finding by itself, given its best evidence score."""
@@ -180,8 +190,8 @@ def read_model_file(path: Path, keys: set[str]) -> tuple[dict[str, Any], str]:
     return data, where
 
 
-def load_message_model(path: Path) -> MessageModel:
-    """Validate message_model.toml; one line per mistake."""
+def load_message_model(path: Path, cache_dir: Path | None = None) -> MessageModel:
+    """Validate message_model.toml; one line per mistake. `cache_dir`: as `load_lexicons`'."""
     data, where = read_model_file(path, {"kind", "description", "bias", "alone", "near", "near_score", "confirm",
                                          "weights", "categories"})
     cats = data.get("categories", {})
@@ -197,7 +207,7 @@ def load_message_model(path: Path) -> MessageModel:
         cat_bias[cat] = _number(table, "bias", f"{where} [categories.{cat}]")
         cat_weights[cat] = _table(table.get("weights", {}), f"{where} [categories.{cat}.weights]")
     weights = _table(data.get("weights", {}), f"{where} [weights]")
-    vocabulary = frozenset(weights).union(*cat_weights.values())
+    vocabulary = tuple(sorted(frozenset(weights).union(*cat_weights.values())))
     return MessageModel(
         bias=_number(data, "bias", where),
         weights=weights,
@@ -209,5 +219,5 @@ def load_message_model(path: Path) -> MessageModel:
         category_weights=cat_weights,
         origin=path.name,
         vocabulary=vocabulary,
-        vocabulary_bytes=frozenset(f.encode() for f in vocabulary),
+        cache_dir=cache_dir,
     )

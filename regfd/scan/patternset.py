@@ -34,14 +34,15 @@ _SCAN_FLAGS = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_DOTALL
 class PatternSet:
     """Patterns compiled into one Hyperscan block-mode database."""
 
-    def __init__(self, expressions: Sequence[str], *, single_match: bool = True, cache_dir: Path | None = None) -> None:
+    def __init__(self, expressions: Sequence[str], *, single_match: bool = True, cache_dir: Path | None = None,
+                 literal: bool = False) -> None:
         self.size = len(expressions)
         self._db: hyperscan.Database | None = None
         self.from_cache = False
         if not expressions:
             return
-        flags = _SCAN_FLAGS | (hyperscan.HS_FLAG_SINGLEMATCH if single_match else 0)
-        path = _cache_path(cache_dir, expressions, flags) if cache_dir is not None else None
+        flags = (0 if literal else _SCAN_FLAGS) | (hyperscan.HS_FLAG_SINGLEMATCH if single_match else 0)
+        path = _cache_path(cache_dir, expressions, flags, literal) if cache_dir is not None else None
         db = _load(path) if path is not None else None
         self.from_cache = db is not None
         if db is None:
@@ -51,6 +52,7 @@ class PatternSet:
                 ids=list(range(len(expressions))),
                 elements=len(expressions),
                 flags=[flags] * len(expressions),
+                literal=literal,
             )
             if path is not None:
                 _store(path, db)
@@ -87,10 +89,11 @@ class PatternSet:
         return {pid for pid, _ in found}
 
 
-def _cache_path(cache_dir: Path, expressions: Sequence[str], flags: int) -> Path:
+def _cache_path(cache_dir: Path, expressions: Sequence[str], flags: int, literal: bool) -> Path:
     h = hashlib.sha256()
     version = getattr(hyperscan, "__version__", "?")
-    for part in (version, platform.machine(), str(hyperscan.HS_MODE_BLOCK), str(flags), *expressions):
+    kind = "literal" if literal else "regex"
+    for part in (version, platform.machine(), str(hyperscan.HS_MODE_BLOCK), str(flags), kind, *expressions):
         h.update(part.encode("utf-8", "surrogatepass") + b"\0")
     return Path(cache_dir) / f"hs-{h.hexdigest()}.db"
 
