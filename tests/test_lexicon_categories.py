@@ -262,3 +262,17 @@ class TestNonGaap:
     @pytest.mark.parametrize("measure", ["free cash flow", "pro forma revenue", "adjusted EPS", "organic growth", "core earnings", "non-GAAP operating margin"])
     def test_each_measure(self, measure: str) -> None:
         assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings(f"Our {measure} improved in the period.")}
+
+
+_FOOTER = ("CONFIDENTIALITY NOTICE: This e-mail and any attachments are intended only for the addressee and may "
+           "contain information that is privileged or confidential. If you received it in error, please notify the "
+           "sender and delete it. Allient Inc., 400 Commerce Park Drive, Dayton, OH 45414.")
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_legal_footer_is_not_a_disclosure_but_does_not_hide_one(eol: str) -> None:
+    # The footer's "delete it" is also how leakers sign off ("delete it after reading"): only the footer is excused.
+    quiet = eol.join(["Sure, Thursday at 3 works. See you then.", "", "Marcus", "", _FOOTER, ""])
+    assert [f for f in text_findings(quiet) if f.kind == MATERIAL] == []
+    leak = eol.join(["Between us, we're going to miss the quarter. Delete it after reading.", "", _FOOTER, ""])
+    assert MATERIAL in {f.kind for f in text_findings(leak)}
