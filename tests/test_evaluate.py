@@ -27,7 +27,8 @@ DIRECTORY = CORPUS / "directory.toml"
 # 0.038, 0.941; with dev/l, dev/m and the message model (1 480 messages, the
 # model fitted on them: in-sample): 0.992, 0.026, 0.982; with dev/p (200
 # ordinary benign messages) and the model's cascade (1 680): 0.972, 0.023,
-# 0.975. The floors leave a little room so that an unrelated lexicon
+# 0.975; with dev/r and dev/s, the model refitted on all 2 000 (in-sample):
+# 0.996, 0.019, 0.987. The floors leave a little room so that an unrelated lexicon
 # edit does not fail CI by one message; they are not the product's goals
 # (97 % recall, at most 3 % of benign mail held, 98 % accuracy: README).
 DEV_FLOORS = ("--min-recall", "0.96", "--max-benign-held", "0.03", "--min-accuracy", "0.965")
@@ -37,10 +38,11 @@ def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
     r = regfd("evaluate", CORPUS / "dev", "--directory", DIRECTORY, "--json", *DEV_FLOORS)
     assert r.rc == 0, r.err
     parts = {p["part"]: p for p in json.loads(r.out)["parts"]}
-    batches = ("dev/a", "dev/b", "dev/c", "dev/f", "dev/h", "dev/i", "dev/j", "dev/k", "dev/l", "dev/m", "dev/p")
+    batches = ("dev/a", "dev/b", "dev/c", "dev/f", "dev/h", "dev/i", "dev/j", "dev/k", "dev/l", "dev/m", "dev/p",
+               "dev/r", "dev/s")
     assert set(parts) == {*batches, "all"}
     total = parts["all"]
-    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= 1680
+    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= 2000
     assert sum(sum(row.values()) for row in total["confusion"].values()) == total["messages"]
     assert set(total["categories"]) == set(MATERIAL_CATEGORIES)
     for miss in total["misses"]:  # every miss names its message and shows the evidence a reviewer needs
