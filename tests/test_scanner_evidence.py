@@ -123,6 +123,25 @@ def test_quoted_reply_from_the_recipient_weighs_less_than_the_senders_own_words(
     assert [f for f in scan(_message(quoted)) if f.kind == MATERIAL] == []
 
 
+def _outlook(own: str, author: str, reader: str, quoted: str) -> str:
+    return (f"{own}\n\n________________________________\nFrom: Won Kim <{author}>\n"
+            "Sent: Thursday, February 12, 2026 10:08 AM\n"
+            f"To: Marcus Oyelaran <{reader}>\nSubject: payout\n\n{quoted}\n")
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_an_outlook_quote_of_the_recipients_question_is_their_words_not_ours(crlf: bool) -> None:
+    # Outlook quotes replies and forwards alike: the addresses say whose words the block holds.
+    question = "Heard the board will cut the dividend in the spring. What is the thinking for 2026?"
+    answered = _outlook("Won - nothing to add beyond the 8-K, sorry.", "wkim@granitepeak-am.com",
+                        "marcus.oyelaran@allient.com", question)
+    assert [f for f in scan(_message(answered, crlf=crlf)) if f.kind == MATERIAL] == []
+    leak = "Between us, the board will cut the dividend in the spring. Don't share this."
+    forwarded = _outlook("FYI, see below.", "cfo@allient.com", "marcus.oyelaran@allient.com", leak)
+    found = [f for f in scan(_message(forwarded, crlf=crlf)) if f.kind == MATERIAL]
+    assert found and {f.location for f in found} == {"quoted"}, found
+
+
 def test_scanner_without_signal_files_still_runs_the_phrase_lexicons(tmp_path: Path) -> None:
     for f in LEXICON_DIR.glob("*.toml"):
         if f.name not in ("signals.toml", "evidence.toml"):

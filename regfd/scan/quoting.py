@@ -63,7 +63,8 @@ def reply_spans(text: str) -> list[tuple[int, int]]:
 
     Unlike `quoted_spans`, a forwarded message is not included: what a
     sender forwards is theirs to answer for, what they reply to usually
-    came from the recipient.
+    came from the recipient. Outlook-style blocks count when their
+    addresses show an exchange with an outsider (`_answered_blocks`).
     """
     spans: list[tuple[int, int]] = []
     if ">" in text:
@@ -78,4 +79,37 @@ def reply_spans(text: str) -> list[tuple[int, int]]:
         header = _REPLY_ATTRIBUTION.search(text)
         if header:
             spans.append((header.start(), len(text)))
+    if "from:" in text.lower():
+        spans.extend(_answered_blocks(text))
+    return spans
+
+
+_HEADER_BLOCK = re.compile(r"(?im)^[ \t]*from:[ \t]*([^\n]*)\r?\n((?:[^\n]*\r?\n){0,4})")
+_SENT_OR_DATE = re.compile(r"(?im)^[ \t]*(?:sent|date):")
+_TO_LINE = re.compile(r"(?im)^[ \t]*(?:to|cc):[ \t]*([^\n]*)")
+_DOMAIN = re.compile(r"@([a-z0-9][a-z0-9.-]*[a-z0-9])", re.IGNORECASE)
+
+
+def _answered_blocks(text: str) -> list[tuple[int, int]]:
+    """Outlook-style quoted mails ("From: … Sent: … To: …") written across the company boundary.
+
+    Outlook quotes a reply and a forward alike, so the addresses decide: a
+    block whose author's domain is not among its recipients' domains was an
+    exchange with an outsider (the question being answered, or what was
+    already said to them), while a block between colleagues of one domain
+    is a forward, the sender's own disclosure. A block without addresses
+    stays a forward. Each block ends where the next header starts.
+    """
+    blocks = []
+    for m in _HEADER_BLOCK.finditer(text):
+        rest = m.group(2)
+        if not _SENT_OR_DATE.search(rest):
+            continue
+        author = {d.lower() for d in _DOMAIN.findall(m.group(1))}
+        readers = {d.lower() for line in _TO_LINE.findall(rest) for d in _DOMAIN.findall(line)}
+        blocks.append((m.start(), bool(author and readers and not author & readers)))
+    spans = []
+    for n, (start, answered) in enumerate(blocks):
+        if answered:
+            spans.append((start, blocks[n + 1][0] if n + 1 < len(blocks) else len(text)))
     return spans
