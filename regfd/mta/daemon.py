@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -195,6 +196,9 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
     kind, spec = parse_socket(socket_spec or config.milter.socket)
     services.decider  # noqa: B018 -- policy and lexicons load (and fail) before anything listens
     check_socket_free(kind, spec)
+    # What is loaded now lives as long as the process: out of the collector's sight, a full
+    # collection no longer walks it in the middle of a message (and forked workers share it).
+    gc.freeze()
     if count > 1:
         from regfd.mta.workers import run_workers
 
@@ -238,6 +242,7 @@ def run_daemon(config: Config, services: Services, socket_spec: str | None = Non
                             failure_action=config.milter.failure_action, quiet_protocol=app.quiet, pid=os.getpid(),
                             store="private" if not config.effective_redis_url else "url",
                             sink=type(sink).__module__ + "." + type(sink).__name__)
+        gc.freeze()  # the store, the engine and the background threads' objects too
         if engine == "asyncio":
             failure = serve_asyncio(app, kind, spec, start_fields, deadline)
             if failure is not None:

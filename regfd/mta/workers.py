@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -310,6 +311,7 @@ class Supervisor:
             if self.metrics_dir is not None:
                 app.metrics = handle.store.metrics = self._worker_metrics()
             sock = self.sockets[0 if self.kind == "unix" else index]
+            gc.freeze()  # as run_daemon: this worker's long-lived objects out of the collector's walk
             fields = {**self.start_fields, "pid": os.getpid(), "worker": index}
             failure = serve_asyncio(app, self.kind, self.spec, fields, StopDeadline(self.child_drain()), sock=sock,
                                     event="milter.worker_start")
