@@ -338,6 +338,10 @@ EVERYDAY_HARMLESS = [
     "We'll be at the trade show in Hannover with the whole drives team.",
     'Our revolver was amended in March, as disclosed in the 8-K, extending it to 2030.',
     "We don't guide on quarterly margins, but the full-year framework hasn't changed since May.",
+    "As the release said, Q3 revenue was $156.2M and GAAP EPS $0.47; the robotics segment grew 19%.",
+    "Free cash flow was 22.4 for the quarter, as in the release.",
+    "Aerolume's Q1 print this morning was rough, down 11% in their aero segment per their release.",
+    "S&P published its action on us this morning - it's on their site and we've filed nothing further.",
 ]
 
 
