@@ -342,6 +342,9 @@ EVERYDAY_HARMLESS = [
     "Free cash flow was 22.4 for the quarter, as in the release.",
     "Aerolume's Q1 print this morning was rough, down 11% in their aero segment per their release.",
     "S&P published its action on us this morning - it's on their site and we've filed nothing further.",
+    "did you see Drummond's quarter? revenue down 9% and their CFO said transitory six times on their call.",
+    "Since you asked yesterday, here's the public release from Moody's; we don't comment beyond what they publish.",
+    "As a non-party we intend to produce the invoices for 2021-2024 under the protective order in the case.",
 ]
 
 
