@@ -668,6 +668,8 @@ class Session(SessionCore):
             raise p.ProtocolError(f"milter protocol version {version} is too old")
         if offered == 0:  # as libmilter: no actions offered means a version-1 MTA's (found by bench_fuzz.py)
             offered = p.V1_ACTIONS
+        if proto == 0:  # and no protocol steps its version-1 protocol (found by test_engine_differential.py)
+            proto = p.V1_PROTOCOL
         n = self.negotiate(offered, proto)
         return p.optneg(min(version, p.VERSION), n.actions, n.protocol, n.macros)
 
