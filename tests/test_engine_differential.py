@@ -346,3 +346,37 @@ def test_an_older_mta_gets_the_same_negotiation_and_replies(pair: Pair, offer: t
     q = qid()
     trace = compare(pair, message("ceo@allient.com", ["analyst@bank.com"], MATERIAL, q), negotiation(*offer))
     assert trace[-1][1][-1][0] == p.R_ACCEPT
+
+
+def test_macros_are_kept_and_searched_as_libmilter_does(pair: Pair) -> None:
+    """libmilter's macro bookkeeping, which the order real MTAs send in does not show (measured here):
+    end-of-message macros are searched before end-of-headers ones, macros sent for the header stage are
+    ignored, and an ABORT keeps the MAIL macros until the next MAIL replaces them (here the next MAIL comes
+    without any, so the first message's authentication still counts for the second)."""
+    qa, qb, qc, qd = qid(), qid(), qid(), qid()
+
+    def with_macros(packets: list[p.Packet], stage: bytes, new: p.Packet | None) -> list[p.Packet]:
+        """`packets` with the macro packet of `stage` replaced by `new` (None: left out)."""
+        out = [x for x in packets if not (x.cmd == p.MACRO and x.data[:1] == stage)]
+        if new is not None:
+            out.insert(next(i for i, x in enumerate(out) if x.cmd == stage), new)
+        return out
+
+    first = message("ceo@allient.com", ["analyst@bank.com"], MATERIAL, qa)
+    first = with_macros(first, p.EOH, macros(p.EOH, ("i", qb)))
+    first = with_macros(first, p.BODYEOB, macros(p.BODYEOB, ("i", qc)))
+    second = message("ceo@allient.com", ["analyst@bank.com"], MATERIAL, qd, mta="sendmail", first=False)
+    second = with_macros(second, p.EOH, macros(p.HEADER, ("{i}", qb)))
+    second = with_macros(second, p.BODYEOB, None)
+    outsider = f"consultant.{uuid.uuid4().hex[:6]}@outside.example"
+    third = message(outsider, ["analyst@bank.com"], CLEAN, qa, mta="sendmail", auth="consultant", first=False)
+    third = third[:next(i for i, x in enumerate(third) if x.cmd == p.RCPT) + 1] + [pk(p.ABORT)]
+    fourth = with_macros(message(outsider, ["analyst@bank.com"], CLEAN, qa, first=False), p.MAIL, None)
+    compare(pair, first + second + third + fourth)
+    decisions = wait_until(lambda: pair.last_decisions({qa, qb, qc, qd, outsider}, 3), 10,
+                           what="both engines' decisions")
+    assert decisions["libmilter"] == decisions["asyncio"], [
+        {k: (a.get(k), b.get(k)) for k in a if a.get(k) != b.get(k)}
+        for a, b in zip(decisions["libmilter"], decisions["asyncio"], strict=True)]
+    got = [(d["queue_id"], d["sender"], d["stage"]) for d in decisions["asyncio"]]
+    assert got == [(qc, "ceo@allient.com", "eom"), (qd, "ceo@allient.com", "eom"), (qa, outsider, "eom")]

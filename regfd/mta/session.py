@@ -77,10 +77,12 @@ MACROS: dict[int, tuple[str, ...]] = {
 # Recipients kept per message: far above any MTA's limit (Postfix: 1000), a bound for a hostile peer.
 MAX_RECIPIENTS = 100_000
 
-# The SMTP stages in order; the macros of a stage replace those of the later ones (as libmilter keeps them).
-STAGES = ("connect", "helo", "mail", "rcpt", "data", "header", "eoh", "body", "eom")
-_ORDER = {name: i for i, name in enumerate(STAGES)}
-_MAIL = _ORDER["mail"]
+# Where each stage's macros are kept, as libmilter keeps them: a lookup searches from the last slot down
+# (end-of-message macros first, then end-of-headers, then the envelope's, as measured against libmilter by
+# tests/test_engine_differential.py); the connect, helo, mail and rcpt commands drop the slots after their
+# own, an ABORT drops none; macros for any other stage (header, body) are ignored.
+STAGES = ("connect", "helo", "mail", "rcpt", "data", "eoh", "eom")
+_SLOT = {name: i for i, name in enumerate(STAGES)}
 
 
 class Failure(Protocol):
@@ -230,16 +232,18 @@ class SessionCore:
     # ----- macros
     def macros(self, stage: str, values: Mapping[str, str]) -> None:
         """The MTA's macros for `stage` (one of STAGES; others are ignored); names as `i` or `{i}`."""
-        pos = _ORDER.get(stage)
-        if pos is None:
-            return  # macros for a stage we do not read
-        for later in [k for k in self._macros if k >= pos]:
+        slot = _SLOT.get(stage)
+        if slot is not None:
+            self._macros[slot] = values
+
+    def _drop_macros_after(self, slot: int) -> None:
+        """A new stage began: the macros of the later ones are stale (libmilter's mi_clr_macros)."""
+        for later in [k for k in self._macros if k > slot]:
             del self._macros[later]
-        self._macros[pos] = values
 
     def _macro(self, name: str) -> str:
         name = p.macro_name(name)
-        for pos in sorted(self._macros, reverse=True):  # the latest stage first, as libmilter
+        for pos in sorted(self._macros, reverse=True):  # the last slot first, as libmilter
             v = self._macros[pos].get(name)
             if v is not None:
                 return v
@@ -252,6 +256,7 @@ class SessionCore:
     # ----- connection events
     def negotiate(self, offered: int, protocol: int) -> r.Negotiated:
         """Ask only for the actions and macros used, and the protocol bits above, of what the MTA offers."""
+        self._macros = {}
         self.actions = offered & WANTED_ACTIONS
         self.protocol = protocol & (UNIX_PROTOCOL if self.quiet else INET_PROTOCOL)
         missing = (p.F_ADDHDRS | p.F_QUARANTINE) & ~offered
@@ -263,12 +268,14 @@ class SessionCore:
 
     def connect(self, client_addr: str) -> Step:
         """Remember the client address (IP or socket path; '' when unknown) for the envelope and the log."""
+        self._drop_macros_after(_SLOT["connect"])
         if client_addr:
             self.client_addr = client_addr
         return self._answered(p.P_NR_CONN)
 
     def helo(self) -> Step:
         """Negotiated on inet only so that the stage is answered (see the protocol bits above)."""
+        self._drop_macros_after(_SLOT["helo"])
         return self._answered(p.P_NR_HELO)
 
     def unknown(self) -> Step:
@@ -278,8 +285,7 @@ class SessionCore:
     def abort(self) -> None:
         """The MTA abandoned the message (RSET, or the client left): forget it, stop counting it in flight."""
         self._end()
-        self._reset()
-        self._macros = {k: v for k, v in self._macros.items() if k < _MAIL}
+        self._reset()  # the macros stay until the next stage drops them, as in libmilter
 
     def restart(self) -> None:
         """QUIT_NC: the connection stays for a new negotiation; nothing of the old one is kept."""
@@ -311,6 +317,7 @@ class SessionCore:
         """
         if macros is not None:
             self.macros("mail", macros)
+        self._drop_macros_after(_SLOT["mail"])
         try:
             self._end()
             self._reset()
@@ -334,6 +341,7 @@ class SessionCore:
         """Collect the recipient; nothing is decided until DATA, when all are known."""
         if macros is not None:
             self.macros("rcpt", macros)
+        self._drop_macros_after(_SLOT["rcpt"])
         try:
             a = _addr(rcpt) or _addr(self._macro("{rcpt_addr}"))
             if a:
@@ -615,7 +623,7 @@ _EVENTS: dict[bytes, Callable[[SessionCore, bytes], Step]] = {
 
 # Which stage a macro packet's command names.
 _MACRO_STAGE = {p.CONNECT: "connect", p.HELO: "helo", p.MAIL: "mail", p.RCPT: "rcpt", p.DATA: "data",
-                p.HEADER: "header", p.EOH: "eoh", p.BODY: "body", p.BODYEOB: "eom"}
+                p.EOH: "eoh", p.BODYEOB: "eom"}
 
 
 class Session(SessionCore):
