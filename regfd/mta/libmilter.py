@@ -33,7 +33,17 @@ import structlog
 
 from regfd.mta import reply as r
 from regfd.mta.app import FailurePolicy, MilterApp
-from regfd.mta.session import MACROS, DeadlinePassed, Job, SessionCore, Step, deadline_passed
+from regfd.mta.session import (
+    INET_PROTOCOL,
+    MACROS,
+    UNIX_PROTOCOL,
+    WANTED_ACTIONS,
+    DeadlinePassed,
+    Job,
+    SessionCore,
+    Step,
+    deadline_passed,
+)
 
 log = structlog.get_logger("regfd.mta.libmilter")
 
@@ -66,6 +76,13 @@ class RegfdMilter(Milter.Base):
     def __init__(self, app: MilterApp) -> None:
         self.app = app
         self.session = SessionCore(app, quiet=self.quiet)
+        # Made without a negotiation: after QUIT_NC libmilter keeps the connection's options and makes a new
+        # object for the next SMTP client. It checks each action against what it negotiated, so every action
+        # wanted is allowed here (as pymilter does); the protocol is what this class negotiates (libmilter
+        # answers a no-reply stage itself when the MTA cannot skip the reply), without SKIP, which the MTA
+        # may not know.
+        self.session.actions = WANTED_ACTIONS
+        self.session.protocol = (UNIX_PROTOCOL if self.quiet else INET_PROTOCOL) & ~Milter.P_SKIP
         app.metrics.connection(True)
 
     # ----- negotiation
