@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from regfd.core.clock import now
 from regfd.core.decision import Decider
-from regfd.core.verdict import Classification, Verdict
 from regfd.monitoring.metrics import NO_METRICS
-from regfd.mta.session import DeadlinePassed
 from regfd.ports import DecisionSink, DirectoryReader, Metrics
 
 if TYPE_CHECKING:
@@ -77,7 +74,8 @@ class MilterApp:
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The scan pool, created on first use; judge_bounded says why scans leave libmilter's threads."""
+        """The libmilter engine's pool for the DATA and EOM jobs, created on first use (libmilter.py says why
+        jobs leave libmilter's threads)."""
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
@@ -90,38 +88,8 @@ class MilterApp:
         """The most of one message kept in memory (one byte more shows it was over)."""
         return self.decider.max_message_bytes
 
-    def judge_bounded(self, c: Classification, raw: bytes, size: int, budget: float) -> Verdict:
-        """The end-of-message stage of the decision on a Python-owned thread, waiting at most `budget` s.
-
-        Why not in the callback thread: Debian's libmilter runs callbacks on a
-        worker pool, so one connection's callbacks hop between OS threads while
-        pymilter keeps one PyThreadState per connection and deletes it on
-        another thread at close. The per-thread PyGILState slot of the worker
-        that created it then dangles, and the next C extension that calls
-        PyGILState_Ensure there (Hyperscan's match callback) crashes the
-        process (measured: SIGSEGV under Postfix). Threads the threading module
-        created have their own, stable thread state. It also makes
-        `decision_timeout` a real bound: the answer does not wait for a scan
-        that overruns it.
-        """
-        if budget <= 0:
-            raise DeadlinePassed("no time left for the scan within milter.decision_timeout")
-        future = self.executor.submit(self._judge, c, raw, size)
-        try:
-            return future.result(timeout=budget)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise DeadlinePassed(f"scan not finished within milter.decision_timeout "
-                                 f"({self.decision_timeout:g}s)") from None
-
-    def _judge(self, c: Classification, raw: bytes, size: int) -> Verdict:
-        t = time.perf_counter()
-        verdict = self.decider.at_end(c, raw, size)
-        self.metrics.scanned(time.perf_counter() - t, size)
-        return verdict
-
     def shutdown(self) -> None:
-        """Drop queued scans without waiting; call it after drain, when no message needs one any more."""
+        """Drop queued jobs without waiting; call it after drain, when no message needs one any more."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 

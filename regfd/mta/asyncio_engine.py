@@ -31,7 +31,7 @@ import structlog
 
 from regfd.mta import protocol as p
 from regfd.mta.deadline import StopDeadline
-from regfd.mta.session import DeadlinePassed, DecisionFailed, Job, Session, SessionApp
+from regfd.mta.session import DeadlinePassed, DecisionFailed, Job, Session, SessionApp, deadline_passed
 
 log = structlog.get_logger("regfd.mta.asyncio")
 
@@ -186,8 +186,7 @@ class MilterConnection(asyncio.Protocol):
         if self.job is not job:
             return
         job.cancelled = True
-        self._finish(job, DeadlinePassed(f"decision not finished within milter.decision_timeout "
-                                         f"({self.engine.app.decision_timeout:g}s)"))
+        self._finish(job, deadline_passed(self.engine.app.decision_timeout))
 
     def _finish(self, job: Job, outcome: Any) -> None:
         self._cancel_timer()

@@ -88,6 +88,9 @@ P_NR_EOH = 0x40000
 P_NR_BODY = 0x80000
 P_HDR_LEADSPC = 0x100000
 
+# What libmilter assumes an MTA that offers no protocol steps at all means (SMFI_V1_PROT, a version-1 MTA).
+V1_PROTOCOL = P_NOCONNECT | P_NOHELO | P_NOMAIL | P_NORCPT | P_NOBODY | P_NOHDRS
+
 # Which no-reply bit silences which command.
 NO_REPLY_BIT: dict[bytes, int] = {CONNECT: P_NR_CONN, HELO: P_NR_HELO, MAIL: P_NR_MAIL, RCPT: P_NR_RCPT,
                                   DATA: P_NR_DATA, UNKNOWN: P_NR_UNKN, HEADER: P_NR_HDR, EOH: P_NR_EOH,
