@@ -151,9 +151,9 @@ def cross_validate(exs: list[Example], c: float, min_df: int, a: argparse.Namesp
 def main() -> None:
     """Fit on the development corpus and write the model file (or, with --cv, only measure)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--c", type=float, default=0.3, help="inverse regularization strength (L2)")
+    ap.add_argument("--c", type=float, default=2.0, help="inverse regularization strength (L2)")
     ap.add_argument("--min-df", type=int, default=3, help="keep features seen in at least this many messages")
-    ap.add_argument("--alone", type=float, default=0.85, help="probability from which a message alone is a finding")
+    ap.add_argument("--alone", type=float, default=0.8, help="probability from which a message alone is a finding")
     ap.add_argument("--near", type=float, default=0.6, help="--alone where a sentence scored --near-score")
     ap.add_argument("--near-score", type=float, default=2.0, help="evidence score of a sentence near the threshold")
     ap.add_argument("--confirm", type=float, default=0.1, help="probability under which evidence-only findings drop")
