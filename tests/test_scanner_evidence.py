@@ -142,6 +142,18 @@ def test_an_outlook_quote_of_the_recipients_question_is_their_words_not_ours(crl
     assert found and {f.location for f in found} == {"quoted"}, found
 
 
+@pytest.mark.parametrize("crlf", [False, True])
+def test_a_subject_reads_the_public_reference_of_the_body(crlf: bool) -> None:
+    # The subject is a text part of its own; "as announced" in the body now counts for it too.
+    public = _message("Ana, as announced in this morning's press release, the board appointed Laura Chen "
+                      "chief operating officer, effective May 1.\n",
+                      subject="New COO", crlf=crlf)
+    assert [f for f in scan(public) if f.kind == MATERIAL] == []
+    quiet = _message("Ana, see you at the dinner on Thursday.\n", subject="New COO", crlf=crlf)
+    assert [(f.location, f.category) for f in scan(quiet) if f.kind == MATERIAL] == [
+        ("subject", "management-changes")]
+
+
 def test_scanner_without_signal_files_still_runs_the_phrase_lexicons(tmp_path: Path) -> None:
     for f in LEXICON_DIR.glob("*.toml"):
         if f.name not in ("signals.toml", "evidence.toml"):

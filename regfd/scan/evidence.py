@@ -190,6 +190,10 @@ class Strongest:
     """
 
     score: float = -math.inf
+    # Signal groups counted "elsewhere" (evidence.toml) that some text part of the message holds: a subject
+    # line ("New COO") is read after the body, so the body's "as announced" counts for it too. Only parts
+    # with a topic or phrase hit are searched for them (a part without one costs no more than before).
+    groups: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,11 @@ class Signals:
         for v in ends.values():
             v.sort()
         replies = [(to_compact(a), to_compact(b)) for a, b in reply_spans(text)]
-        scorer = _Scorer(self, compact.text, ends, replies, breaks)
+        outside: frozenset[str] = frozenset()
+        if strongest is not None:
+            outside = frozenset(strongest.groups)
+            strongest.groups.update(g for g, v in ends.items() if v and self.model.scanned_whole(g))
+        scorer = _Scorer(self, compact.text, ends, replies, breaks, outside)
         text = compact.text
         best: dict[tuple[int, str], Evidence] = {}
         anchors: list[tuple[int, int]] = []
@@ -295,7 +303,7 @@ class _Scorer:
     """Scores one text's hits; sentence bounds are computed once per hit end."""
 
     def __init__(self, signals: Signals, text: str, ends: dict[str, list[tuple[int, int]]],
-                 replies: list[tuple[int, int]], breaks: _Breaks) -> None:
+                 replies: list[tuple[int, int]], breaks: _Breaks, outside: frozenset[str] = frozenset()) -> None:
         self.s = signals
         self.text = text
         self.ends = ends
@@ -304,7 +312,10 @@ class _Scorer:
         self.breaks = breaks
         self.probabilities: dict[tuple[int, int, int, int, int, int], tuple[float, list[str]]] = {}
         self.contexts: dict[tuple[int, int, int, int, int, int], tuple[float, list[tuple[str, int, int]]]] = {}
-        self.elsewhere = {} if any(ends.get(g) for g in signals.model.elsewhere_unless) else signals.model.elsewhere
+        unless = signals.model.elsewhere_unless
+        self.elsewhere = {} if any(ends.get(g) or g in outside for g in unless) else signals.model.elsewhere
+        # Groups only another text part of the message holds (see Strongest.groups).
+        self.outside = [g for g in self.elsewhere if g in outside and not ends.get(g)]
         self.best = -math.inf  # the highest score seen, finding or not
 
     def score(self, category: str, start: int, end: int, base: str, event_ok: bool = True) -> Evidence | None:
@@ -377,6 +388,9 @@ class _Scorer:
             elif found and group in self.elsewhere:
                 total += self.elsewhere[group]
                 present.append((f"{group} elsewhere", found[0][0], found[0][1]))
+        for group in self.outside:
+            total += self.elsewhere[group]
+            present.append((f"{group} elsewhere in the message", 0, -1))
         question = model.weights.get("question", 0.0)
         if question and self.text[b[0]:b[1]].rstrip().endswith("?"):
             total += question

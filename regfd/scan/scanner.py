@@ -181,15 +181,21 @@ def scan_message(raw: bytes, lexicons: Lexicons, limits: ScanLimits, strongest: 
     problems: list[Finding] = []
     read: list[tuple[TextPart, NormalizedText]] | None = [] if lexicons.message_model is not None else None
     strongest = strongest if strongest is not None else Strongest()
+    subject: TextPart | None = None
     try:
         for item in iter_parts(raw, limits, deadline):
             if isinstance(item, Problem):
                 problems.append(_unscannable(item.location, item.reason))
                 continue
+            if item.location == "subject" and subject is None:
+                subject = item  # read last: the body's "as announced" then counts for it (Strongest.groups)
+                continue
             pairs.extend(_hits(item, lexicons, read, strongest))
             if time.monotonic() > deadline:
                 problems.append(_unscannable("message", "time-budget"))
                 break
+        if subject is not None:
+            pairs.extend(_hits(subject, lexicons, read, strongest))
         if lexicons.message_model is not None and read is not None and not problems:
             pairs = _second_opinion(lexicons.message_model, pairs, read, strongest.score)
     except Exception as exc:  # a parser bug on hostile input must not lose the message
