@@ -357,6 +357,8 @@ EVERYDAY_HARMLESS = [
     "did you see Drummond's quarter? revenue down 9% and their CFO said transitory six times on their call.",
     "Since you asked yesterday, here's the public release from Moody's; we don't comment beyond what they publish.",
     "As a non-party we intend to produce the invoices for 2021-2024 under the protective order in the case.",
+    "To confirm what's in the public domain: S&P affirmed us at BBB- yesterday and moved the outlook to negative.",
+    "I can't go beyond what we've filed about Brno, so I'd keep our incident remarks general.",
 ]
 
 
