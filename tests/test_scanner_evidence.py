@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from regfd.config import ScanLimits
-from regfd.core.finding import MATERIAL
+from regfd.core.finding import MATERIAL, Finding
 from regfd.errors import ConfigError
 from regfd.scan.lexicon import load_lexicons
 from regfd.scan.scanner import scan_message
@@ -377,14 +377,23 @@ _WEAK = "Our revenue for the year was about $610 million."
 
 
 @pytest.mark.parametrize("crlf", [True, False])
-def test_a_public_reference_elsewhere_in_the_text_makes_a_weak_sentence_a_restatement(crlf: bool) -> None:
-    assert [f for f in scan(_message(f"Ana,\n\n{_WEAK}\n\nBob\n", crlf=crlf)) if f.kind == MATERIAL]
+def test_a_public_reference_elsewhere_in_the_text_makes_a_weak_sentence_a_restatement(crlf: bool,
+                                                                                      tmp_path: Path) -> None:
+    # The evidence stage alone: the message model's `confirm` would drop these short texts' findings anyway.
+    for f in LEXICON_DIR.glob("*.toml"):
+        if f.name != "message_model.toml":
+            shutil.copy(f, tmp_path / f.name)
+    lex = load_lexicons(tmp_path)
+
+    def material(body: str) -> list[Finding]:
+        return [f for f in scan_message(_message(body, crlf=crlf), lex, ScanLimits()) if f.kind == MATERIAL]
+
+    assert material(f"Ana,\n\n{_WEAK}\n\nBob\n")
     # ... not when the text cites the public source two paragraphs away (elsewhere: public -1.0) ...
-    cited = f"Ana,\n\n{_WEAK}\n\nThanks for the lunch.\n\nThe release is on our website.\n\nBob\n"
-    assert [f for f in scan(_message(cited, crlf=crlf)) if f.kind == MATERIAL] == []
+    assert material(f"Ana,\n\n{_WEAK}\n\nThanks for the lunch.\n\nThe release is on our website.\n\nBob\n") == []
     # ... unless the text also speaks of an announcement still to come (elsewhere_unless: pending).
-    pending = f"Ana,\n\n{_WEAK}\n\nThanks for the lunch.\n\nIt will be in the Q3 10-Q, the release is on our website.\n\nBob\n"
-    found = [f for f in scan(_message(pending, crlf=crlf)) if f.kind == MATERIAL]
+    found = material(f"Ana,\n\n{_WEAK}\n\nThanks for the lunch.\n\n"
+                     "It will be in the Q3 10-Q, the release is on our website.\n\nBob\n")
     assert found and not any("public elsewhere" in f.rule for f in found), found
 
 
