@@ -13,6 +13,7 @@ never needs scikit-learn.
     .venv/bin/pip install scikit-learn
     .venv/bin/python tools/fit_message_model.py [--c 0.3] [--alone 0.7] [--confirm 0.1]
     .venv/bin/python tools/fit_message_model.py --cv     # leave one batch out: what it adds on unseen batches
+    .venv/bin/python tools/fit_message_model.py --choose 5.5  # thresholds: best recall flagging <= 5.5 % of benign
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def examples(parts: list[str], with_found: bool) -> list[Example]:
 Weights = dict[str, float]
 
 
-def fit(train: list[Example], c: float, min_df: int) -> tuple[float, Weights, dict[str, tuple[float, Weights]]]:
-    """(bias, weights, {category: (bias, weights)})."""
+def fit(train: list[Example], c: float, min_df: int, categories: bool = True,
+        ) -> tuple[float, Weights, dict[str, tuple[float, Weights]]]:
+    """(bias, weights, {category: (bias, weights)}); `categories` False leaves the tables out (faster)."""
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -106,7 +108,7 @@ def fit(train: list[Example], c: float, min_df: int) -> tuple[float, Weights, di
     clf.fit(x, [ex.material for ex in train])
     names = vec.get_feature_names_out()
     weights = {str(f): float(w) for f, w in zip(names, clf.coef_[0], strict=True) if abs(w) >= 0.01}
-    rows = [(ex, cat) for ex in train if ex.material for cat in sorted(ex.categories)]
+    rows = [(ex, cat) for ex in train if categories and ex.material for cat in sorted(ex.categories)]
     cats: dict[str, tuple[float, dict[str, float]]] = {}
     if rows:
         xc = vec.transform([{f: 1 for f in ex.feats if f in keep} for ex, _ in rows])
@@ -126,26 +128,73 @@ def probability(bias: float, weights: dict[str, float], feats: set[str]) -> floa
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
-def cross_validate(exs: list[Example], c: float, min_df: int, a: argparse.Namespace) -> None:
-    """Leave one batch out: recall and benign flagged, lexicons alone and with the model, on each unseen batch."""
-    batches = sorted({ex.batch for ex in exs})
-    tot = {"pos": 0, "neg": 0, "tp0": 0, "fp0": 0, "tp": 0, "fp": 0}
-    for held in batches:
-        bias, weights, _ = fit([ex for ex in exs if ex.batch != held], c, min_df)
-        t = dict.fromkeys(tot, 0)
-        for ex in (ex for ex in exs if ex.batch == held):
-            p = probability(bias, weights, ex.feats)
-            flagged = (ex.found and p >= a.confirm) or p >= (a.near if ex.strongest >= a.near_score else a.alone)
-            key = "pos" if ex.material else "neg"
-            t[key] += 1
-            t[("tp" if ex.material else "fp") + "0"] += ex.found
-            t["tp" if ex.material else "fp"] += flagged
-        for k in tot:
-            tot[k] += t[k]
-        print(f"  {held}: recall {100 * t['tp0'] / max(1, t['pos']):5.1f} -> {100 * t['tp'] / max(1, t['pos']):5.1f}   "
-              f"benign flagged {100 * t['fp0'] / max(1, t['neg']):5.1f} -> {100 * t['fp'] / max(1, t['neg']):5.1f}")
-    print(f"  all: recall {100 * tot['tp0'] / tot['pos']:5.1f} -> {100 * tot['tp'] / tot['pos']:5.1f}   "
-          f"benign flagged {100 * tot['fp0'] / tot['neg']:5.1f} -> {100 * tot['fp'] / tot['neg']:5.1f}")
+@dataclass(frozen=True)
+class Thresholds:
+    """The model file's decision thresholds (see regfd/scan/message_model.py)."""
+
+    alone: float
+    near: float
+    near_score: float
+    confirm: float
+
+    def flags(self, ex: Example, p: float) -> bool:
+        """Whether the gateway raises a material finding on `ex` when the model says `p`."""
+        return (ex.found and p >= self.confirm) or p >= (self.near if ex.strongest >= self.near_score else self.alone)
+
+
+def out_of_fold(exs: list[Example], c: float, min_df: int) -> list[float]:
+    """Each message's probability from a model fitted without its batch (leave one batch out)."""
+    probs = [0.0] * len(exs)
+    for held in sorted({ex.batch for ex in exs}):
+        bias, weights, _ = fit([ex for ex in exs if ex.batch != held], c, min_df, categories=False)
+        for i, ex in enumerate(exs):
+            if ex.batch == held:
+                probs[i] = probability(bias, weights, ex.feats)
+    return probs
+
+
+def rates(exs: list[Example], probs: list[float], th: Thresholds | None) -> tuple[float, float]:
+    """(material recall, benign flagged) in %; `th` None: the lexicons and evidence alone."""
+    pos = sum(ex.material for ex in exs)
+    tp = sum(ex.material and (ex.found if th is None else th.flags(ex, p)) for ex, p in zip(exs, probs, strict=True))
+    fp = sum(not ex.material and (ex.found if th is None else th.flags(ex, p))
+             for ex, p in zip(exs, probs, strict=True))
+    return 100 * tp / max(1, pos), 100 * fp / max(1, len(exs) - pos)
+
+
+def cross_validate(exs: list[Example], probs: list[float], th: Thresholds) -> None:
+    """Recall and benign flagged, lexicons alone and with the model, on each batch left out of the fit."""
+    for held in sorted({ex.batch for ex in exs}):
+        part = [(ex, p) for ex, p in zip(exs, probs, strict=True) if ex.batch == held]
+        (r0, f0), (r1, f1) = (rates([e for e, _ in part], [p for _, p in part], t) for t in (None, th))
+        print(f"  {held}: recall {r0:5.1f} -> {r1:5.1f}   benign flagged {f0:5.1f} -> {f1:5.1f}")
+    (r0, f0), (r1, f1) = (rates(exs, probs, t) for t in (None, th))
+    print(f"  all: recall {r0:5.1f} -> {r1:5.1f}   benign flagged {f0:5.1f} -> {f1:5.1f}")
+
+
+GRID = (
+    (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),  # alone
+    (0.3, 0.4, 0.5, 0.6, 0.7),  # near
+    (1.0, 1.5, 2.0, 2.5, 3.0),  # near_score
+    (0.05, 0.1, 0.15, 0.2, 0.3),  # confirm
+)
+
+
+def choose(exs: list[Example], probs: list[float], max_flagged: float) -> Thresholds | None:
+    """The thresholds of GRID with the highest out-of-fold recall that flag at most `max_flagged` % of benign mail.
+
+    Ties go to the higher thresholds (fewer findings the model raises on its own).
+    """
+    best: tuple[float, float, float, float, float] | None = None
+    for alone in GRID[0]:
+        for near in GRID[1]:
+            for near_score in GRID[2]:
+                for confirm in GRID[3]:
+                    recall, flagged = rates(exs, probs, Thresholds(alone, near, near_score, confirm))
+                    key = (recall, alone, near, near_score, confirm)
+                    if flagged <= max_flagged and (best is None or key > best):
+                        best = key
+    return None if best is None else Thresholds(*best[1:])
 
 
 def main() -> None:
@@ -159,15 +208,39 @@ def main() -> None:
     ap.add_argument("--confirm", type=float, default=0.1, help="probability under which evidence-only findings drop")
     ap.add_argument("--parts", default="dev", help="corpus parts to fit on, comma separated (never heldout)")
     ap.add_argument("--cv", action="store_true", help="leave one batch out, print what the model adds; write nothing")
+    ap.add_argument("--choose", type=float, metavar="PERCENT",
+                    help="choose --alone, --near, --near-score and --confirm: the highest leave-one-batch-out recall "
+                         "that flags at most PERCENT %% of benign messages")
     ap.add_argument("--out", type=Path, default=ROOT / "lexicons" / MODEL_FILE)
     a = ap.parse_args()
     parts = a.parts.split(",")
     if any(p.startswith("heldout") for p in parts):
         ap.error("the held-out part is never used for fitting")
-    exs = examples(parts, with_found=a.cv)
-    if a.cv:
-        cross_validate(exs, a.c, a.min_df, a)
-        return
+    th = Thresholds(a.alone, a.near, a.near_score, a.confirm)
+    exs = examples(parts, with_found=a.cv or a.choose is not None)
+    if a.cv or a.choose is not None:
+        probs = out_of_fold(exs, a.c, a.min_df)
+        if a.choose is not None:
+            recall, flagged = rates(exs, probs, th)
+            print(f"given: alone = {th.alone}, near = {th.near}, near_score = {th.near_score}, "
+                  f"confirm = {th.confirm}: recall {recall:.1f} %, benign flagged {flagged:.1f} %")
+            for cap in (3.0, 4.0, 5.0, 6.0, 7.0, 8.0):
+                alt = choose(exs, probs, cap)
+                if alt is None:
+                    continue
+                recall, flagged = rates(exs, probs, alt)
+                print(f"at most {cap} % flagged: alone = {alt.alone}, near = {alt.near}, "
+                      f"near_score = {alt.near_score}, confirm = {alt.confirm}: "
+                      f"recall {recall:.1f} %, benign flagged {flagged:.1f} %")
+            chosen = choose(exs, probs, a.choose)
+            if chosen is None:
+                raise SystemExit(f"no thresholds of the grid flag at most {a.choose} % of benign messages")
+            th = chosen
+            print(f"chosen (benign flagged <= {a.choose} %): alone = {th.alone}, near = {th.near}, "
+                  f"near_score = {th.near_score}, confirm = {th.confirm}")
+        cross_validate(exs, probs, th)
+        if a.cv:
+            return
     bias, weights, cats = fit(exs, a.c, a.min_df)
     positives = sum(ex.material for ex in exs)
     lines = [
@@ -183,10 +256,10 @@ def main() -> None:
         f'description = "logistic regression (L2), C={a.c}, min_df={a.min_df}, {len(exs)} messages '
         f'({positives} disclosing, {len(exs) - positives} not)"',
         f"bias = {bias:.4f}",
-        f"alone = {a.alone}",
-        f"near = {a.near}",
-        f"near_score = {a.near_score}",
-        f"confirm = {a.confirm}",
+        f"alone = {th.alone}",
+        f"near = {th.near}",
+        f"near_score = {th.near_score}",
+        f"confirm = {th.confirm}",
         "",
         "[weights]",
     ]

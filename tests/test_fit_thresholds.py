@@ -1,0 +1,53 @@
+"""How tools/fit_message_model.py chooses the model file's thresholds from out-of-fold probabilities.
+
+Pure arithmetic on hand-made examples (no corpus, no scikit-learn): the
+choice compliance relies on when it asks for "the best recall that flags
+at most N % of benign mail".
+"""
+
+from __future__ import annotations
+
+from tools.fit_message_model import Example, Thresholds, choose, rates
+
+
+def _ex(material: bool, found: bool = False, strongest: float = 0.0) -> Example:
+    return Example("b", set(), material, frozenset(), found, strongest)
+
+
+# Ten disclosures and ten benign messages with the probabilities a model fitted without them gave.
+EXAMPLES = [_ex(True)] * 6 + [_ex(True, strongest=2.5)] * 2 + [_ex(True, found=True)] * 2 + \
+    [_ex(False)] * 8 + [_ex(False, found=True)] + [_ex(False, strongest=2.5)]
+PROBS = [0.95, 0.9, 0.85, 0.72, 0.66, 0.3, 0.45, 0.5, 0.25, 0.12] + \
+    [0.02, 0.05, 0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.15, 0.42]
+
+
+def test_rates_apply_each_threshold_as_the_scanner_does() -> None:
+    # alone 0.8 catches 0.95, 0.9, 0.85; near 0.4 (strongest >= 2) catches 0.45 and 0.5;
+    # confirm 0.1 keeps both lexicon findings (0.25, 0.12). Benign: the found one (0.15) and the near one (0.42).
+    recall, flagged = rates(EXAMPLES, PROBS, Thresholds(alone=0.8, near=0.4, near_score=2.0, confirm=0.1))
+    assert recall == 70.0
+    assert flagged == 20.0
+
+
+def test_rates_without_thresholds_are_the_lexicons_alone() -> None:
+    assert rates(EXAMPLES, PROBS, None) == (20.0, 10.0)
+
+
+def test_choose_gives_the_best_recall_within_the_cap() -> None:
+    th = choose(EXAMPLES, PROBS, 10.0)
+    assert th is not None
+    recall, flagged = rates(EXAMPLES, PROBS, th)
+    assert flagged <= 10.0
+    # One benign message in ten may be flagged: alone 0.65 spends it on the benign 0.7 to catch
+    # 0.72 and 0.66, so confirm must rise to 0.2 to drop the benign lexicon finding (0.15) while
+    # keeping the disclosure's (0.25), and near 0.5 catches 0.5 without the benign 0.42.
+    assert th == Thresholds(alone=0.65, near=0.5, near_score=2.5, confirm=0.2)
+    assert recall == 70.0
+    looser = choose(EXAMPLES, PROBS, 30.0)
+    assert looser is not None
+    assert rates(EXAMPLES, PROBS, looser)[0] > recall
+
+
+def test_choose_returns_none_when_no_threshold_meets_the_cap() -> None:
+    everything_flagged = [_ex(False, found=True)] * 3
+    assert choose(everything_flagged, [0.99, 0.99, 0.99], 0.0) is None
