@@ -17,7 +17,7 @@ import pytest
 from regfd.config import ScanLimits
 from regfd.core.finding import MATERIAL, Finding
 from regfd.errors import ConfigError
-from regfd.scan.lexicon import load_lexicons
+from regfd.scan.lexicon import Lexicons, load_lexicons
 from regfd.scan.scanner import scan_message
 from tests.scanner_fixtures import LEXICON_DIR, lexicons, scan, text_findings
 
@@ -447,3 +447,41 @@ def test_a_denial_is_not_secrecy() -> None:
     # "has not announced" (a denial, with the policy) is not "has not been announced" (a secret)
     assert [f for f in text_findings("Allient has not announced a stock split, and as a matter of policy we do "
                                      "not comment on market speculation.") if f.kind == MATERIAL] == []
+
+
+@pytest.fixture(scope="module")
+def evidence_only(tmp_path_factory: pytest.TempPathFactory) -> Lexicons:
+    """The lexicons without the message model: the evidence stage's own verdict."""
+    folder = tmp_path_factory.mktemp("evidence-only")
+    for f in LEXICON_DIR.glob("*.toml"):
+        if f.name != "message_model.toml":
+            shutil.copy(f, folder / f.name)
+    return load_lexicons(folder)
+
+
+_ASKED = "Marcus, several peers preannounced this week. Any reason to expect one from Allient?"
+_ANSWER = ("We're in our quiet period, so I won't comment on the quarter. Everything we have said is in "
+           "the April 30 release.\n\nMarcus\n")
+
+
+@pytest.mark.parametrize("crlf", [True, False])
+def test_a_question_quoted_with_bare_markers_is_the_recipients_words(crlf: bool, evidence_only: Lexicons) -> None:
+    # "> " lines without an "On ... wrote:" line: normalization drops the markers, so the quoted spans
+    # are found on the original text and carried over; before, the question scored as the sender's.
+    lex = evidence_only
+    quoted = _message(f"Ming,\n\n{_ANSWER}\n> {_ASKED}\n", crlf=crlf)
+    assert [f for f in scan_message(quoted, lex, ScanLimits()) if f.kind == MATERIAL] == []
+    own = _message(f"Ming,\n\n{_ANSWER}\n{_ASKED}\n", crlf=crlf)
+    assert [f for f in scan_message(own, lex, ScanLimits()) if f.kind == MATERIAL]
+
+
+def test_an_html_reply_quotes_in_a_blockquote_as_the_plain_text_does(evidence_only: Lexicons) -> None:
+    lex = evidence_only
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "marcus@allient.com", "ming@research.example", "Re: preannouncement?"
+    answer = _ANSWER.replace("\n", " ")
+    msg.set_content(f"<html><body><p>Ming,</p><p>{answer}</p><blockquote style='border-left:2px solid #ccc'>"
+                    f"{_ASKED}</blockquote></body></html>", subtype="html")
+    assert [f for f in scan_message(bytes(msg), lex, ScanLimits()) if f.kind == MATERIAL] == []
+    msg.set_content(f"<html><body><p>Ming,</p><p>{answer}</p><div>{_ASKED}</div></body></html>", subtype="html")
+    assert [f for f in scan_message(bytes(msg), lex, ScanLimits()) if f.kind == MATERIAL]

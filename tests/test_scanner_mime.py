@@ -12,6 +12,7 @@ from email.mime.text import MIMEText
 import pytest
 
 from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED
+from regfd.scan.documents import html_to_text
 from tests.scanner_fixtures import kinds, make_docx, make_pdf, make_xlsx, scan, text_findings
 
 LEAK = "We are going to miss the quarter."
@@ -212,7 +213,9 @@ class TestQuotedText:
 
     def test_quoted_location_inside_an_attached_message(self) -> None:
         inner = _message("Re: hi")
-        inner.attach(MIMEText("ok\n\n> we will lower guidance next week\n", "plain"))
+        # A forward inside the attached message (a "> " reply quote would be the recipient's words, scored lower).
+        inner.attach(MIMEText("ok\n\n---------- Forwarded message ---------\nwe will lower guidance next week\n",
+                              "plain"))
         outer = _message()
         wrapped = MIMEMessage(inner)
         wrapped.add_header("Content-Disposition", "attachment", filename="re.eml")
@@ -225,3 +228,10 @@ def test_findings_are_deduplicated_and_capped() -> None:
     findings = text_findings(body)
     assert len([f for f in findings if f.category == "cybersecurity"]) == 1
     assert len(findings) <= 50
+
+
+def test_html_blockquotes_read_as_quoted_lines() -> None:
+    text = html_to_text("<p>Thanks</p><blockquote type='cite'>Is it true?<br>Asking for a friend."
+                        "<blockquote>older</blockquote>back</blockquote><p>Bye &lt;blockquote&gt;</p>")
+    assert [line for line in text.splitlines() if line] == [
+        "Thanks", "> Is it true?", "> Asking for a friend.", "> > older", "> back", "Bye <blockquote>"]

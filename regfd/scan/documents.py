@@ -126,16 +126,43 @@ def _drop_elements(markup: str, name: str) -> str:
     return "".join(out)
 
 
+_BLOCKQUOTE = re.compile(r"<\s*(/?)\s*blockquote\b[^>]*>", re.IGNORECASE)
+_QUOTE_OPEN, _QUOTE_CLOSE = "\x00\x01", "\x00\x02"  # markers no text keeps (NUL is dropped first)
+
+
+def _quote_lines(text: str) -> str:
+    """Lines inside <blockquote> get "> " per level, as a plain-text reply quotes them.
+
+    Mail clients quote the mail being answered in a blockquote; with the
+    markers the quoting rules (quoting.py) read an HTML reply as they read
+    its plain-text twin.
+    """
+    out: list[str] = []
+    depth = 0
+    for n, piece in enumerate(re.split("(\x00[\x01\x02])", text)):
+        if n % 2:
+            depth = depth + 1 if piece == _QUOTE_OPEN else max(0, depth - 1)
+        elif depth:
+            out.append("\n".join(("> " * depth + line) if line.strip() else line for line in piece.split("\n")))
+        else:
+            out.append(piece)
+    return "".join(out)
+
+
 def html_to_text(markup: str) -> str:
     """Visible text of an HTML document: scripts and styles dropped, inline tags
-    removed without a space (so "mer<b>ger</b>" reads "merger"), blocks on lines."""
+    removed without a space (so "mer<b>ger</b>" reads "merger"), blocks on lines,
+    blockquoted lines marked "> "."""
     text = _COMMENT.sub("", markup) if "<!--" in markup else markup
     for name in ("script", "style"):
         text = _drop_elements(text, name)
+    quotes = "blockquote" in text.lower()
+    if quotes:
+        text = _BLOCKQUOTE.sub(lambda m: "\n" + (_QUOTE_CLOSE if m.group(1) else _QUOTE_OPEN), text.replace("\x00", ""))
     text = _BLOCK_TAGS.sub("\n", text)
     text = _CELL_TAGS.sub(" ", text)
-    text = _ANY_TAG.sub("", text)
-    return html.unescape(text)
+    text = html.unescape(_ANY_TAG.sub("", text))
+    return _quote_lines(text) if quotes else text
 
 
 # --- PDF --------------------------------------------------------------------

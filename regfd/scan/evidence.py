@@ -210,8 +210,9 @@ class Signals:
     word_model: WordModel | None = None
     wide: PatternSet | None = None  # groups that count in the whole text part (secrecy, tips, published)
 
-    def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (),
-             topics: bool = True, strongest: Strongest | None = None) -> tuple[list[Evidence], dict[int, Evidence]]:
+    def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (), topics: bool = True,
+             strongest: Strongest | None = None, replies: Sequence[tuple[int, int]] | None = None,
+             ) -> tuple[list[Evidence], dict[int, Evidence]]:
         """Score every topic sentence, and every material phrase hit of the lexicons, in `text`.
 
         `text` is normalized, `phrases` the (start, end, category) of material
@@ -222,6 +223,9 @@ class Signals:
         it, its evidence: a phrase in a sentence that refuses to comment,
         cites the public record or tells history is not a disclosure either.
         `strongest`, when given, is raised to the best score of any hit.
+        `replies`: the spans of `text` that quote the mail being answered,
+        found on the original text (normalization drops "> " markers); by
+        default they are looked for in `text` itself.
         """
         if not topics and not phrases:
             return [], {}
@@ -259,7 +263,7 @@ class Signals:
             ends.setdefault(self.modifier_groups[pid], []).append((end, pid))
         for v in ends.values():
             v.sort()
-        replies = [(to_compact(a), to_compact(b)) for a, b in reply_spans(text)]
+        replies = [(to_compact(a), to_compact(b)) for a, b in (reply_spans(text) if replies is None else replies)]
         outside: frozenset[str] = frozenset()
         if strongest is not None:
             outside = frozenset(strongest.groups)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -361,7 +362,8 @@ class Lexicons:
             hits.append((entry, start, end))
         return hits
 
-    def find(self, text: str, topics: bool = True, strongest: Strongest | None = None) -> list[Hit]:
+    def find(self, text: str, topics: bool = True, strongest: Strongest | None = None,
+             replies: Sequence[tuple[int, int]] | None = None) -> list[Hit]:
         """Confirmed hits of every kind in normalized `text`, exclusions applied.
 
         Exclusion entries are consumed here: a hit overlapping an excluded
@@ -374,7 +376,8 @@ class Lexicons:
             return hits
         material = [i for i, h in enumerate(hits) if h.entry.kind == MATERIAL]
         evidence, kept = self.signals.find(text, [(hits[i].start, hits[i].end, hits[i].entry.category)
-                                                  for i in material], topics=topics, strongest=strongest)
+                                                  for i in material], topics=topics, strongest=strongest,
+                                              replies=replies)
         dropped = {i for n, i in enumerate(material) if n not in kept}
         out = [h for i, h in enumerate(hits) if i not in dropped]
         for n, i in enumerate(material):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -383,6 +383,10 @@ class NormalizedText:
         s0 = self._fold_map.start(s1)
         e0 = self._fold_map.end(e1)
         return s0, max(s0, e0)
+
+    def at(self, offset: int) -> int:
+        """The normalized offset of original `offset` (of the next character kept, when it was dropped)."""
+        return bisect_left(range(len(self.text) + 1), offset, key=lambda n: self.span(n, n)[0])
 
     def excerpt(self, start: int, end: int, width: int = 80) -> str:
         """About `width` characters of original text around normalized [start, end)."""

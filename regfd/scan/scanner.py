@@ -19,7 +19,7 @@ from regfd.scan.lexicon import MATERIAL as LEX_MATERIAL
 from regfd.scan.message_model import Explanation, MessageModel
 from regfd.scan.mime import Problem, TextPart, iter_parts
 from regfd.scan.normalize import NormalizedText, normalize_forms
-from regfd.scan.quoting import in_spans, quoted_spans
+from regfd.scan.quoting import in_spans, quoted_spans, reply_spans
 
 MAX_FINDINGS = 50
 _MAX_TEXT_CHARS = 200
@@ -60,13 +60,15 @@ def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, Normali
     is one hit. Exclusions apply within the form that found them. The first
     form of each part goes to `read`, for the message model."""
     quoted: list[tuple[int, int]] | None = None
+    answered = reply_spans(part.text)  # on the original: normalization drops the "> " markers
     out = []
     for n, norm in enumerate(normalize_forms(part.text)):
         if n == 0 and read is not None:
             read.append((part, norm))
+        replies = [(norm.at(lo), norm.at(hi)) for lo, hi in answered]
         # Topic sentences are read in the first form only: the other forms only
         # re-read spaced-out letters, an evasion of phrases, not of plain words.
-        for hit in lexicons.find(norm.text, topics=n == 0, strongest=strongest):
+        for hit in lexicons.find(norm.text, topics=n == 0, strongest=strongest, replies=replies):
             if quoted is None:
                 quoted = quoted_spans(part.text) if part.body else []
             start, end = norm.span(hit.start, hit.end)
