@@ -210,8 +210,9 @@ class Signals:
     word_model: WordModel | None = None
     wide: PatternSet | None = None  # groups that count in the whole text part (secrecy, tips, published)
 
-    def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (),
-             topics: bool = True, strongest: Strongest | None = None) -> tuple[list[Evidence], dict[int, Evidence]]:
+    def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (), topics: bool = True,
+             strongest: Strongest | None = None, compact: Compact | None = None
+             ) -> tuple[list[Evidence], dict[int, Evidence]]:
         """Score every topic sentence, and every material phrase hit of the lexicons, in `text`.
 
         `text` is normalized, `phrases` the (start, end, category) of material
@@ -222,10 +223,11 @@ class Signals:
         it, its evidence: a phrase in a sentence that refuses to comment,
         cites the public record or tells history is not a disclosure either.
         `strongest`, when given, is raised to the best score of any hit.
+        `compact`: `Compact(text)`, when the caller has it already.
         """
         if not topics and not phrases:
             return [], {}
-        compact = Compact(text)
+        compact = Compact(text) if compact is None else compact
         data = compact.data
         topic_reports = self.topics.matches(data, limit=5000)[0] if topics else []
         if not topic_reports and not phrases:

@@ -83,10 +83,24 @@ class PatternSet:
             return found, True
         return found, False
 
+    def any(self, data: bytes) -> bool:
+        """Whether any pattern occurs in `data`; the scan stops at the first report."""
+        if self._db is None or not data:
+            return False
+        try:
+            self._db.scan(data, match_event_handler=_stop, scratch=self._thread_scratch())
+        except hyperscan.ScanTerminated:
+            return True
+        return False
+
     def ids(self, data: bytes) -> set[int]:
         """Which patterns occur at least once in `data`."""
         found, _ = self.matches(data, limit=self.size * 4 + 16)
         return {pid for pid, _ in found}
+
+
+def _stop(_pid: int, _start: int, _end: int, _flags: int, _ctx: object) -> bool:
+    return True  # terminate the scan
 
 
 def _cache_path(cache_dir: Path, expressions: Sequence[str], flags: int, literal: bool) -> Path:
