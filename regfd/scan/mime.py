@@ -82,6 +82,8 @@ def decode_header_text(value: object) -> str:
     if value is None:
         return ""
     raw = str(value)
+    if "=?" not in raw:  # no encoded word: the stdlib would hand back `raw` itself (one chunk, no charset)
+        return raw
     try:
         return str(make_header(decode_header(raw)))
     except Exception:
