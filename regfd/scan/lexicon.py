@@ -6,10 +6,12 @@ lexicons/README.md for the format and the pattern syntax). Every file is
 validated at load: a bad entry stops start-up with one line naming the file
 and entry, never a surprise inside the milter callback.
 
-All patterns of all files go into one Hyperscan database (prefilter, over
-1 GB/s); the `regex` package then confirms the exact span of each reported
-hit and checks proximity (`near`/`within`), per-entry `unless` phrases and
-the exclusion file, which only ever run around the few hits.
+All patterns of all files go into one Hyperscan database (prefilter); the
+`regex` package then confirms the exact span of each reported hit and
+checks proximity (`near`/`within`), per-entry `unless` phrases and the
+exclusion file, which only ever run around the few hits. Before it, a
+looser database on the compact text (`prefilter_expression`, five times
+faster) says whether any hit is possible at all: in most text none is.
 """
 
 from __future__ import annotations
