@@ -18,11 +18,12 @@ def _hits(lex: Lexicons) -> list[tuple[str, int, int]]:
 def test_second_load_comes_from_the_cache_and_matches_the_same(tmp_path: Path) -> None:
     first = load_lexicons(LEXICON_DIR, cache_dir=tmp_path)
     assert not first.matcher.from_cache
-    # phrases (all / one per pattern), topics, signals counted near a topic, signals counted in the whole part,
-    # the message model's vocabulary
-    assert len(list(tmp_path.glob("hs-*.db"))) == 6
+    # phrases (all / one per pattern / the compact prefilter), topics, signals counted near a topic, signals
+    # counted in the whole part, the message model's vocabulary
+    assert len(list(tmp_path.glob("hs-*.db"))) == 7
     second = load_lexicons(LEXICON_DIR, cache_dir=tmp_path)
     assert second.matcher.from_cache and second.presence.from_cache
+    assert second.prefilter is not None and second.prefilter.from_cache
     assert second.signals is not None and second.signals.topics.from_cache and second.signals.modifiers.from_cache
     assert second.signals.wide is not None and second.signals.wide.from_cache
     assert second.message_model is not None and second.message_model.literals.from_cache

@@ -9,7 +9,8 @@ realistic text, after long whitespace runs and after punctuation. Whenever
 the entry's reference regular expression (`Entry.rx`, the pure `regex` form)
 finds a match in the normalized text, the entry must be
 
-- reported by both Hyperscan databases (`PatternSet` directly), and
+- reported by both Hyperscan databases (`PatternSet` directly) and by the
+  compact prefilter that decides whether they run at all, and
 - confirmed by `Lexicons` (`_raw_hits`, the path `Lexicons.find` takes),
   with a span that overlaps the reference match.
 
@@ -28,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regfd.scan.evidence import Compact
 from regfd.scan.lexicon import Entry, Lexicons, scan_bytes
 from regfd.scan.normalize import normalize
 from tests.scanner_fixtures import lexicons
@@ -226,6 +228,7 @@ def _check(lex: Lexicons, pid: int, text: str) -> bool:
     data = scan_bytes(norm)
     assert len(data) == len(norm)
     assert pid in lex.presence.ids(data), "presence database missed " + where
+    assert lex.prefilter is not None and pid in lex.prefilter.ids(Compact(norm).data), "compact prefilter missed " + where
     reports, truncated = lex.matcher.matches(data)
     assert not truncated
     ends = {e for p, e in reports if p == pid}

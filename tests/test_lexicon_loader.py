@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import regex
 
 from regfd.errors import ConfigError
 from regfd.scan.lexicon import load_lexicons, pattern_to_regex
@@ -73,3 +74,16 @@ def test_compiled_lexicons_are_shared_between_threads() -> None:
         results = list(pool.map(lambda t: [f.category for f in scan_text(t, lex)], texts))
     assert results[:3] == [["cybersecurity"], ["mergers-acquisitions"], []]
     assert results == results[:3] * 20
+
+
+@pytest.mark.parametrize("text", ["Guidance  will be cut", "Guidance - will be cut", "guidance will be cut", "guidance (we) will be cut"])
+def test_two_separators_in_a_row_are_still_found(tmp_path: Path, text: str) -> None:
+    """A pattern whose optional group leaves two separators side by side ("guidance (we )? will")
+    matches a run of two separator characters, which the compact text shows as one space: the
+    quick compact prefilter (prefilter_expression) must not rule such text out."""
+    body = 'kind = "material"\n[[entry]]\ncategory = "guidance"\npattern = "guidance (we )? will be cut"\n'
+    lex = load_lexicons(_write(tmp_path, body))
+    reference = regex.search(lex.entries[0].expression, text.lower(), regex.ASCII)
+    found = [f.text for f in scan_text(text, lex)]
+    assert found == ([text[reference.start():reference.end()]] if reference else [])
+    assert found or text == "guidance will be cut"

@@ -199,3 +199,20 @@ def test_decoded_payload_without_transfer_encoding_header() -> None:
     part = Message()
     part._payload = "aGVsbG8=\n"  # type: ignore[attr-defined]  # undeclared in typeshed; what the parsers set
     assert mimeparts.decoded_payload(part) == part.get_payload(decode=True) == b"aGVsbG8=\n"
+
+
+@pytest.mark.parametrize("block", [
+    "Subject: a\n\n", "\n", "\r\n", "A: b\r\n c\r\n\r\n", "A:\n\n", "A: x\n\tfolded\n B: y\n\n", "A: \udce9t\xe9\n\n",
+    'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
+    "A: b\nA: c\n\n", "A:\tb \t\n\n", "A: b\x0bc\n\n", "A: b\x0c\n\n",
+    # left to the feedparser: continuation first, unix From, no name, not a field, odd name characters
+    " cont\nA: b\n\n", "From x\nA: b\n\n", ":x\n\n", "A:b\nB c\n\n", "X-\x7f: y\n\n", "A : spaced name\n\n",
+])
+def test_header_block_parser_agrees_with_the_feedparser(block: str) -> None:
+    """The header fields of each part are read without the feedparser when they are plain fields."""
+    fast = mimeparts._parse_header_block(block)
+    reference = mimeparts._HEADERS_ONLY.parsestr(block, headersonly=True)
+    odd = block.startswith((" ", "From ", ":", "X-\x7f", "A :")) or "\nB c" in block
+    assert (fast is None) == odd
+    if fast is not None:
+        assert (_shape(fast), fast.defects) == (_shape(reference), reference.defects)

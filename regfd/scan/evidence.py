@@ -212,6 +212,7 @@ class Signals:
 
     def find(self, text: str, phrases: Sequence[tuple[int, int, str]] = (), topics: bool = True,
              strongest: Strongest | None = None, replies: Sequence[tuple[int, int]] | None = None,
+             compact: Compact | None = None,
              ) -> tuple[list[Evidence], dict[int, Evidence]]:
         """Score every topic sentence, and every material phrase hit of the lexicons, in `text`.
 
@@ -226,10 +227,11 @@ class Signals:
         `replies`: the spans of `text` that quote the mail being answered,
         found on the original text (normalization drops "> " markers); by
         default they are looked for in `text` itself.
+        `compact`: `Compact(text)`, when the caller has it already.
         """
         if not topics and not phrases:
             return [], {}
-        compact = Compact(text)
+        compact = Compact(text) if compact is None else compact
         data = compact.data
         topic_reports = self.topics.matches(data, limit=5000)[0] if topics else []
         if not topic_reports and not phrases:

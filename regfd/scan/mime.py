@@ -82,6 +82,8 @@ def decode_header_text(value: object) -> str:
     if value is None:
         return ""
     raw = str(value)
+    if "=?" not in raw:  # no encoded word: the stdlib would hand back `raw` itself (one chunk, no charset)
+        return raw
     try:
         return str(make_header(decode_header(raw)))
     except Exception:
@@ -179,7 +181,10 @@ def _fast_entity(text: str, start: int, end: int, depth: int, strip_eol: bool) -
         if m is None:
             return None
         body = m.end()
-    msg = _HEADERS_ONLY.parsestr(text[start:body], headersonly=True)
+    block = text[start:body]
+    msg = _parse_header_block(block)
+    if msg is None:
+        msg = _HEADERS_ONLY.parsestr(block, headersonly=True)
     # `_payload` directly (typeshed does not declare it): no get_payload() call
     # on the hot path. Non-empty here: a line that is not a header before the
     # blank line.
@@ -210,6 +215,39 @@ def _fast_entity(text: str, start: int, end: int, depth: int, strip_eol: bool) -
             return None
         children.append(child)
     msg._payload = children  # type: ignore[attr-defined]  # undeclared in typeshed; set as the feedparser does
+    return msg
+
+
+# A line the feedparser takes for a header field: a name (printable ASCII
+# but the colon, at least one character) and its colon (its `headerRE`).
+_FIELD = re.compile(r"[\041-\071\073-\176]+:")
+
+
+def _parse_header_block(block: str) -> Message | None:
+    """`_HEADERS_ONLY.parsestr(block, headersonly=True)` for a block of plain
+    fields ending with its blank line, without the feedparser's line-by-line
+    machinery (0.03 ms of the 0.11 ms a 10 KB message took to walk); None
+    for anything else (a continuation line first, a "From " line, a line
+    that is not a field), which the feedparser then parses."""
+    lines = block.split("\n")  # no lone CR here (_fast_parse): every line ends with "\n" or "\r\n"
+    if len(lines) < 2 or lines[-1] or lines[-2] not in ("", "\r"):
+        return None
+    msg = Message(policy=policy.compat32)
+    field: list[str] = []
+    for line in lines[:-2]:
+        if line[:1] in (" ", "\t"):
+            if not field:
+                return None
+            field.append(line + "\n")
+            continue
+        if line.startswith("From ") or _FIELD.match(line) is None:
+            return None
+        if field:
+            msg.set_raw(*policy.compat32.header_source_parse(field))
+        field = [line + "\n"]
+    if field:
+        msg.set_raw(*policy.compat32.header_source_parse(field))
+    msg.set_payload("")
     return msg
 
 

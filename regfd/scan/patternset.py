@@ -37,6 +37,7 @@ class PatternSet:
     def __init__(self, expressions: Sequence[str], *, single_match: bool = True, cache_dir: Path | None = None,
                  literal: bool = False) -> None:
         self.size = len(expressions)
+        self._single_match = single_match
         self._db: hyperscan.Database | None = None
         self.from_cache = False
         if not expressions:
@@ -83,10 +84,37 @@ class PatternSet:
             return found, True
         return found, False
 
+    def any(self, data: bytes) -> bool:
+        """Whether any pattern occurs in `data`; the scan stops at the first report."""
+        if self._db is None or not data:
+            return False
+        try:
+            self._db.scan(data, match_event_handler=_stop, scratch=self._thread_scratch())
+        except hyperscan.ScanTerminated:
+            return True
+        return False
+
     def ids(self, data: bytes) -> set[int]:
         """Which patterns occur at least once in `data`."""
-        found, _ = self.matches(data, limit=self.size * 4 + 16)
-        return {pid for pid, _ in found}
+        if not self._single_match:
+            found, _ = self.matches(data, limit=self.size * 4 + 16)
+            return {pid for pid, _ in found}
+        if self._db is None or not data:
+            return set()
+        # One report per pattern at most, so no limit to check: the leanest callback (the message
+        # model's vocabulary reports ~110 words and pairs per 10 KB).
+        ids: set[int] = set()
+        add = ids.add
+
+        def on_match(pid: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            add(pid)
+
+        self._db.scan(data, match_event_handler=on_match, scratch=self._thread_scratch())
+        return ids
+
+
+def _stop(_pid: int, _start: int, _end: int, _flags: int, _ctx: object) -> bool:
+    return True  # terminate the scan
 
 
 def _cache_path(cache_dir: Path, expressions: Sequence[str], flags: int, literal: bool) -> Path:
