@@ -31,23 +31,24 @@ DIRECTORY = CORPUS / "directory.toml"
 # 0.996, 0.019, 0.987; with dev/u, dev/v and dev/w (2 480, refitted, in-sample):
 # 0.999, 0.017, 0.988; with dev/y and dev/z (2 800, refitted): 0.999, 0.014,
 # 0.990; with dev/ab, dev/ac and dev/ad (3 280, refitted): 0.999, 0.017, 0.987;
-# with dev/af, dev/ag and dev/ah (3 760, refitted): 0.999, 0.019, 0.986. The
+# with dev/af, dev/ag and dev/ah (3 760, refitted): 0.999, 0.019, 0.986; with
+# thirty-seven more batches (9 760, refitted, thresholds chosen by
+# `--choose 5.5`): 0.999, 0.017, 0.986. The
 # floors leave a little room so that an unrelated lexicon edit does not fail CI
 # by one message; they are not the product's goals
 # (97 % recall, at most 3 % of benign mail held, 98 % accuracy: README).
 DEV_FLOORS = ("--min-recall", "0.96", "--max-benign-held", "0.03", "--min-accuracy", "0.965")
+DEV_MESSAGES = 9760  # the development part never shrinks below what the floors were measured on
 
 
 def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
     r = regfd("evaluate", CORPUS / "dev", "--directory", DIRECTORY, "--json", *DEV_FLOORS)
     assert r.rc == 0, r.err
     parts = {p["part"]: p for p in json.loads(r.out)["parts"]}
-    batches = ("dev/a", "dev/b", "dev/c", "dev/f", "dev/h", "dev/i", "dev/j", "dev/k", "dev/l", "dev/m", "dev/p",
-               "dev/r", "dev/s", "dev/u", "dev/v", "dev/w", "dev/y", "dev/z",
-               "dev/ab", "dev/ac", "dev/ad", "dev/af", "dev/ag", "dev/ah")
+    batches = {f"dev/{m.parent.name}" for m in (CORPUS / "dev").glob("*/manifest.csv")}
     assert set(parts) == {*batches, "all"}
     total = parts["all"]
-    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= 3760
+    assert total["messages"] == sum(parts[p]["messages"] for p in batches) >= DEV_MESSAGES
     assert sum(sum(row.values()) for row in total["confusion"].values()) == total["messages"]
     assert set(total["categories"]) == set(MATERIAL_CATEGORIES)
     for miss in total["misses"]:  # every miss names its message and shows the evidence a reviewer needs

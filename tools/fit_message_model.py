@@ -173,21 +173,22 @@ def cross_validate(exs: list[Example], probs: list[float], th: Thresholds) -> No
 
 
 GRID = (
-    (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),  # alone
+    (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),  # alone
     (0.3, 0.4, 0.5, 0.6, 0.7),  # near
     (1.0, 1.5, 2.0, 2.5, 3.0),  # near_score
-    (0.05, 0.1, 0.15, 0.2, 0.3),  # confirm
+    (0.05, 0.1, 0.15, 0.2, 0.3, 0.4),  # confirm
 )
 
 
 def choose(exs: list[Example], probs: list[float], max_flagged: float) -> Thresholds | None:
     """The thresholds of GRID with the highest out-of-fold recall that flag at most `max_flagged` % of benign mail.
 
+    `near` is never above `alone` (it lowers the bar where a sentence half agrees, never raises it).
     Ties go to the higher thresholds (fewer findings the model raises on its own).
     """
     best: tuple[float, float, float, float, float] | None = None
     for alone in GRID[0]:
-        for near in GRID[1]:
+        for near in (n for n in GRID[1] if n <= alone):
             for near_score in GRID[2]:
                 for confirm in GRID[3]:
                     recall, flagged = rates(exs, probs, Thresholds(alone, near, near_score, confirm))
