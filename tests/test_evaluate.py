@@ -32,13 +32,13 @@ DIRECTORY = CORPUS / "directory.toml"
 # 0.999, 0.017, 0.988; with dev/y and dev/z (2 800, refitted): 0.999, 0.014,
 # 0.990; with dev/ab, dev/ac and dev/ad (3 280, refitted): 0.999, 0.017, 0.987;
 # with dev/af, dev/ag and dev/ah (3 760, refitted): 0.999, 0.019, 0.986; with
-# forty-two more batches (10 560, refitted, thresholds chosen by
-# `--choose 5.5`): 0.999, 0.016, 0.987. The
+# forty-seven more batches (11 360, refitted, thresholds chosen by
+# `--choose 5.5`): 1.000, 0.016, 0.987. The
 # floors leave a little room so that an unrelated lexicon edit does not fail CI
 # by one message; they are not the product's goals
 # (97 % recall, at most 3 % of benign mail held, 98 % accuracy: README).
 DEV_FLOORS = ("--min-recall", "0.96", "--max-benign-held", "0.03", "--min-accuracy", "0.965")
-DEV_MESSAGES = 10560  # the development part never shrinks below what the floors were measured on
+DEV_MESSAGES = 11360  # the development part never shrinks below what the floors were measured on
 
 
 def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
