@@ -847,18 +847,25 @@ def drive(stack: FaultStack, fault: Fault, messages: list[Message], concurrency:
     """Send `messages` with `concurrency` clients; inject `fault` once `at` of them have been sent.
 
     The fault runs on its own thread (inject, hold, recover) while the load
-    continues. Then messages refused with 4xx (or a dropped connection) are
-    sent again, as a client does, a pass a second for up to `retry_for` seconds.
+    continues; the clients pause from the trigger until the fault is in
+    place, so the rest of the load meets it however long injecting takes
+    (filling a disk under a loaded CI runner can outlast the whole load).
+    Then messages refused with 4xx (or a dropped connection) are sent again,
+    as a client does, a pass a second for up to `retry_for` seconds.
     """
     stack.events.clear()
     done = 0
     lock = threading.Lock()
     triggered = threading.Event()
+    injected = threading.Event()
 
     def fault_thread() -> None:
         triggered.wait()
         stack.note(f"inject {fault.name}")
-        fault.inject(stack)
+        try:
+            fault.inject(stack)
+        finally:
+            injected.set()
         time.sleep(fault.hold)
         stack.note(f"recover {fault.name}")
         fault.recover(stack)
@@ -866,6 +873,8 @@ def drive(stack: FaultStack, fault: Fault, messages: list[Message], concurrency:
 
     def one(m: Message) -> None:
         nonlocal done
+        if triggered.is_set():
+            injected.wait(60)
         send_one(stack.port, m)
         with lock:
             done += 1
