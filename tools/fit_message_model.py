@@ -141,6 +141,9 @@ class Thresholds:
         """Whether the gateway raises a material finding on `ex` when the model says `p`."""
         return (ex.found and p >= self.confirm) or p >= (self.near if ex.strongest >= self.near_score else self.alone)
 
+    def __str__(self) -> str:
+        return f"alone = {self.alone}, near = {self.near}, near_score = {self.near_score}, confirm = {self.confirm}"
+
 
 def out_of_fold(exs: list[Example], c: float, min_df: int) -> list[float]:
     """Each message's probability from a model fitted without its batch (leave one batch out)."""
@@ -155,10 +158,12 @@ def out_of_fold(exs: list[Example], c: float, min_df: int) -> list[float]:
 
 def rates(exs: list[Example], probs: list[float], th: Thresholds | None) -> tuple[float, float]:
     """(material recall, benign flagged) in %; `th` None: the lexicons and evidence alone."""
-    pos = sum(ex.material for ex in exs)
-    tp = sum(ex.material and (ex.found if th is None else th.flags(ex, p)) for ex, p in zip(exs, probs, strict=True))
-    fp = sum(not ex.material and (ex.found if th is None else th.flags(ex, p))
-             for ex, p in zip(exs, probs, strict=True))
+    pos = tp = fp = 0
+    for ex, p in zip(exs, probs, strict=True):
+        flagged = ex.found if th is None else th.flags(ex, p)
+        pos += ex.material
+        tp += ex.material and flagged
+        fp += not ex.material and flagged
     return 100 * tp / max(1, pos), 100 * fp / max(1, len(exs) - pos)
 
 
@@ -223,22 +228,18 @@ def main() -> None:
         probs = out_of_fold(exs, a.c, a.min_df)
         if a.choose is not None:
             recall, flagged = rates(exs, probs, th)
-            print(f"given: alone = {th.alone}, near = {th.near}, near_score = {th.near_score}, "
-                  f"confirm = {th.confirm}: recall {recall:.1f} %, benign flagged {flagged:.1f} %")
+            print(f"given: {th}: recall {recall:.1f} %, benign flagged {flagged:.1f} %")
             for cap in (3.0, 4.0, 5.0, 6.0, 7.0, 8.0):
                 alt = choose(exs, probs, cap)
                 if alt is None:
                     continue
                 recall, flagged = rates(exs, probs, alt)
-                print(f"at most {cap} % flagged: alone = {alt.alone}, near = {alt.near}, "
-                      f"near_score = {alt.near_score}, confirm = {alt.confirm}: "
-                      f"recall {recall:.1f} %, benign flagged {flagged:.1f} %")
+                print(f"at most {cap} % flagged: {alt}: recall {recall:.1f} %, benign flagged {flagged:.1f} %")
             chosen = choose(exs, probs, a.choose)
             if chosen is None:
                 raise SystemExit(f"no thresholds of the grid flag at most {a.choose} % of benign messages")
             th = chosen
-            print(f"chosen (benign flagged <= {a.choose} %): alone = {th.alone}, near = {th.near}, "
-                  f"near_score = {th.near_score}, confirm = {th.confirm}")
+            print(f"chosen (benign flagged <= {a.choose} %): {th}")
         cross_validate(exs, probs, th)
         if a.cv:
             return
