@@ -204,6 +204,8 @@ def test_hard_negative_is_quiet(category: str, sentence: str) -> None:
         "EMBARGOED UNTIL 4:05 PM ET - Q3 results",
         "Not for distribution: pre-release earnings summary",
         "Please do not forward: confidential draft 8-K for the board.",
+        "EARNINGS CALL SCRIPT - DRAFT v5 - DO NOT DISTRIBUTE",
+        "Draft for comment, do not distribute: Item 4.02 Non-Reliance",
     ],
 )
 def test_embargo_phrases(sentence: str) -> None:
@@ -214,6 +216,8 @@ def test_embargo_phrases(sentence: str) -> None:
     "sentence",
     [
         "If you are not the intended recipient, do not forward this message and delete it.",
+        "The dividend goes up a penny in May. It is not announced. Please do not share.",
+        "Subject: Q1 flash - DO NOT FORWARD",
         "The final press release is posted on our investor relations website.",
         "Our export team reviews every trade embargo country list quarterly.",
     ],
