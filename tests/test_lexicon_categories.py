@@ -263,6 +263,24 @@ class TestNonGaap:
         )
         assert NON_GAAP_UNRECONCILED not in {f.kind for f in text_findings(text)}
 
+    @pytest.mark.parametrize("text", [
+        "Q1 free cash flow was $9.8M: operating cash flow of $14.1M less capex of $4.3M.",
+        "Q2 adj EBITDA 67.1, GAAP op income 45.0 - both in the release.",
+        "Adjusted operating margin was 14.8%; reported operating margin 11.3%.",
+    ])
+    def test_a_gaap_comparable_in_the_same_message_reconciles(self, text: str) -> None:
+        assert NON_GAAP_UNRECONCILED not in {f.kind for f in text_findings(text)}
+
+    def test_a_valuation_multiple_is_not_a_measure_but_a_trailing_figure_is(self) -> None:
+        assert NON_GAAP_UNRECONCILED not in {f.kind for f in text_findings(
+            "The price was about 11 times EBITDA, in line with the sector's EV/EBITDA multiples.")}
+        assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings(
+            "Net leverage was 3.6x on trailing adjusted EBITDA of $171 million.")}
+
+    def test_a_bridge_promised_for_later_does_not_reconcile(self) -> None:
+        assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings(
+            "Adjusted EBITDA around $24M. I'll have the GAAP bridge tomorrow.")}
+
     @pytest.mark.parametrize("measure", ["free cash flow", "pro forma revenue", "adjusted EPS", "organic growth", "core earnings", "non-GAAP operating margin"])
     def test_each_measure(self, measure: str) -> None:
         assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings(f"Our {measure} improved in the period.")}
