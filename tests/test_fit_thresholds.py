@@ -7,18 +7,20 @@ at most N % of benign mail".
 
 from __future__ import annotations
 
-from tools.fit_message_model import Example, Thresholds, choose, rates
+from regfd.scan.message_model import Thresholds
+from tools.fit_message_model import Example, choose, rates
 
 
-def _ex(material: bool, found: bool = False, strongest: float = 0.0) -> Example:
-    return Example("b", set(), material, frozenset(), found, strongest)
+def _ex(material: bool, found: bool = False, strongest: float = 0.0, phrase: bool = False) -> Example:
+    """`found`: a finding that rests on the evidence score alone; `phrase`: one a lexicon phrase raised."""
+    return Example("b", set(), material, frozenset(), phrase, found, strongest)
 
 
 # Ten disclosures and ten benign messages with the probabilities a model fitted without them gave.
 EXAMPLES = [_ex(True)] * 6 + [_ex(True, strongest=2.5)] * 2 + [_ex(True, found=True)] * 2 + \
     [_ex(False)] * 8 + [_ex(False, found=True)] + [_ex(False, strongest=2.5)]
-PROBS = [0.95, 0.9, 0.85, 0.72, 0.66, 0.3, 0.45, 0.5, 0.25, 0.12] + \
-    [0.02, 0.05, 0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.15, 0.42]
+PROBS = [(p, 0.5, False) for p in [0.95, 0.9, 0.85, 0.72, 0.66, 0.3, 0.45, 0.5, 0.25, 0.12] +
+         [0.02, 0.05, 0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.15, 0.42]]
 
 
 def test_rates_apply_each_threshold_as_the_scanner_does() -> None:
@@ -41,7 +43,7 @@ def test_choose_gives_the_best_recall_within_the_cap() -> None:
     # One benign message in ten may be flagged: alone 0.65 spends it on the benign 0.7 to catch
     # 0.72 and 0.66, so confirm must rise to 0.2 to drop the benign lexicon finding (0.15) while
     # keeping the disclosure's (0.25), and near 0.5 catches 0.5 without the benign 0.42.
-    assert th == Thresholds(alone=0.65, near=0.5, near_score=2.5, confirm=0.2)
+    assert th == Thresholds(alone=0.65, near=0.5, near_score=2.5, confirm=0.2, veto=0.2)
     assert recall == 70.0
     looser = choose(EXAMPLES, PROBS, 30.0)
     assert looser is not None
@@ -50,4 +52,28 @@ def test_choose_gives_the_best_recall_within_the_cap() -> None:
 
 def test_choose_returns_none_when_no_threshold_meets_the_cap() -> None:
     everything_flagged = [_ex(False, found=True)] * 3
-    assert choose(everything_flagged, [0.99, 0.99, 0.99], 0.0) is None
+    assert choose(everything_flagged, [(0.99, 0.99, False)] * 3, 0.0) is None
+
+
+def test_a_lexicon_phrase_stands_under_confirm_and_falls_under_veto_unless_its_sentence_leans() -> None:
+    # As the scanner does it: confirm drops findings resting on the evidence score alone; a lexicon
+    # phrase's finding drops only where the words alone read under veto, and not when its own sentence
+    # leans to a disclosure. The officer's restated guidance (benign, words 0.03) goes with veto 0.05;
+    # the disclosure in trade words (0.08) stays; the one in a message whose other paragraph reads as
+    # public (0.01) stays because its sentence leans.
+    exs = [_ex(True, phrase=True), _ex(False, phrase=True), _ex(True, found=True), _ex(True, phrase=True)]
+    probs = [(0.08, 0.08, False), (0.03, 0.03, False), (0.08, 0.08, False), (0.01, 0.01, True)]
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05)) == (
+        200 / 3, 0.0)
+    exs, probs = exs[:3], probs[:3]
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1)) == (50.0, 100.0)
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05)) == (50.0, 0.0)
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.05)) == (100.0, 100.0)
+
+
+def test_veto_reads_the_words_without_the_prior() -> None:
+    # A one-line "bankruptcy is on the table": the prior alone makes p 0.14, but its few words say
+    # nothing either way (0.45): not "clearly harmless", so the phrase stands.
+    th = Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.3, veto=0.2)
+    assert th.flags(0.14, 0.45, 0.0, phrase=True, evidence=False)
+    assert not th.flags(0.02, 0.1, 0.0, phrase=True, evidence=False)

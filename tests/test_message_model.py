@@ -25,6 +25,7 @@ alone = {alone}
 near = {near}
 near_score = 2.0
 confirm = {confirm}
+veto = {veto}
 
 [weights]
 "zorblat" = 6.0
@@ -45,11 +46,11 @@ bias = 0.5
 
 
 def _lexicons(tmp_path: Path, alone: float = 0.7, confirm: float = 0.1, text: str | None = None,  # type: ignore[no-untyped-def]
-              near: float | None = None):
+              near: float | None = None, veto: float = 0.0):
     for f in LEXICON_DIR.glob("*.toml"):
         if f.name != "message_model.toml":
             shutil.copy(f, tmp_path / f.name)
-    model = MODEL.format(alone=alone, near=alone if near is None else near, confirm=confirm)
+    model = MODEL.format(alone=alone, near=alone if near is None else near, confirm=confirm, veto=veto)
     (tmp_path / "message_model.toml").write_text(text if text is not None else model)
     return load_lexicons(tmp_path)
 
@@ -103,6 +104,23 @@ def test_under_confirm_evidence_findings_drop_but_a_lexicon_phrase_stays(tmp_pat
     assert kept and not any(f.rule.startswith("evidence score") for f in kept)
 
 
+def test_under_veto_a_lexicon_phrase_drops_too_unless_its_own_sentence_leans(tmp_path: Path) -> None:
+    phrase = "Ana,\n\nBetween us, we will miss the quarter. Frobnic.\n\nBob\n"  # p = 0.00 ("frobnic" -9)
+    (tmp_path / "short").mkdir()
+    vetoed = _lexicons(tmp_path, confirm=0.99, veto=0.01)
+    assert _material(vetoed, phrase) == []
+    trade_words = "Ana,\n\nBetween us, we will miss the quarter.\n\nBob\n"  # p = 0.12: over the veto
+    assert [f.category for f in _material(vetoed, trade_words)] == ["earnings"]
+    # The same p = 0.00, but "frobnic" is in another paragraph, out of the finding's excerpt, and
+    # the excerpt's own words lean ("talked" +0.5): a harmless paragraph does not cancel this one.
+    elsewhere = ("Ana,\n\nWe talked: we will miss the quarter.\n\n"
+                 "Separately, the parking garage on Elm Street closes for repairs next week. Frobnic.\n\nBob\n")
+    assert [f.category for f in _material(vetoed, elsewhere)] == ["earnings"]
+    # A short message: p = 0.12 is the prior's, its words weigh nothing either way (0.5): it stands.
+    assert [f.category for f in _material(_lexicons(tmp_path / "short", confirm=0.99, veto=0.3),
+                                          "Bankruptcy is on the table.\n")] == ["bankruptcy"]
+
+
 def test_near_the_evidence_threshold_the_model_needs_less(tmp_path: Path) -> None:
     # p = 0.18 ("talked" +0.5); "we" + "dividend" make an evidence score of 2.0 here, under the threshold
     lx = _lexicons(tmp_path, alone=0.99, near=0.1)
@@ -133,6 +151,8 @@ def test_features_are_words_and_pairs_without_stopword_pairs() -> None:
      '[categories.gossip]\nbias = 0\n', "gossip] is not a material category"),
     ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\nthreshold = 2\n',
      "unknown key 'threshold'"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\nveto = 0.2\n',
+     "veto must be between 0 and 0.1"),
 ])
 def test_a_bad_message_model_stops_loading_with_one_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as exc:

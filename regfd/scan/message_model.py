@@ -9,16 +9,25 @@ It was fitted offline on the development corpus (tools/fit_message_model.py,
 scikit-learn; regfd itself only reads the weights), and measured on
 batches it had not seen (leave one batch out) before being shipped.
 
-Two uses, both thresholds in the file for compliance to tune:
+Its thresholds, in the file for compliance to tune (`Thresholds`):
 - `alone`: a message with no material finding whose probability reaches it
   becomes one, under the category the model's category tables favour, with
   the sentence that weighs most as the excerpt and its heaviest words as
-  the rule ("message model p=0.83: 'pulling' +0.91 …");
-- `confirm`: a message whose probability stays under it keeps only the
-  material findings that came from a lexicon phrase on its own; findings
-  that rest on the evidence score alone are dropped as noise (a
-  vendor's "plowing contract renewal ... 620 spaces").
-With `alone = 1.0` and `confirm = 0.0` the model changes nothing.
+  the rule ("message model p=0.83: 'pulling' +0.91 …"); `near` replaces it
+  where some sentence's evidence score reached `near_score`;
+- `confirm`: a message whose probability stays under it (and under
+  `alone`) keeps only the material findings that came from a lexicon
+  phrase; findings that rest on the evidence score alone are dropped as
+  noise (a vendor's "plowing contract renewal ... 620 spaces");
+- `veto`: where the message's words alone (the probability without the
+  model's prior, so that a short message with few words is never "clearly
+  harmless") stay under it, a lexicon phrase's material finding drops too,
+  unless the words of its own sentence weigh towards a disclosure: an
+  officer's "we're on track for the guidance range we gave in May" goes,
+  "we will miss the quarter, the numbers look soft" stays however harmless
+  the rest of the message reads (a public reference in another paragraph
+  must not cancel it).
+With `alone = 1.0` and `confirm = veto = 0.0` the model changes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Any
 
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.errors import ConfigError
+from regfd.scan.normalize import normalize
 from regfd.scan.patternset import PatternSet
 
 _TOKEN = re.compile(r"[a-z0-9']+")  # the stdlib's engine: twice as fast as `regex` on this
@@ -62,6 +72,20 @@ def features(text: str) -> set[str]:
     return out
 
 
+def sentence_of(excerpt: str, text: str) -> str:
+    """The sentence of `excerpt` that holds `text` (a finding's matched words), or the whole excerpt."""
+    needle = " ".join(text.split())  # an excerpt has its white space made single spaces
+    pos = excerpt.casefold().find(needle.casefold())
+    if pos < 0:
+        return excerpt
+    start = 0
+    for m in _SENTENCE.finditer(excerpt):
+        if m.start() >= pos + len(needle):
+            return excerpt[start:m.start()]
+        start = m.end() if m.end() <= pos else start
+    return excerpt[start:]
+
+
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
@@ -75,16 +99,59 @@ class Explanation:
     words: tuple[tuple[str, float], ...]
 
 
+ALL, PHRASES, LEANING = "all", "phrases", "leaning"  # which material findings stand (`Thresholds.standing`)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the model's probability does to a message's material findings.
+
+    One rule for the scanner, which applies it, and for
+    tools/fit_message_model.py, which chooses the values by measuring it.
+    """
+
+    alone: float
+    near: float  # `alone` where some sentence's evidence score reached `near_score`
+    near_score: float
+    confirm: float
+    veto: float = 0.0
+
+    def alone_at(self, strongest: float) -> float:
+        """The probability from which a message is a finding by itself, given its best evidence score."""
+        return self.near if strongest >= self.near_score else self.alone
+
+    def standing(self, p: float, words: float, strongest: float) -> str:
+        """Which material findings stand: ALL, the lexicon PHRASES', or only the phrases whose sentence is LEANING.
+
+        `p`: the model's probability; `words`: the same without its prior (`MessageModel.reading`).
+        """
+        if p >= self.confirm or p >= self.alone_at(strongest):
+            return ALL
+        return PHRASES if words >= self.veto else LEANING
+
+    def flags(self, p: float, words: float, strongest: float, phrase: bool, evidence: bool,
+              leaning: bool = False) -> bool:
+        """Whether a message ends with a material finding.
+
+        `phrase`: a lexicon phrase raised one; `evidence`: a finding rests on the evidence score alone;
+        `leaning`: a phrase's own sentence weighs towards a disclosure (`MessageModel.leans`).
+        """
+        standing = self.standing(p, words, strongest)
+        return (p >= self.alone_at(strongest) or (standing == ALL and evidence)
+                or (phrase and (standing != LEANING or leaning)))
+
+    def __str__(self) -> str:
+        return (f"alone = {self.alone}, near = {self.near}, near_score = {self.near_score}, "
+                f"confirm = {self.confirm}, veto = {self.veto}")
+
+
 @dataclass(frozen=True)
 class MessageModel:
     """Weights for "discloses material information", and per-category weights to name the category."""
 
     bias: float
     weights: Mapping[str, float]
-    alone: float
-    confirm: float
-    near: float  # `alone` where some sentence's evidence score reached `near_score`
-    near_score: float
+    thresholds: Thresholds
     category_bias: Mapping[str, float]
     category_weights: Mapping[str, Mapping[str, float]]
     origin: str
@@ -117,14 +184,19 @@ class MessageModel:
         vocabulary = self.vocabulary
         return frozenset(vocabulary[i] for i in self.literals.ids(b" %s " % words))
 
-    def alone_at(self, strongest: float) -> float:
-        """The probability from which a message is a finding by itself, given its best evidence score."""
-        return self.near if strongest >= self.near_score else self.alone
+    def leans(self, excerpt: str, text: str) -> bool:
+        """Whether the words of the sentence of a finding's `excerpt` holding its `text` weigh towards a disclosure."""
+        return sum(map(self.weights.get, self.present(normalize(sentence_of(excerpt, text)).text), repeat(0.0))) > 0.0
+
+    def reading(self, feats: Iterable[str]) -> tuple[float, float]:
+        """P(material) for a message with these features, and the same from its words alone (without the prior)."""
+        # map() over the same iteration: the same additions in the same order as a generator, in C
+        z = sum(map(self.weights.get, feats, repeat(0.0)))
+        return _sigmoid(self.bias + z), _sigmoid(z)
 
     def probability(self, feats: Iterable[str]) -> float:
         """P(material) for a message with these features."""
-        # map() over the same iteration: the same additions in the same order as a generator, in C
-        return _sigmoid(self.bias + sum(map(self.weights.get, feats, repeat(0.0))))
+        return self.reading(feats)[0]
 
     def category(self, feats: set[str]) -> str:
         """The material category whose table scores these features highest."""
@@ -197,7 +269,7 @@ def read_model_file(path: Path, keys: set[str]) -> tuple[dict[str, Any], str]:
 def load_message_model(path: Path, cache_dir: Path | None = None) -> MessageModel:
     """Validate message_model.toml; one line per mistake. `cache_dir`: as `load_lexicons`'."""
     data, where = read_model_file(path, {"kind", "description", "bias", "alone", "near", "near_score", "confirm",
-                                         "weights", "categories"})
+                                         "veto", "weights", "categories"})
     cats = data.get("categories", {})
     if not isinstance(cats, dict):
         raise ConfigError(f"{where}: categories must be a table of [categories.<category>] tables")
@@ -212,13 +284,14 @@ def load_message_model(path: Path, cache_dir: Path | None = None) -> MessageMode
         cat_weights[cat] = _table(table.get("weights", {}), f"{where} [categories.{cat}.weights]")
     weights = _table(data.get("weights", {}), f"{where} [weights]")
     vocabulary = tuple(sorted(frozenset(weights).union(*cat_weights.values())))
+    confirm = _number(data, "confirm", where, 0.0, 1.0)
+    veto = _number(data, "veto", where, 0.0, confirm) if "veto" in data else 0.0
+    thresholds = Thresholds(alone=_number(data, "alone", where, 0.0, 1.0), near=_number(data, "near", where, 0.0, 1.0),
+                            near_score=_number(data, "near_score", where), confirm=confirm, veto=veto)
     return MessageModel(
         bias=_number(data, "bias", where),
         weights=weights,
-        alone=_number(data, "alone", where, 0.0, 1.0),
-        confirm=_number(data, "confirm", where, 0.0, 1.0),
-        near=_number(data, "near", where, 0.0, 1.0),
-        near_score=_number(data, "near_score", where),
+        thresholds=thresholds,
         category_bias=cat_bias,
         category_weights=cat_weights,
         origin=path.name,

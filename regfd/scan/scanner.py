@@ -16,7 +16,7 @@ from regfd.scan.evidence import Strongest
 from regfd.scan.lexicon import EMBARGO as LEX_EMBARGO
 from regfd.scan.lexicon import GAAP_RECONCILIATION, NON_GAAP, Lexicons
 from regfd.scan.lexicon import MATERIAL as LEX_MATERIAL
-from regfd.scan.message_model import Explanation, MessageModel
+from regfd.scan.message_model import ALL, PHRASES, Explanation, MessageModel
 from regfd.scan.mime import Problem, TextPart, iter_parts
 from regfd.scan.normalize import NormalizedText, normalize_forms
 from regfd.scan.quoting import in_spans, quoted_spans, reply_spans
@@ -93,14 +93,16 @@ def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
     feats: set[str] = set()
     for _, norm in read:
         feats |= model.present(norm.text)
-    p = model.probability(feats)
-    material = [f for kind, f in pairs if kind == LEX_MATERIAL]
-    if material:
-        if p >= model.confirm:
+    p, words = model.reading(feats)
+    th = model.thresholds
+    if any(kind == LEX_MATERIAL for kind, _ in pairs):
+        standing = th.standing(p, words, strongest)
+        if standing == ALL:
             return pairs
-        # Only findings that rest on the evidence score alone; a lexicon phrase stays whatever the model says.
-        return [(kind, f) for kind, f in pairs if kind != LEX_MATERIAL or not f.rule.startswith("evidence score")]
-    if p < model.alone_at(strongest) or not read:
+        return [(kind, f) for kind, f in pairs
+                if kind != LEX_MATERIAL or (not f.rule.startswith("evidence score")
+                                            and (standing == PHRASES or model.leans(f.excerpt, f.text)))]
+    if p < th.alone_at(strongest) or not read:
         return pairs
     best: tuple[float, TextPart, NormalizedText, Explanation] | None = None
     for part, norm in read:
