@@ -89,9 +89,13 @@ def test_a_later_public_reference_does_not_cancel_an_earlier_paragraph(crlf: boo
     "This message contains forward-looking statements.\nActual results may differ materially; we will miss the quarter.",
 ])
 @pytest.mark.parametrize("crlf", [True, False])
-def test_every_exclusion_scope_applies_alike_with_crlf_and_lf(scope_text: str, crlf: bool) -> None:
+def test_every_exclusion_scope_applies_alike_with_crlf_and_lf(scope_text: str, crlf: bool,
+                                                             evidence_only: Lexicons) -> None:
+    # The lexicons' exclusions, without the message model: it reads the whole message on its own terms
+    # (a safe-harbour paragraph that says "we will miss the quarter" is still a sentence it may weigh).
     body = f"Ana,\n\n{scope_text}\n\nBob\n"
-    assert [f for f in scan(_message(body, crlf=crlf)) if f.kind == MATERIAL] == []
+    found = scan_message(_message(body, crlf=crlf), evidence_only, ScanLimits())
+    assert [f for f in found if f.kind == MATERIAL] == []
 
 
 def test_material_text_only_in_a_base64_subject_with_a_typographic_apostrophe() -> None:
