@@ -206,6 +206,8 @@ def test_hard_negative_is_quiet(category: str, sentence: str) -> None:
         "Please do not forward: confidential draft 8-K for the board.",
         "EARNINGS CALL SCRIPT - DRAFT v5 - DO NOT DISTRIBUTE",
         "Draft for comment, do not distribute: Item 4.02 Non-Reliance",
+        "Attached is the draft preliminary prospectus supplement. Please keep it close.",
+        "I saw the draft Q2 earnings release on her desk.",
     ],
 )
 def test_embargo_phrases(sentence: str) -> None:
@@ -218,6 +220,7 @@ def test_embargo_phrases(sentence: str) -> None:
         "If you are not the intended recipient, do not forward this message and delete it.",
         "The dividend goes up a penny in May. It is not announced. Please do not share.",
         "Subject: Q1 flash - DO NOT FORWARD",
+        "Draft release notes for firmware 2.3 are in the shared folder.",
         "The final press release is posted on our investor relations website.",
         "Our export team reviews every trade embargo country list quarterly.",
     ],
