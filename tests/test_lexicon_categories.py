@@ -270,6 +270,8 @@ class TestNonGaap:
         "Q1 free cash flow was $9.8M: operating cash flow of $14.1M less capex of $4.3M.",
         "Q2 adj EBITDA 67.1, GAAP op income 45.0 - both in the release.",
         "Adjusted operating margin was 14.8%; reported operating margin 11.3%.",
+        "We guided adjusted EPS of 1.58-1.68 (GAAP 1.30-1.40).",
+        "Q2 was net income 11.6 -> adjusted EBITDA 25.1.",
     ])
     def test_a_gaap_comparable_in_the_same_message_reconciles(self, text: str) -> None:
         assert NON_GAAP_UNRECONCILED not in {f.kind for f in text_findings(text)}
@@ -279,6 +281,12 @@ class TestNonGaap:
             "The price was about 11 times EBITDA, in line with the sector's EV/EBITDA multiples.")}
         assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings(
             "Net leverage was 3.6x on trailing adjusted EBITDA of $171 million.")}
+
+    def test_a_leverage_target_or_a_growth_strategy_is_not_a_measure_but_a_growth_figure_is(self) -> None:
+        for text in ["The target is 2.0x to 2.5x net debt to EBITDA, same as at the investor day.",
+                     "We're focused on organic growth and small bolt-ons."]:
+            assert NON_GAAP_UNRECONCILED not in {f.kind for f in text_findings(text)}, text
+        assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings("Organic growth was 4.1% in Q1.")}
 
     def test_a_bridge_promised_for_later_does_not_reconcile(self) -> None:
         assert NON_GAAP_UNRECONCILED in {f.kind for f in text_findings(
