@@ -19,7 +19,6 @@ never needs scikit-learn.
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import tempfile
@@ -33,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 from regfd.config import ScanLimits  # noqa: E402
 from regfd.core.finding import MATERIAL, MATERIAL_CATEGORIES  # noqa: E402
 from regfd.evaluation.corpus import as_received, manifests, read_manifest  # noqa: E402
-from regfd.scan.evidence import Strongest  # noqa: E402
+from regfd.scan.evidence import Strongest, rests_on_evidence  # noqa: E402
 from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
-from regfd.scan.message_model import Thresholds, features, sentence_of  # noqa: E402
+from regfd.scan.message_model import Thresholds, features, sentence_of, sigmoid  # noqa: E402
 from regfd.scan.mime import Problem, iter_parts  # noqa: E402
 from regfd.scan.normalize import normalize, normalize_forms  # noqa: E402
 from regfd.scan.scanner import scan_message  # noqa: E402
@@ -95,7 +94,7 @@ def examples(parts: list[str], with_found: bool) -> list[Example]:
                 strongest = Strongest()
                 material = [f for f in (scan_message(raw, lexicons, ScanLimits(), strongest) if lexicons else ())
                             if f.kind == MATERIAL]
-                phrases = [f for f in material if not f.rule.startswith("evidence score")]
+                phrases = [f for f in material if not rests_on_evidence(f.rule)]
                 out.append(Example(manifest.parent.name, message_features(raw), "material" in lab.findings,
                                    lab.categories, bool(phrases), len(phrases) < len(material), strongest.score,
                                    tuple(frozenset(features(normalize(sentence_of(f.excerpt, f.text)).text))
@@ -136,10 +135,6 @@ def fit(train: list[Example], c: float, min_df: int, categories: bool = True,
     return float(clf.intercept_[0]), weights, cats
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
-
-
 # What a model says of one message: its probability, the same without the prior (its words alone),
 # and whether some lexicon phrase's own sentence weighs towards a disclosure (MessageModel.reading, .leans).
 Reading = tuple[float, float, bool]
@@ -154,7 +149,7 @@ def out_of_fold(exs: list[Example], c: float, min_df: int) -> list[Reading]:
             if ex.batch == held:
                 leaning = any(sum(weights.get(f, 0.0) for f in words) > 0.0 for words in ex.sentences)
                 z = sum(weights.get(f, 0.0) for f in ex.feats)
-                probs[i] = (_sigmoid(bias + z), _sigmoid(z), leaning)
+                probs[i] = (sigmoid(bias + z), sigmoid(z), leaning)
     return probs
 
 

@@ -43,6 +43,14 @@ _FILE_KEYS = {"kind", "description", "threshold", "weights", "scope", "elsewhere
 # Sentence and paragraph breaks in normalized text; CRLF line ends included.
 
 
+EVIDENCE_RULE = "evidence score"  # how the rule of a finding the evidence score alone raised begins
+
+
+def rests_on_evidence(rule: str) -> bool:
+    """Whether a finding with this rule rests on the evidence score alone (a lexicon phrase's rule names its entry)."""
+    return rule.startswith(EVIDENCE_RULE)
+
+
 @dataclass(frozen=True)
 class EvidenceModel:
     """Weights per signal group, where each counts, and the threshold (evidence.toml)."""
@@ -177,7 +185,7 @@ class Evidence:
 
     def explain(self) -> str:
         """The rule behind the finding, for the reviewer."""
-        return f"evidence score {self.score:g} ({' + '.join(self.signals)}); {self.origin}"
+        return f"{EVIDENCE_RULE} {self.score:g} ({' + '.join(self.signals)}); {self.origin}"
 
 
 @dataclass

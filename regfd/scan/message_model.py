@@ -86,7 +86,7 @@ def sentence_of(excerpt: str, text: str) -> str:
     return excerpt[start:]
 
 
-def _sigmoid(z: float) -> float:
+def sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
@@ -192,11 +192,7 @@ class MessageModel:
         """P(material) for a message with these features, and the same from its words alone (without the prior)."""
         # map() over the same iteration: the same additions in the same order as a generator, in C
         z = sum(map(self.weights.get, feats, repeat(0.0)))
-        return _sigmoid(self.bias + z), _sigmoid(z)
-
-    def probability(self, feats: Iterable[str]) -> float:
-        """P(material) for a message with these features."""
-        return self.reading(feats)[0]
+        return sigmoid(self.bias + z), sigmoid(z)
 
     def category(self, feats: set[str]) -> str:
         """The material category whose table scores these features highest."""

@@ -12,7 +12,7 @@ import time
 
 from regfd.config import ScanLimits
 from regfd.core.finding import EMBARGO, MATERIAL, NON_GAAP_UNRECONCILED, UNSCANNABLE, Finding
-from regfd.scan.evidence import Strongest
+from regfd.scan.evidence import Strongest, rests_on_evidence
 from regfd.scan.lexicon import EMBARGO as LEX_EMBARGO
 from regfd.scan.lexicon import GAAP_RECONCILIATION, NON_GAAP, Lexicons
 from regfd.scan.lexicon import MATERIAL as LEX_MATERIAL
@@ -100,7 +100,7 @@ def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
         if standing == ALL:
             return pairs
         return [(kind, f) for kind, f in pairs
-                if kind != LEX_MATERIAL or (not f.rule.startswith("evidence score")
+                if kind != LEX_MATERIAL or (not rests_on_evidence(f.rule)
                                             and (standing == PHRASES or model.leans(f.excerpt, f.text)))]
     if p < th.alone_at(strongest) or not read:
         return pairs
