@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 import zlib
 from functools import lru_cache
@@ -19,6 +20,14 @@ LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
 @lru_cache(maxsize=1)
 def lexicons() -> Lexicons:
     return load_lexicons(LEXICON_DIR)
+
+
+def copy_lexicons(dest: Path, without: tuple[str, ...] = ()) -> Path:
+    """The shipped lexicon files copied into `dest`, but for the files named in `without`."""
+    for f in LEXICON_DIR.glob("*.toml"):
+        if f.name not in without:
+            shutil.copy(f, dest / f.name)
+    return dest
 
 
 def scan(raw: bytes, limits: ScanLimits | None = None) -> list[Finding]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from regfd.scan.lexicon import load_lexicons
 from regfd.scan.message_model import features
 from regfd.scan.scanner import scan_message
 from tests.conftest import REPO
+from tests.scanner_fixtures import copy_lexicons
 
 LEXICON_DIR = REPO / "lexicons"
 
@@ -47,9 +47,7 @@ bias = 0.5
 
 def _lexicons(tmp_path: Path, alone: float = 0.7, confirm: float = 0.1, text: str | None = None,  # type: ignore[no-untyped-def]
               near: float | None = None, veto: float = 0.0):
-    for f in LEXICON_DIR.glob("*.toml"):
-        if f.name != "message_model.toml":
-            shutil.copy(f, tmp_path / f.name)
+    copy_lexicons(tmp_path, without=("message_model.toml",))
     model = MODEL.format(alone=alone, near=alone if near is None else near, confirm=confirm, veto=veto)
     (tmp_path / "message_model.toml").write_text(text if text is not None else model)
     return load_lexicons(tmp_path)

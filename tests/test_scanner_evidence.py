@@ -8,7 +8,6 @@ harmless sentence that shares its words.
 from __future__ import annotations
 
 import base64
-import shutil
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from regfd.core.finding import MATERIAL, Finding
 from regfd.errors import ConfigError
 from regfd.scan.lexicon import Lexicons, load_lexicons
 from regfd.scan.scanner import scan_message
-from tests.scanner_fixtures import LEXICON_DIR, lexicons, scan, text_findings
+from tests.scanner_fixtures import copy_lexicons, lexicons, scan, text_findings
 
 PLAIN_DISCLOSURES = [
     ("products-customers-contracts",
@@ -159,18 +158,14 @@ def test_a_subject_reads_the_public_reference_of_the_body(crlf: bool) -> None:
 
 
 def test_scanner_without_signal_files_still_runs_the_phrase_lexicons(tmp_path: Path) -> None:
-    for f in LEXICON_DIR.glob("*.toml"):
-        if f.name not in ("signals.toml", "evidence.toml"):
-            shutil.copy(f, tmp_path / f.name)
-    lx = load_lexicons(tmp_path)
+    lx = load_lexicons(copy_lexicons(tmp_path, without=("signals.toml", "evidence.toml")))
     assert lx.signals is None
     raw = _message("Ana,\n\nWe will miss the quarter.\n\nBob\n")
     assert [f.category for f in scan_message(raw, lx, ScanLimits()) if f.kind == MATERIAL] == ["earnings"]
 
 
 def _lexicons_with(tmp_path: Path, evidence: str) -> None:
-    for f in LEXICON_DIR.glob("*.toml"):
-        shutil.copy(f, tmp_path / f.name)
+    copy_lexicons(tmp_path)
     (tmp_path / "evidence.toml").write_text(evidence)
     load_lexicons(tmp_path)
 
@@ -191,16 +186,13 @@ def test_a_bad_evidence_file_stops_loading_with_one_line(tmp_path: Path, evidenc
 
 
 def test_signals_without_weights_are_refused(tmp_path: Path) -> None:
-    for f in LEXICON_DIR.glob("*.toml"):
-        if f.name != "evidence.toml":
-            shutil.copy(f, tmp_path / f.name)
+    copy_lexicons(tmp_path, without=("evidence.toml",))
     with pytest.raises(ConfigError, match="needs evidence.toml"):
         load_lexicons(tmp_path)
 
 
 def test_topic_group_must_name_a_material_category(tmp_path: Path) -> None:
-    for f in LEXICON_DIR.glob("*.toml"):
-        shutil.copy(f, tmp_path / f.name)
+    copy_lexicons(tmp_path)
     with (tmp_path / "signals.toml").open("a") as fh:
         fh.write('\n[[entry]]\ncategory = "topic:weather"\npatterns = ["rain"]\n')
     with pytest.raises(ConfigError, match="'topic:weather' is not a material category"):
@@ -213,9 +205,7 @@ def test_lexicons_fixture_has_signals() -> None:
 
 def _with_model(tmp_path: Path, model: str) -> Path:
     """The lexicons with this word model and without the message model (whose `confirm` drops short texts' findings)."""
-    for f in LEXICON_DIR.glob("*.toml"):
-        if f.name not in ("model.toml", "message_model.toml"):
-            shutil.copy(f, tmp_path / f.name)
+    copy_lexicons(tmp_path, without=("model.toml", "message_model.toml"))
     (tmp_path / "model.toml").write_text(model)
     return tmp_path
 
@@ -454,11 +444,7 @@ def test_a_denial_is_not_secrecy() -> None:
 @pytest.fixture(scope="module")
 def evidence_only(tmp_path_factory: pytest.TempPathFactory) -> Lexicons:
     """The lexicons without the message model: the evidence stage's own verdict."""
-    folder = tmp_path_factory.mktemp("evidence-only")
-    for f in LEXICON_DIR.glob("*.toml"):
-        if f.name != "message_model.toml":
-            shutil.copy(f, folder / f.name)
-    return load_lexicons(folder)
+    return load_lexicons(copy_lexicons(tmp_path_factory.mktemp("evidence-only"), without=("message_model.toml",)))
 
 
 _ASKED = "Marcus, several peers preannounced this week. Any reason to expect one from Allient?"
