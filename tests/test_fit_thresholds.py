@@ -19,7 +19,7 @@ def _ex(material: bool, found: bool = False, strongest: float = 0.0, phrase: boo
 # Ten disclosures and ten benign messages with the probabilities a model fitted without them gave.
 EXAMPLES = [_ex(True)] * 6 + [_ex(True, strongest=2.5)] * 2 + [_ex(True, found=True)] * 2 + \
     [_ex(False)] * 8 + [_ex(False, found=True)] + [_ex(False, strongest=2.5)]
-PROBS = [(p, 0.5, False) for p in [0.95, 0.9, 0.85, 0.72, 0.66, 0.3, 0.45, 0.5, 0.25, 0.12] +
+PROBS = [(p, 0.5, False, 0.5) for p in [0.95, 0.9, 0.85, 0.72, 0.66, 0.3, 0.45, 0.5, 0.25, 0.12] +
          [0.02, 0.05, 0.1, 0.2, 0.3, 0.35, 0.6, 0.7, 0.15, 0.42]]
 
 
@@ -52,7 +52,7 @@ def test_choose_gives_the_best_recall_within_the_cap() -> None:
 
 def test_choose_returns_none_when_no_threshold_meets_the_cap() -> None:
     everything_flagged = [_ex(False, found=True)] * 3
-    assert choose(everything_flagged, [(0.99, 0.99, False)] * 3, 0.0) is None
+    assert choose(everything_flagged, [(0.99, 0.99, False, 0.99)] * 3, 0.0) is None
 
 
 def test_a_lexicon_phrase_stands_under_confirm_and_falls_under_veto_unless_its_sentence_leans() -> None:
@@ -60,9 +60,10 @@ def test_a_lexicon_phrase_stands_under_confirm_and_falls_under_veto_unless_its_s
     # phrase's finding drops only where the words alone read under veto, and not when its own sentence
     # leans to a disclosure. The officer's restated guidance (benign, words 0.03) goes with veto 0.05;
     # the disclosure in trade words (0.08) stays; the one in a message whose other paragraph reads as
-    # public (0.01) stays because its sentence leans.
+    # public (0.01) stays because its sentence leans. (The last figure of each reading: the words of the
+    # rest of the message, without the phrase's sentence; here as harmless as the whole.)
     exs = [_ex(True, phrase=True), _ex(False, phrase=True), _ex(True, found=True), _ex(True, phrase=True)]
-    probs = [(0.08, 0.08, False), (0.03, 0.03, False), (0.08, 0.08, False), (0.01, 0.01, True)]
+    probs = [(0.08, 0.08, False, 0.08), (0.03, 0.03, False, 0.03), (0.08, 0.08, False, 0.08), (0.01, 0.01, True, 0.01)]
     assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05)) == (
         200 / 3, 0.0)
     exs, probs = exs[:3], probs[:3]
@@ -76,4 +77,16 @@ def test_veto_reads_the_words_without_the_prior() -> None:
     # nothing either way (0.45): not "clearly harmless", so the phrase stands.
     th = Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.3, veto=0.2)
     assert th.flags(0.14, 0.45, 0.0, phrase=True, evidence=False)
-    assert not th.flags(0.02, 0.1, 0.0, phrase=True, evidence=False)
+    assert not th.flags(0.02, 0.1, 0.0, phrase=True, evidence=False, rest=0.1)
+
+
+def test_veto_is_the_rest_of_the_message_not_the_phrase_sentence_s_own_words() -> None:
+    # "Bankruptcy is on the table." alone in its mail: its words read 0.24 ("table" is mostly benign
+    # in the corpus), under a veto of 0.3, but nothing else in the mail says it is harmless (the rest
+    # reads 0.5): it stands. The same sentence under a paragraph that restates the public record
+    # (the rest reads 0.05) goes.
+    th = Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.3, veto=0.3)
+    assert th.flags(0.06, 0.24, 0.0, phrase=True, evidence=False, leaning=False, rest=0.5)
+    assert not th.flags(0.01, 0.03, 0.0, phrase=True, evidence=False, leaning=False, rest=0.05)
+    exs = [_ex(True, phrase=True), _ex(False, phrase=True)]
+    assert rates(exs, [(0.06, 0.24, False, 0.5), (0.01, 0.03, False, 0.05)], th) == (100.0, 0.0)

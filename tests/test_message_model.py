@@ -32,6 +32,7 @@ veto = {veto}
 "zorblat soon" = 1.0
 "frobnic" = -9.0
 "talked" = 0.5
+"table" = -1.5
 
 [categories.liquidity]
 bias = 0.0
@@ -117,6 +118,12 @@ def test_under_veto_a_lexicon_phrase_drops_too_unless_its_own_sentence_leans(tmp
     # A short message: p = 0.12 is the prior's, its words weigh nothing either way (0.5): it stands.
     assert [f.category for f in _material(_lexicons(tmp_path / "short", confirm=0.99, veto=0.3),
                                           "Bankruptcy is on the table.\n")] == ["bankruptcy"]
+    # Its own words read 0.18 ("table" -1.5), under the veto, but the veto is the rest of the message
+    # saying the phrase is harmless, and there is no rest: it stands; under a harmless paragraph it goes.
+    (tmp_path / "alone").mkdir()
+    strict = _lexicons(tmp_path / "alone", confirm=0.99, veto=0.3)
+    assert [f.category for f in _material(strict, "Bankruptcy is on the table.\n")] == ["bankruptcy"]
+    assert _material(strict, "Bankruptcy is on the table.\n\nFrobnic, see you at the game.\n") == []
 
 
 def test_near_the_evidence_threshold_the_model_needs_less(tmp_path: Path) -> None:

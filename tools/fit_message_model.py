@@ -136,28 +136,36 @@ def fit(train: list[Example], c: float, min_df: int, categories: bool = True,
 
 
 # What a model says of one message: its probability, the same without the prior (its words alone),
-# and whether some lexicon phrase's own sentence weighs towards a disclosure (MessageModel.reading, .leans).
-Reading = tuple[float, float, bool]
+# whether some lexicon phrase's own sentence weighs towards a disclosure, and the best words-only
+# probability of the message without one such sentence (MessageModel.reading, .spares).
+Reading = tuple[float, float, bool, float]
+
+
+def reading(ex: Example, bias: float, weights: dict[str, float]) -> Reading:
+    """What the scanner reads of `ex` with this model (`MessageModel.reading` and `.spares`)."""
+    z = sum(weights.get(f, 0.0) for f in ex.feats)
+    own = [sum(weights.get(f, 0.0) for f in words) for words in ex.sentences]
+    rests = [sum(weights.get(f, 0.0) for f in ex.feats - words) for words in ex.sentences]
+    return sigmoid(bias + z), sigmoid(z), any(w > 0.0 for w in own), max(map(sigmoid, rests), default=0.0)
 
 
 def out_of_fold(exs: list[Example], c: float, min_df: int) -> list[Reading]:
     """Each message's reading by a model fitted without its batch (leave one batch out)."""
-    probs: list[Reading] = [(0.0, 0.0, False)] * len(exs)
+    probs: list[Reading] = [(0.0, 0.0, False, 0.0)] * len(exs)
     for held in sorted({ex.batch for ex in exs}):
         bias, weights, _ = fit([ex for ex in exs if ex.batch != held], c, min_df, categories=False)
         for i, ex in enumerate(exs):
             if ex.batch == held:
-                leaning = any(sum(weights.get(f, 0.0) for f in words) > 0.0 for words in ex.sentences)
-                z = sum(weights.get(f, 0.0) for f in ex.feats)
-                probs[i] = (sigmoid(bias + z), sigmoid(z), leaning)
+                probs[i] = reading(ex, bias, weights)
     return probs
 
 
 def rates(exs: list[Example], probs: list[Reading], th: Thresholds | None) -> tuple[float, float]:
     """(material recall, benign flagged) in %; `th` None: the lexicons and evidence alone."""
     pos = tp = fp = 0
-    for ex, (p, words, leaning) in zip(exs, probs, strict=True):
-        flagged = ex.found if th is None else th.flags(p, words, ex.strongest, ex.phrase, ex.evidence, leaning)
+    for ex, (p, words, leaning, rest) in zip(exs, probs, strict=True):
+        flagged = ex.found if th is None else th.flags(p, words, ex.strongest, ex.phrase, ex.evidence, leaning,
+                                                       rest)
         pos += ex.material
         tp += ex.material and flagged
         fp += not ex.material and flagged

@@ -36,6 +36,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -129,16 +130,27 @@ class Thresholds:
             return ALL
         return PHRASES if words >= self.veto else LEANING
 
+    def spares(self, leaning: bool, rest: float) -> bool:
+        """Whether a lexicon phrase stands when the message's words read under `veto` (LEANING).
+
+        `leaning`: its own sentence's words weigh towards a disclosure; `rest`: the words-only
+        probability of the rest of the message, without that sentence. The veto is the rest of the
+        message saying the phrase is harmless: where there is no rest ("bankruptcy is on the table",
+        alone in its mail: 0.5), or it does not read harmless, the phrase stands whatever one of its
+        own words weighs ("table" is mostly benign in the corpus).
+        """
+        return leaning or rest >= self.veto
+
     def flags(self, p: float, words: float, strongest: float, phrase: bool, evidence: bool,
-              leaning: bool = False) -> bool:
+              leaning: bool = False, rest: float = 0.5) -> bool:
         """Whether a message ends with a material finding.
 
         `phrase`: a lexicon phrase raised one; `evidence`: a finding rests on the evidence score alone;
-        `leaning`: a phrase's own sentence weighs towards a disclosure (`MessageModel.leans`).
+        `leaning` and `rest`: of the phrase whose sentence best survives the veto (`spares`).
         """
         standing = self.standing(p, words, strongest)
         return (p >= self.alone_at(strongest) or (standing == ALL and evidence)
-                or (phrase and (standing != LEANING or leaning)))
+                or (phrase and (standing != LEANING or self.spares(leaning, rest))))
 
     def __str__(self) -> str:
         return (f"alone = {self.alone}, near = {self.near}, near_score = {self.near_score}, "
@@ -184,9 +196,12 @@ class MessageModel:
         vocabulary = self.vocabulary
         return frozenset(vocabulary[i] for i in self.literals.ids(b" %s " % words))
 
-    def leans(self, excerpt: str, text: str) -> bool:
-        """Whether the words of the sentence of a finding's `excerpt` holding its `text` weigh towards a disclosure."""
-        return sum(map(self.weights.get, self.present(normalize(sentence_of(excerpt, text)).text), repeat(0.0))) > 0.0
+    def spares(self, excerpt: str, text: str, feats: AbstractSet[str]) -> bool:
+        """Whether a lexicon phrase finding (its `excerpt` and matched `text`) stands under the veto
+        in a message with these features (`Thresholds.spares`)."""
+        own = self.present(normalize(sentence_of(excerpt, text)).text)
+        leaning = sum(map(self.weights.get, own, repeat(0.0))) > 0.0
+        return self.thresholds.spares(leaning, sigmoid(sum(map(self.weights.get, feats - own, repeat(0.0)))))
 
     def reading(self, feats: Iterable[str]) -> tuple[float, float]:
         """P(material) for a message with these features, and the same from its words alone (without the prior)."""

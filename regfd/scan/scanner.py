@@ -101,7 +101,7 @@ def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
             return pairs
         return [(kind, f) for kind, f in pairs
                 if kind != LEX_MATERIAL or (not rests_on_evidence(f.rule)
-                                            and (standing == PHRASES or model.leans(f.excerpt, f.text)))]
+                                            and (standing == PHRASES or model.spares(f.excerpt, f.text, feats)))]
     if p < th.alone_at(strongest) or not read:
         return pairs
     best: tuple[float, TextPart, NormalizedText, Explanation] | None = None
