@@ -38,7 +38,7 @@ DIRECTORY = CORPUS / "directory.toml"
 # by one message; they are not the product's goals
 # (97 % recall, at most 3 % of benign mail held, 98 % accuracy: README).
 DEV_FLOORS = ("--min-recall", "0.96", "--max-benign-held", "0.03", "--min-accuracy", "0.965")
-DEV_MESSAGES = 23430  # the development part never shrinks below what the floors were measured on
+DEV_MESSAGES = 24390  # the development part never shrinks below what the floors were measured on
 
 
 def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
