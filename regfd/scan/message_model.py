@@ -22,11 +22,13 @@ Its thresholds, in the file for compliance to tune (`Thresholds`):
 - `veto`: where the message's words alone (the probability without the
   model's prior, so that a short message with few words is never "clearly
   harmless") stay under it, a lexicon phrase's material finding drops too,
-  unless the words of its own sentence weigh towards a disclosure: an
-  officer's "we're on track for the guidance range we gave in May" goes,
-  "we will miss the quarter, the numbers look soft" stays however harmless
-  the rest of the message reads (a public reference in another paragraph
-  must not cancel it).
+  unless the words of its own sentence weigh towards a disclosure or the
+  rest of the message, without that sentence, does not read under it
+  (`Thresholds.spares`): an officer's "we're on track for the guidance
+  range we gave in May" amid a restated public record goes; "we will miss
+  the quarter, the numbers look soft" stays however harmless the rest of
+  the message reads (a public reference in another paragraph must not
+  cancel it), and so does "Bankruptcy is on the table." alone in its mail.
 With `alone = 1.0` and `confirm = veto = 0.0` the model changes nothing.
 """
 
@@ -146,7 +148,8 @@ class Thresholds:
         """Whether a message ends with a material finding.
 
         `phrase`: a lexicon phrase raised one; `evidence`: a finding rests on the evidence score alone;
-        `leaning` and `rest`: of the phrase whose sentence best survives the veto (`spares`).
+        `leaning` and `rest`: of the phrase whose sentence best survives the veto (`spares`); the
+        default rest, 0.5, is the reading of no words at all.
         """
         standing = self.standing(p, words, strongest)
         return (p >= self.alone_at(strongest) or (standing == ALL and evidence)
