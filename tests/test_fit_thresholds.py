@@ -1,8 +1,8 @@
 """How tools/fit_message_model.py chooses the model file's thresholds from out-of-fold probabilities.
 
 Pure arithmetic on hand-made examples (no corpus, no scikit-learn): the
-choice compliance relies on when it asks for "the best recall that flags
-at most N % of benign mail".
+choice compliance relies on when it asks for "the best action accuracy
+that holds at most N % of benign mail".
 """
 
 from __future__ import annotations
@@ -26,33 +26,42 @@ PROBS = [(p, 0.5, False, 0.5) for p in [0.95, 0.9, 0.85, 0.72, 0.66, 0.3, 0.45, 
 def test_rates_apply_each_threshold_as_the_scanner_does() -> None:
     # alone 0.8 catches 0.95, 0.9, 0.85; near 0.4 (strongest >= 2) catches 0.45 and 0.5;
     # confirm 0.1 keeps both lexicon findings (0.25, 0.12). Benign: the found one (0.15) and the near one (0.42).
-    recall, flagged = rates(EXAMPLES, PROBS, Thresholds(alone=0.8, near=0.4, near_score=2.0, confirm=0.1))
+    recall, flagged, _, _ = rates(EXAMPLES, PROBS, Thresholds(alone=0.8, near=0.4, near_score=2.0, confirm=0.1))
     assert recall == 70.0
     assert flagged == 20.0
 
 
 def test_rates_without_thresholds_are_the_lexicons_alone() -> None:
-    assert rates(EXAMPLES, PROBS, None) == (20.0, 10.0)
+    assert rates(EXAMPLES, PROBS, None)[:2] == (20.0, 10.0)
 
 
-def test_choose_gives_the_best_recall_within_the_cap() -> None:
-    th = choose(EXAMPLES, PROBS, 10.0)
-    assert th is not None
-    recall, flagged = rates(EXAMPLES, PROBS, th)
-    assert flagged <= 10.0
-    # One benign message in ten may be flagged: alone 0.65 spends it on the benign 0.7 to catch
-    # 0.72 and 0.66, so confirm must rise to 0.2 to drop the benign lexicon finding (0.15) while
-    # keeping the disclosure's (0.25), and near 0.5 catches 0.5 without the benign 0.42.
-    assert th == Thresholds(alone=0.65, near=0.5, near_score=2.5, confirm=0.2, veto=0.2)
-    assert recall == 70.0
-    looser = choose(EXAMPLES, PROBS, 30.0)
-    assert looser is not None
-    assert rates(EXAMPLES, PROBS, looser)[0] > recall
+def _sent(material: bool, expected: str, actions: tuple[str, str]) -> Example:
+    """A message whose action is `actions[0]` without a material finding and `actions[1]` with one."""
+    return Example("b", set(), material, frozenset(), False, False, 0.0, (), expected, not material, actions)
+
+
+def test_choose_gives_the_best_action_accuracy_within_the_benign_held_cap() -> None:
+    # Four disclosures an employee sent to an analyst (held with a finding, tagged without), a benign
+    # mail to an outsider who is no Specified Person (accepted whatever is found) and benign mail to
+    # analysts (tagged, held with a finding). A finding on the outsider's mail changes no action, so
+    # it costs nothing: with no benign mail held, alone comes down to 0.5, past that mail's 0.6.
+    held, tagged = ("tag", "hold"), ("tag", "hold")
+    exs = [_sent(True, "hold", held)] * 4 + [_sent(False, "accept", ("accept", "accept"))] + \
+        [_sent(False, "tag", tagged)] * 4
+    probs = [(p, 0.5, False, 0.5) for p in (0.9, 0.7, 0.5, 0.42, 0.6, 0.41, 0.1, 0.1, 0.1)]
+    th = choose(exs, probs, 0.0)
+    assert th == Thresholds(alone=0.5, near=0.5, near_score=3.0, confirm=0.4, veto=0.4)
+    assert rates(exs, probs, th) == (75.0, 20.0, 0.0, 800 / 9)
+    # One benign mail in five may be held: catching 0.42 costs the analyst's 0.41, the same accuracy;
+    # the tie goes to recall.
+    looser = choose(exs, probs, 20.0)
+    assert looser is not None and looser.alone == 0.4
+    assert rates(exs, probs, looser) == (100.0, 40.0, 20.0, 800 / 9)
 
 
 def test_choose_returns_none_when_no_threshold_meets_the_cap() -> None:
-    everything_flagged = [_ex(False, found=True)] * 3
-    assert choose(everything_flagged, [(0.99, 0.99, False, 0.99)] * 3, 0.0) is None
+    everything_held = [_sent(False, "tag", ("hold", "hold"))] * 3
+    assert choose(everything_held, [(0.99, 0.99, False, 0.99)] * 3, 0.0) is None
 
 
 def test_a_lexicon_phrase_stands_under_confirm_and_falls_under_veto_unless_its_sentence_leans() -> None:
@@ -64,12 +73,12 @@ def test_a_lexicon_phrase_stands_under_confirm_and_falls_under_veto_unless_its_s
     # rest of the message, without the phrase's sentence; here as harmless as the whole.)
     exs = [_ex(True, phrase=True), _ex(False, phrase=True), _ex(True, found=True), _ex(True, phrase=True)]
     probs = [(0.08, 0.08, False, 0.08), (0.03, 0.03, False, 0.03), (0.08, 0.08, False, 0.08), (0.01, 0.01, True, 0.01)]
-    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05)) == (
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05))[:2] == (
         200 / 3, 0.0)
     exs, probs = exs[:3], probs[:3]
-    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1)) == (50.0, 100.0)
-    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05)) == (50.0, 0.0)
-    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.05)) == (100.0, 100.0)
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1))[:2] == (50.0, 100.0)
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.1, veto=0.05))[:2] == (50.0, 0.0)
+    assert rates(exs, probs, Thresholds(alone=0.8, near=0.8, near_score=2.0, confirm=0.05))[:2] == (100.0, 100.0)
 
 
 def test_veto_reads_the_words_without_the_prior() -> None:
@@ -89,4 +98,4 @@ def test_veto_is_the_rest_of_the_message_not_the_phrase_sentence_s_own_words() -
     assert th.flags(0.06, 0.24, 0.0, phrase=True, evidence=False, leaning=False, rest=0.5)
     assert not th.flags(0.01, 0.03, 0.0, phrase=True, evidence=False, leaning=False, rest=0.05)
     exs = [_ex(True, phrase=True), _ex(False, phrase=True)]
-    assert rates(exs, [(0.06, 0.24, False, 0.5), (0.01, 0.03, False, 0.05)], th) == (100.0, 0.0)
+    assert rates(exs, [(0.06, 0.24, False, 0.5), (0.01, 0.03, False, 0.05)], th)[:2] == (100.0, 0.0)

@@ -11,7 +11,7 @@ from regfd.config import ScanLimits
 from regfd.core.finding import MATERIAL, Finding
 from regfd.errors import ConfigError
 from regfd.scan.lexicon import load_lexicons
-from regfd.scan.message_model import features
+from regfd.scan.message_model import features, message_features, zones
 from regfd.scan.scanner import scan_message
 from tests.conftest import REPO
 from tests.scanner_fixtures import copy_lexicons
@@ -33,6 +33,7 @@ veto = {veto}
 "frobnic" = -9.0
 "talked" = 0.5
 "table" = -1.5
+"q:zorblat" = 2.5
 
 [categories.liquidity]
 bias = 0.0
@@ -84,10 +85,25 @@ def test_words_that_point_away_keep_the_message_clean(tmp_path: Path) -> None:
 
 
 def test_a_quoted_sentence_is_reported_as_quoted(tmp_path: Path) -> None:
-    lx = _lexicons(tmp_path)
+    lx = _lexicons(tmp_path, alone=0.6)
     found = _material(lx, "Thanks, noted.\n\n> We zorblat soon, the quarter is fine.\n")
     assert [f.location for f in found] == ["quoted"]
     assert found[0].category == "earnings"
+    assert found[0].rule.startswith("message model p=0.62 ('zorblat' (quoted) +2.50)")
+
+
+def test_the_question_a_reply_quotes_weighs_as_the_asker_s_words_not_the_sender_s(tmp_path: Path) -> None:
+    # "zorblat" weighs 6.0 in the sender's own words, 2.5 in the mail being answered (q:zorblat).
+    lx = _lexicons(tmp_path)
+    assert _material(lx, "Sorry, I can't say.\n\nOn Mon, 2 Nov 2026, Ana wrote:\n> Will you zorblat soon?\n") == []
+    assert len(_material(lx, "Yes, we zorblat soon.\n\nOn Mon, 2 Nov 2026, Ana wrote:\n> Any news?\n")) == 1
+
+
+def test_zones_cut_a_text_into_own_and_answered_stretches() -> None:
+    text = "yes, soon. > will you zorblat? > and when? bye"
+    own, quoted = zones(text, [(11, 29), (20, 42), (0, 0)])  # overlapping and empty spans
+    assert own == ["yes, soon. ", " bye"] and quoted == ["> will you zorblat? > and when?"]
+    assert message_features("yes, soon. zorblat", [(11, 18)]) == {"yes", "soon", "yes soon", "q:zorblat"}
 
 
 def test_under_confirm_evidence_findings_drop_but_a_lexicon_phrase_stays(tmp_path: Path) -> None:
@@ -197,3 +213,5 @@ def test_the_fast_path_reads_the_same_features_as_the_fitter(text: str) -> None:
     model = load_lexicons(LEXICON_DIR).message_model
     assert model is not None
     assert model.present(text) == {f for f in features(text) if f in model.vocabulary}
+    answered = [(len(text) // 3, len(text) // 2), (len(text) // 2 - 1, len(text))]
+    assert model.read(text, answered) == {f for f in message_features(text, answered) if f in model.vocabulary}

@@ -13,7 +13,7 @@ never needs scikit-learn.
     .venv/bin/pip install scikit-learn
     .venv/bin/python tools/fit_message_model.py [--c 0.3] [--alone 0.7] [--confirm 0.1]
     .venv/bin/python tools/fit_message_model.py --cv     # leave one batch out: what it adds on unseen batches
-    .venv/bin/python tools/fit_message_model.py --choose 5.5  # thresholds: best recall flagging <= 5.5 % of benign
+    .venv/bin/python tools/fit_message_model.py --choose 3  # thresholds: best accuracy holding <= 3 % of benign
 """
 
 from __future__ import annotations
@@ -25,18 +25,25 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from regfd.config import ScanLimits  # noqa: E402
-from regfd.core.finding import MATERIAL, MATERIAL_CATEGORIES  # noqa: E402
+from regfd.config import ScanLimits, load_config  # noqa: E402
+from regfd.core.decision import decide  # noqa: E402
+from regfd.core.envelope import Envelope  # noqa: E402
+from regfd.core.finding import MATERIAL, MATERIAL_CATEGORIES, Finding  # noqa: E402
+from regfd.core.policy import Policy  # noqa: E402
 from regfd.evaluation.corpus import as_received, manifests, read_manifest  # noqa: E402
+from regfd.evaluation.scoring import STOPPING  # noqa: E402
 from regfd.scan.evidence import Strongest, rests_on_evidence  # noqa: E402
 from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
-from regfd.scan.message_model import Thresholds, features, sentence_of, sigmoid  # noqa: E402
+from regfd.scan.message_model import ANSWERED, Thresholds, features, sentence_of, sigmoid  # noqa: E402
+from regfd.scan.message_model import message_features as part_features  # noqa: E402
 from regfd.scan.mime import Problem, iter_parts  # noqa: E402
 from regfd.scan.normalize import normalize, normalize_forms  # noqa: E402
+from regfd.scan.quoting import reply_spans  # noqa: E402
 from regfd.scan.scanner import scan_message  # noqa: E402
 from regfd.store.directory_file import load_directory_file  # noqa: E402
 
@@ -58,6 +65,10 @@ class Example:
     evidence: bool  # a material finding rests on the evidence score alone
     strongest: float  # the best evidence score of any sentence
     sentences: tuple[frozenset[str], ...] = ()  # the features of each lexicon phrase finding's sentence
+    expected: str = ""  # the reviewer's action
+    benign: bool = False  # no finding expected (what `regfd evaluate` counts as benign)
+    # The gateway's action without, and with, a material finding (the other findings as scanned).
+    actions: tuple[str, str] = ("", "")
 
     @property
     def found(self) -> bool:
@@ -70,7 +81,8 @@ def message_features(raw: bytes) -> set[str]:
     out: set[str] = set()
     for item in iter_parts(raw, ScanLimits(), time.monotonic() + 10):
         if not isinstance(item, Problem):
-            out |= features(normalize_forms(item.text)[0].text)
+            norm = normalize_forms(item.text)[0]
+            out |= part_features(norm.text, [(norm.at(lo), norm.at(hi)) for lo, hi in reply_spans(item.text)])
     return out
 
 
@@ -86,19 +98,30 @@ def lexicons_without_model() -> Lexicons:
 def examples(parts: list[str], with_found: bool) -> list[Example]:
     directory = load_directory_file(ROOT / "corpus" / "directory.toml")
     lexicons = lexicons_without_model() if with_found else None
+    shipped = Policy.from_config(load_config(None))  # as `regfd evaluate --directory corpus/directory.toml`
+    policy = Policy(shipped.table, directory.internal_domains or shipped.internal_domains,
+                    directory.authorized_roles, shipped.system_sender, shipped.mode)
     out = []
     for part in parts:
         for manifest in manifests([ROOT / "corpus" / part]):
             for lab in read_manifest(manifest, directory.tz, frozenset(MATERIAL_CATEGORIES)):
                 raw = as_received(lab.raw)
                 strongest = Strongest()
-                material = [f for f in (scan_message(raw, lexicons, ScanLimits(), strongest) if lexicons else ())
-                            if f.kind == MATERIAL]
+                found = scan_message(raw, lexicons, ScanLimits(), strongest) if lexicons else []
+                material = [f for f in found if f.kind == MATERIAL]
                 phrases = [f for f in material if not rests_on_evidence(f.rule)]
+                others = [f for f in found if f.kind != MATERIAL]
+                envelope = Envelope.from_raw(lab.sender, lab.recipients)
+                snap = directory.snapshot(envelope.sender, envelope.recipients)
+                at = lab.at or directory.at
+                assert at is not None, f"{lab.name}: no instant"
+                actions = tuple(decide(envelope, snap, others + extra, at, policy).action
+                                for extra in ([], [Finding(MATERIAL, "", "", "", "body")]))
                 out.append(Example(manifest.parent.name, message_features(raw), "material" in lab.findings,
                                    lab.categories, bool(phrases), len(phrases) < len(material), strongest.score,
                                    tuple(frozenset(features(normalize(sentence_of(f.excerpt, f.text)).text))
-                                         for f in phrases)))
+                                         for f in phrases),
+                                   lab.action, not lab.findings, (actions[0], actions[1])))
     return out
 
 
@@ -145,7 +168,8 @@ def reading(ex: Example, bias: float, weights: dict[str, float]) -> Reading:
     """What the scanner reads of `ex` with this model (`MessageModel.reading` and `.spares`)."""
     z = sum(weights.get(f, 0.0) for f in ex.feats)
     own = [sum(weights.get(f, 0.0) for f in words) for words in ex.sentences]
-    rests = [sum(weights.get(f, 0.0) for f in ex.feats - words) for words in ex.sentences]
+    rests = [sum(weights.get(f, 0.0) for f in ex.feats - words - {ANSWERED + w for w in words})
+             for words in ex.sentences]
     return sigmoid(bias + z), sigmoid(z), any(w > 0.0 for w in own), max(map(sigmoid, rests), default=0.0)
 
 
@@ -160,26 +184,45 @@ def out_of_fold(exs: list[Example], c: float, min_df: int) -> list[Reading]:
     return probs
 
 
-def rates(exs: list[Example], probs: list[Reading], th: Thresholds | None) -> tuple[float, float]:
-    """(material recall, benign flagged) in %; `th` None: the lexicons and evidence alone."""
-    pos = tp = fp = 0
+class Rates(NamedTuple):
+    """What a choice of thresholds does on the left-out batches, in %, as `regfd evaluate` counts it."""
+
+    recall: float  # of material messages, with a material finding
+    flagged: float  # of non-material messages, with one
+    held: float  # of benign messages (no finding expected), held or rejected where the reviewer would not
+    accuracy: float  # of messages, the gateway's action is the reviewer's
+
+
+def rates(exs: list[Example], probs: list[Reading], th: Thresholds | None) -> Rates:
+    """`Rates` of these readings; `th` None: the lexicons and evidence alone."""
+    pos = tp = fp = benign = held = right = 0
     for ex, (p, words, leaning, rest) in zip(exs, probs, strict=True):
         flagged = ex.found if th is None else th.flags(p, words, ex.strongest, ex.phrase, ex.evidence, leaning,
                                                        rest)
+        action = ex.actions[flagged]
         pos += ex.material
         tp += ex.material and flagged
         fp += not ex.material and flagged
-    return 100 * tp / max(1, pos), 100 * fp / max(1, len(exs) - pos)
+        right += action == ex.expected
+        benign += ex.benign
+        held += ex.benign and action in STOPPING and ex.expected not in STOPPING
+    return Rates(100 * tp / max(1, pos), 100 * fp / max(1, len(exs) - pos), 100 * held / max(1, benign),
+                 100 * right / max(1, len(exs)))
+
+
+def _line(r: Rates) -> str:
+    return (f"recall {r.recall:.1f} %, benign flagged {r.flagged:.1f} %, benign held {r.held:.1f} %, "
+            f"action accuracy {r.accuracy:.1f} %")
 
 
 def cross_validate(exs: list[Example], probs: list[Reading], th: Thresholds) -> None:
-    """Recall and benign flagged, lexicons alone and with the model, on each batch left out of the fit."""
-    for held in sorted({ex.batch for ex in exs}):
-        part = [(ex, p) for ex, p in zip(exs, probs, strict=True) if ex.batch == held]
-        (r0, f0), (r1, f1) = (rates([e for e, _ in part], [p for _, p in part], t) for t in (None, th))
-        print(f"  {held}: recall {r0:5.1f} -> {r1:5.1f}   benign flagged {f0:5.1f} -> {f1:5.1f}")
-    (r0, f0), (r1, f1) = (rates(exs, probs, t) for t in (None, th))
-    print(f"  all: recall {r0:5.1f} -> {r1:5.1f}   benign flagged {f0:5.1f} -> {f1:5.1f}")
+    """`Rates`, lexicons alone and with the model, on each batch left out of the fit."""
+    for held in [*sorted({ex.batch for ex in exs}), ""]:
+        part = [(ex, p) for ex, p in zip(exs, probs, strict=True) if ex.batch == held or not held]
+        r0, r1 = (rates([e for e, _ in part], [p for _, p in part], t) for t in (None, th))
+        print(f"  {held or 'all'}: recall {r0.recall:5.1f} -> {r1.recall:5.1f}   benign flagged {r0.flagged:5.1f} -> "
+              f"{r1.flagged:5.1f}   benign held {r0.held:5.1f} -> {r1.held:5.1f}   "
+              f"accuracy {r0.accuracy:5.1f} -> {r1.accuracy:5.1f}")
 
 
 GRID = (
@@ -191,9 +234,9 @@ GRID = (
 )
 
 
-def measure_grid(exs: list[Example], probs: list[Reading]) -> list[tuple[float, float, Thresholds]]:
-    """(recall, benign flagged, thresholds) for every point of GRID; `near` never above `alone`
-    (it lowers the bar where a sentence half agrees, never raises it), `veto` never above `confirm`."""
+def measure_grid(exs: list[Example], probs: list[Reading]) -> list[tuple[Rates, Thresholds]]:
+    """`Rates` for every point of GRID; `near` never above `alone` (it lowers the bar where a
+    sentence half agrees, never raises it), `veto` never above `confirm`."""
     out = []
     for alone in GRID[0]:
         for near in (n for n in GRID[1] if n <= alone):
@@ -201,24 +244,25 @@ def measure_grid(exs: list[Example], probs: list[Reading]) -> list[tuple[float, 
                 for confirm in GRID[3]:
                     for veto in (v for v in GRID[4] if v <= confirm):
                         th = Thresholds(alone, near, near_score, confirm, veto)
-                        recall, flagged = rates(exs, probs, th)
-                        out.append((recall, flagged, th))
+                        out.append((rates(exs, probs, th), th))
     return out
 
 
-def choose(exs: list[Example], probs: list[Reading], max_flagged: float,
-           grid: list[tuple[float, float, Thresholds]] | None = None) -> Thresholds | None:
-    """The thresholds of GRID with the highest out-of-fold recall that flag at most `max_flagged` % of benign mail.
+def choose(exs: list[Example], probs: list[Reading], max_held: float,
+           grid: list[tuple[Rates, Thresholds]] | None = None) -> Thresholds | None:
+    """The thresholds of GRID with the best out-of-fold action accuracy that hold at most `max_held` % of
+    benign mail: the two figures the gateway is judged by, measured on batches the model has not seen.
 
-    Ties go to the higher thresholds (fewer findings the model raises on its own, more it may drop).
+    Ties go to the higher recall ("when in doubt, presume it is material"), then to the higher
+    thresholds (fewer findings the model raises on its own, more it may drop).
     `grid`: `measure_grid(exs, probs)`, when the caller has it.
     """
-    best: tuple[float, float, float, float, float, float] | None = None
-    for recall, flagged, th in measure_grid(exs, probs) if grid is None else grid:
-        key = (recall, th.alone, th.near, th.near_score, th.confirm, th.veto)
-        if flagged <= max_flagged and (best is None or key > best):
+    best: tuple[float, float, float, float, float, float, float] | None = None
+    for r, th in measure_grid(exs, probs) if grid is None else grid:
+        key = (r.accuracy, r.recall, th.alone, th.near, th.near_score, th.confirm, th.veto)
+        if r.held <= max_held and (best is None or key > best):
             best = key
-    return None if best is None else Thresholds(*best[1:])
+    return None if best is None else Thresholds(*best[2:])
 
 
 def main() -> None:
@@ -234,8 +278,8 @@ def main() -> None:
     ap.add_argument("--parts", default="dev", help="corpus parts to fit on, comma separated (never heldout)")
     ap.add_argument("--cv", action="store_true", help="leave one batch out, print what the model adds; write nothing")
     ap.add_argument("--choose", type=float, metavar="PERCENT",
-                    help="choose --alone, --near, --near-score, --confirm and --veto: the highest "
-                         "leave-one-batch-out recall that flags at most PERCENT %% of benign messages")
+                    help="choose --alone, --near, --near-score, --confirm and --veto: the best "
+                         "leave-one-batch-out action accuracy that holds at most PERCENT %% of benign messages")
     ap.add_argument("--out", type=Path, default=ROOT / "lexicons" / MODEL_FILE)
     a = ap.parse_args()
     parts = a.parts.split(",")
@@ -246,20 +290,17 @@ def main() -> None:
     if a.cv or a.choose is not None:
         probs = out_of_fold(exs, a.c, a.min_df)
         if a.choose is not None:
-            recall, flagged = rates(exs, probs, th)
-            print(f"given: {th}: recall {recall:.1f} %, benign flagged {flagged:.1f} %")
+            print(f"given: {th}: {_line(rates(exs, probs, th))}")
             grid = measure_grid(exs, probs)
-            for cap in (3.0, 4.0, 5.0, 6.0, 7.0, 8.0):
+            for cap in (2.0, 2.5, 3.0, 3.5, 4.0, 4.5):
                 alt = choose(exs, probs, cap, grid)
-                if alt is None:
-                    continue
-                recall, flagged = rates(exs, probs, alt)
-                print(f"at most {cap} % flagged: {alt}: recall {recall:.1f} %, benign flagged {flagged:.1f} %")
+                if alt is not None:
+                    print(f"at most {cap} % held: {alt}: {_line(rates(exs, probs, alt))}")
             chosen = choose(exs, probs, a.choose, grid)
             if chosen is None:
-                raise SystemExit(f"no thresholds of the grid flag at most {a.choose} % of benign messages")
+                raise SystemExit(f"no thresholds of the grid hold at most {a.choose} % of benign messages")
             th = chosen
-            print(f"chosen (benign flagged <= {a.choose} %): {th}")
+            print(f"chosen (benign held <= {a.choose} %): {th}")
         cross_validate(exs, probs, th)
         if a.cv:
             return

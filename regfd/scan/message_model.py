@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -72,6 +72,42 @@ def features(text: str) -> set[str]:
     out = {w for w in words if w not in STOPWORDS}
     out.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False)
                if not (a in STOPWORDS and b in STOPWORDS))
+    return out
+
+
+# A feature of the mail being answered ("q:guidance"): the analyst's question quoted under a reply
+# is not the sender's own words, and weighs apart from them (regfd.scan.quoting.reply_spans).
+ANSWERED = "q:"
+
+Spans = Sequence[tuple[int, int]]
+
+
+def zones(text: str, answered: Spans) -> tuple[list[str], list[str]]:
+    """`text` cut into the sender's own stretches and the stretches of `answered` (spans that may overlap)."""
+    own: list[str] = []
+    quoted: list[str] = []
+    pos = 0
+    for lo, hi in sorted(answered):
+        if hi <= pos:
+            continue
+        if quoted and lo <= pos:  # overlaps the last stretch: one stretch, so no word pair is cut
+            quoted[-1] += text[pos:hi]
+        else:
+            own.append(text[pos:lo])
+            quoted.append(text[lo:hi])
+        pos = hi
+    own.append(text[pos:])
+    return own, quoted
+
+
+def message_features(text: str, answered: Spans = ()) -> set[str]:
+    """The features of one normalized text part: its own words, and the answered mail's as ANSWERED + word."""
+    own, quoted = zones(text, answered)
+    out: set[str] = set()
+    for stretch in own:
+        out |= features(stretch)
+    for stretch in quoted:
+        out.update(ANSWERED + f for f in features(stretch))
     return out
 
 
@@ -170,15 +206,22 @@ class MessageModel:
     category_bias: Mapping[str, float]
     category_weights: Mapping[str, Mapping[str, float]]
     origin: str
-    vocabulary: tuple[str, ...] = ()  # every feature any table weighs, in the order of `literals`' ids
+    vocabulary: tuple[str, ...] = ()  # every feature any table weighs
     cache_dir: Path | None = None
-    # " word " and " word pair ": searched in the text's words joined by single spaces (`present`).
+    # " word " and " word pair ", once for a feature and its ANSWERED twin: searched in the text's words
+    # joined by single spaces (`present`); by literal id, the feature's name in the sender's own text
+    # and in answered text, or "" where no table weighs it.
     literals: PatternSet = field(init=False, repr=False, compare=False)
+    _own: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _answered: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        literals = PatternSet([f" {f} " for f in self.vocabulary], single_match=True, cache_dir=self.cache_dir,
-                              literal=True)
+        known = frozenset(self.vocabulary)
+        words = sorted({f.removeprefix(ANSWERED) for f in known})
+        literals = PatternSet([f" {w} " for w in words], single_match=True, cache_dir=self.cache_dir, literal=True)
         object.__setattr__(self, "literals", literals)
+        object.__setattr__(self, "_own", tuple(w if w in known else "" for w in words))
+        object.__setattr__(self, "_answered", tuple(ANSWERED + w if ANSWERED + w in known else "" for w in words))
 
     def present(self, text: str) -> frozenset[str]:
         """`features(text)` restricted to the vocabulary, with no Python loop over the words.
@@ -191,20 +234,34 @@ class MessageModel:
         Hyperscan pass of the vocabulary. Measured on 10 KB: 0.20 ms with a
         set intersection of every word and pair, 0.12 ms with this.
         """
+        return self._present(text, self._own)
+
+    def _present(self, text: str, names: tuple[str, ...]) -> frozenset[str]:
+        """The `names` (by literal id: `_own` or `_answered`) of the vocabulary's words in `text`."""
         # Runs of separators made one space by `re.sub` (C, few runs): 0.027 ms on 10 KB, where
         # bytes.split() + join, building a bytes object per word, took 0.048 ms. Same bytes either way.
         words = _SPACE_RUNS.sub(b" ", text.encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES)).strip(b" ")
         if not words:
             return frozenset()
-        vocabulary = self.vocabulary
-        return frozenset(vocabulary[i] for i in self.literals.ids(b" %s " % words))
+        return frozenset(names[i] for i in self.literals.ids(b" %s " % words)).difference(("",))
+
+    def read(self, text: str, answered: Spans = ()) -> frozenset[str]:
+        """`message_features(text, answered)` restricted to the vocabulary (`present` on each stretch)."""
+        if not answered:
+            return self._present(text, self._own)
+        own, quoted = zones(text, answered)
+        return frozenset().union(*(self._present(t, self._own) for t in own if t),
+                                 *(self._present(t, self._answered) for t in quoted if t))
 
     def spares(self, excerpt: str, text: str, feats: AbstractSet[str]) -> bool:
         """Whether a lexicon phrase finding (its `excerpt` and matched `text`) stands under the veto
-        in a message with these features (`Thresholds.spares`)."""
-        own = self.present(normalize(sentence_of(excerpt, text)).text)
+        in a message with these features (`Thresholds.spares`). Its sentence leaves the rest of the
+        message in either zone, wherever it was found."""
+        sentence = normalize(sentence_of(excerpt, text)).text
+        own = self._present(sentence, self._own)
         leaning = sum(map(self.weights.get, own, repeat(0.0))) > 0.0
-        return self.thresholds.spares(leaning, sigmoid(sum(map(self.weights.get, feats - own, repeat(0.0)))))
+        rest = feats - own - self._present(sentence, self._answered)
+        return self.thresholds.spares(leaning, sigmoid(sum(map(self.weights.get, rest, repeat(0.0)))))
 
     def reading(self, feats: Iterable[str]) -> tuple[float, float]:
         """P(material) for a message with these features, and the same from its words alone (without the prior)."""
@@ -221,15 +278,17 @@ class MessageModel:
                 best, best_z = cat, z
         return best or "prospects-strategy"
 
-    def explain(self, text: str) -> Explanation:
-        """The sentence of `text` whose words weigh most towards a disclosure."""
+    def explain(self, text: str, answered: Spans = ()) -> Explanation:
+        """The sentence of `text` whose words weigh most towards a disclosure (weighed as answered
+        mail where it starts in `answered`)."""
         best = Explanation(0, 0, ())
         best_sum = -math.inf
         pos = 0
         for m in [*_SENTENCE.finditer(text), None]:
             end = m.start() if m is not None else len(text)
-            found = sorted(((self.weights[f], f) for f in self.present(text[pos:end]) if self.weights.get(f, 0.0) > 0),
-                           reverse=True)
+            names = self._answered if any(lo <= pos < hi for lo, hi in answered) else self._own
+            found = sorted(((self.weights[f], f) for f in self._present(text[pos:end], names)
+                            if self.weights.get(f, 0.0) > 0), reverse=True)
             total = sum(w for w, _ in found)
             if found and total > best_sum:
                 best_sum = total
@@ -239,8 +298,9 @@ class MessageModel:
         return best
 
     def rule(self, p: float, why: Explanation) -> str:
-        """The finding's rule line: probability and the words that tipped it."""
-        words = ", ".join(f"'{f}' {w:+.2f}" for f, w in why.words)
+        """The finding's rule line: probability and the words that tipped it ("(quoted)": in the mail answered)."""
+        words = ", ".join(f"'{f.removeprefix(ANSWERED)}'{' (quoted)' if f.startswith(ANSWERED) else ''} {w:+.2f}"
+                          for f, w in why.words)
         return f"message model p={p:.2f} ({words}); {self.origin}"
 
 

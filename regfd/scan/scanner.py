@@ -50,7 +50,12 @@ def _quoted_location(location: str) -> str:
 _Hit = tuple[str, Finding, int, int]  # lexicon kind, finding, original start, end
 
 
-def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, NormalizedText]] | None = None,
+# What the message model reads of a text part: the part, its first normalized form, and the spans
+# of that form that quote the mail being answered (`reply_spans`).
+_Read = tuple[TextPart, NormalizedText, list[tuple[int, int]]]
+
+
+def _hits(part: TextPart, lexicons: Lexicons, read: list[_Read] | None = None,
           strongest: Strongest | None = None) -> list[tuple[str, Finding]]:
     """(lexicon kind, finding) for every hit in one text part.
 
@@ -58,14 +63,14 @@ def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, Normali
     spaced-out letters could be read two ways, "a U.S. contract"); hits are
     taken back to original offsets, where the same phrase found in two forms
     is one hit. Exclusions apply within the form that found them. The first
-    form of each part goes to `read`, for the message model."""
+    form of each part goes to `read`, for the message model, with its answered spans."""
     quoted: list[tuple[int, int]] | None = None
     answered = reply_spans(part.text)  # on the original: normalization drops the "> " markers
     out = []
     for n, norm in enumerate(normalize_forms(part.text)):
-        if n == 0 and read is not None:
-            read.append((part, norm))
         replies = [(norm.at(lo), norm.at(hi)) for lo, hi in answered]
+        if n == 0 and read is not None:
+            read.append((part, norm, replies))
         # Topic sentences are read in the first form only: the other forms only
         # re-read spaced-out letters, an evasion of phrases, not of plain words.
         for hit in lexicons.find(norm.text, topics=n == 0, strongest=strongest, replies=replies):
@@ -87,12 +92,12 @@ def _hits(part: TextPart, lexicons: Lexicons, read: list[tuple[TextPart, Normali
     return _drop_nested(out) if out else []
 
 
-def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
-                    read: list[tuple[TextPart, NormalizedText]], strongest: float) -> list[tuple[str, Finding]]:
+def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]], read: list[_Read], strongest: float,
+                    ) -> list[tuple[str, Finding]]:
     """The message model's say on the material findings (message_model.py): drop or add, never both."""
     feats: set[str] = set()
-    for _, norm in read:
-        feats |= model.present(norm.text)
+    for _, norm, replies in read:
+        feats |= model.read(norm.text, replies)
     p, words = model.reading(feats)
     th = model.thresholds
     if any(kind == LEX_MATERIAL for kind, _ in pairs):
@@ -105,8 +110,8 @@ def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]],
     if p < th.alone_at(strongest) or not read:
         return pairs
     best: tuple[float, TextPart, NormalizedText, Explanation] | None = None
-    for part, norm in read:
-        why = model.explain(norm.text)
+    for part, norm, replies in read:
+        why = model.explain(norm.text, replies)
         weight = sum(w for _, w in why.words)
         if why.words and (best is None or weight > best[0]):
             best = (weight, part, norm, why)
@@ -183,7 +188,7 @@ def scan_message(raw: bytes, lexicons: Lexicons, limits: ScanLimits, strongest: 
     deadline = time.monotonic() + limits.time_budget
     pairs: list[tuple[str, Finding]] = []
     problems: list[Finding] = []
-    read: list[tuple[TextPart, NormalizedText]] | None = [] if lexicons.message_model is not None else None
+    read: list[_Read] | None = [] if lexicons.message_model is not None else None
     strongest = strongest if strongest is not None else Strongest()
     subject: TextPart | None = None
     try:
