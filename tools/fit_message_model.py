@@ -98,7 +98,9 @@ def lexicons_without_model() -> Lexicons:
 def examples(parts: list[str], with_found: bool) -> list[Example]:
     directory = load_directory_file(ROOT / "corpus" / "directory.toml")
     lexicons = lexicons_without_model() if with_found else None
-    shipped = Policy.from_config(load_config(None))  # as `regfd evaluate --directory corpus/directory.toml`
+    # The policy table regfd runs with ($REGFD_CONFIG, /etc/regfd/regfd.toml, else the built-in one), with
+    # the corpus's directory: as `regfd evaluate --directory corpus/directory.toml` decides.
+    shipped = Policy.from_config(load_config(None))
     policy = Policy(shipped.table, directory.internal_domains or shipped.internal_domains,
                     directory.authorized_roles, shipped.system_sender, shipped.mode)
     out = []

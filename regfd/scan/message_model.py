@@ -5,6 +5,10 @@ topic word; people leaking in plain words often give none ("Brenner is
 pulling its business at year end"). This model reads every word and word
 pair of the message's text parts at once, as a reviewer skims a mail, and
 gives the probability that the message discloses material information.
+The words of the mail a reply answers (what it quotes: `reply_spans`) are
+features apart, "q:" + the word: the analyst's question quoted under an
+answer is not the sender's own words, but it is what gives a one-line
+answer its meaning.
 It was fitted offline on the development corpus (tools/fit_message_model.py,
 scikit-learn; regfd itself only reads the weights), and measured on
 batches it had not seen (leave one batch out) before being shipped.
