@@ -294,6 +294,8 @@ EVERYDAY_DISCLOSURES = [
     ('earnings', 'Flash numbers: revenue 151, EPS 47 cents, both ahead of consensus.'),
     ('guidance', 'Between us, the 2027 targets are getting pushed out a year.'),
     ('litigation-investigations', 'The SEC opened an inquiry into our revenue accounting last month.'),
+    ('accounting-auditor', 'NT 10-K Monday, the tax provision needs two more weeks.'),  # a filing that will be late
+    ('accounting-auditor', 'Heads up: the 10-Q is going to be late.'),
 ]
 
 EVERYDAY_HARMLESS = [
@@ -354,6 +356,8 @@ EVERYDAY_HARMLESS = [
     "As a non-party we intend to produce the invoices for 2021-2024 under the protective order in the case.",
     "To confirm what's in the public domain: S&P affirmed us at BBB- yesterday and moved the outlook to negative.",
     "I can't go beyond what we've filed about Brno, so I'd keep our incident remarks general.",
+    "The 10-K we filed in February was on time, as every year; it's on our site.",
+    "Was the 10-K late in 2019? I remember an NT filing back then.",
 ]
 
 
