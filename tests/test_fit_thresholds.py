@@ -59,6 +59,18 @@ def test_choose_gives_the_best_action_accuracy_within_the_benign_held_cap() -> N
     assert rates(exs, probs, looser) == (100.0, 40.0, 20.0, 800 / 9)
 
 
+def test_choose_recall_first_trades_accuracy_for_recall_within_the_cap() -> None:
+    # Catching the last disclosure (0.42) costs two benign messages to analysts (0.45, 0.43): accuracy
+    # first keeps alone at 0.8, recall first goes down to 0.4 where the cap allows the two held.
+    sent = ("tag", "hold")
+    exs = [_sent(True, "hold", sent)] * 3 + [_sent(False, "tag", sent)] * 3
+    probs = [(p, 0.5, False, 0.5) for p in (0.9, 0.8, 0.42, 0.45, 0.43, 0.1)]
+    assert choose(exs, probs, 100.0) == Thresholds(alone=0.8, near=0.7, near_score=3.0, confirm=0.4, veto=0.4)
+    th = choose(exs, probs, 100.0, recall_first=True)
+    assert th is not None and rates(exs, probs, th)[0] == 100.0 and rates(exs, probs, th)[2] == 200 / 3
+    assert choose(exs, probs, 50.0, recall_first=True) == choose(exs, probs, 50.0)
+
+
 def test_choose_returns_none_when_no_threshold_meets_the_cap() -> None:
     everything_held = [_sent(False, "tag", ("hold", "hold"))] * 3
     assert choose(everything_held, [(0.99, 0.99, False, 0.99)] * 3, 0.0) is None

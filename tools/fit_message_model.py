@@ -251,17 +251,19 @@ def measure_grid(exs: list[Example], probs: list[Reading]) -> list[tuple[Rates, 
 
 
 def choose(exs: list[Example], probs: list[Reading], max_held: float,
-           grid: list[tuple[Rates, Thresholds]] | None = None) -> Thresholds | None:
+           grid: list[tuple[Rates, Thresholds]] | None = None, recall_first: bool = False) -> Thresholds | None:
     """The thresholds of GRID with the best out-of-fold action accuracy that hold at most `max_held` % of
     benign mail: the two figures the gateway is judged by, measured on batches the model has not seen.
 
     Ties go to the higher recall ("when in doubt, presume it is material"), then to the higher
     thresholds (fewer findings the model raises on its own, more it may drop).
-    `grid`: `measure_grid(exs, probs)`, when the caller has it.
+    `grid`: `measure_grid(exs, probs)`, when the caller has it. `recall_first`: the best recall
+    instead (ties to accuracy), for compliance to see what more recall would cost.
     """
     best: tuple[float, float, float, float, float, float, float] | None = None
     for r, th in measure_grid(exs, probs) if grid is None else grid:
-        key = (r.accuracy, r.recall, th.alone, th.near, th.near_score, th.confirm, th.veto)
+        first, second = (r.recall, r.accuracy) if recall_first else (r.accuracy, r.recall)
+        key = (first, second, th.alone, th.near, th.near_score, th.confirm, th.veto)
         if r.held <= max_held and (best is None or key > best):
             best = key
     return None if best is None else Thresholds(*best[2:])
@@ -295,9 +297,11 @@ def main() -> None:
             print(f"given: {th}: {_line(rates(exs, probs, th))}")
             grid = measure_grid(exs, probs)
             for cap in (2.0, 2.5, 3.0, 3.5, 4.0, 4.5):
-                alt = choose(exs, probs, cap, grid)
-                if alt is not None:
-                    print(f"at most {cap} % held: {alt}: {_line(rates(exs, probs, alt))}")
+                for recall_first in (False, True):
+                    alt = choose(exs, probs, cap, grid, recall_first)
+                    if alt is not None:
+                        print(f"at most {cap} % held, best {'recall' if recall_first else 'accuracy'}: {alt}: "
+                              f"{_line(rates(exs, probs, alt))}")
             chosen = choose(exs, probs, a.choose, grid)
             if chosen is None:
                 raise SystemExit(f"no thresholds of the grid hold at most {a.choose} % of benign messages")
