@@ -52,6 +52,7 @@ from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.errors import ConfigError
 from regfd.scan.normalize import normalize
 from regfd.scan.patternset import PatternSet
+from regfd.scan.quoting import in_spans
 
 _TOKEN = re.compile(r"[a-z0-9']+")  # the stdlib's engine: twice as fast as `regex` on this
 _TOKEN_BYTES = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789'" else c + 32 if 65 <= c <= 90 else 32
@@ -241,13 +242,15 @@ class MessageModel:
         return self._present(text, self._own)
 
     def _present(self, text: str, names: tuple[str, ...]) -> frozenset[str]:
-        """The `names` (by literal id: `_own` or `_answered`) of the vocabulary's words in `text`."""
+        """The `names` (`_own` or `_answered`) of the vocabulary's words in `text`."""
+        return _named(self._ids(text), names)
+
+    def _ids(self, text: str) -> set[int]:
+        """The literal ids of the vocabulary's words and pairs in `text`."""
         # Runs of separators made one space by `re.sub` (C, few runs): 0.027 ms on 10 KB, where
         # bytes.split() + join, building a bytes object per word, took 0.048 ms. Same bytes either way.
         words = _SPACE_RUNS.sub(b" ", text.encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES)).strip(b" ")
-        if not words:
-            return frozenset()
-        return frozenset(names[i] for i in self.literals.ids(b" %s " % words)).difference(("",))
+        return self.literals.ids(b" %s " % words) if words else set()
 
     def read(self, text: str, answered: Spans = ()) -> frozenset[str]:
         """`message_features(text, answered)` restricted to the vocabulary (`present` on each stretch)."""
@@ -261,10 +264,10 @@ class MessageModel:
         """Whether a lexicon phrase finding (its `excerpt` and matched `text`) stands under the veto
         in a message with these features (`Thresholds.spares`). Its sentence leaves the rest of the
         message in either zone, wherever it was found."""
-        sentence = normalize(sentence_of(excerpt, text)).text
-        own = self._present(sentence, self._own)
+        ids = self._ids(normalize(sentence_of(excerpt, text)).text)
+        own = _named(ids, self._own)
         leaning = sum(map(self.weights.get, own, repeat(0.0))) > 0.0
-        rest = feats - own - self._present(sentence, self._answered)
+        rest = feats - own - _named(ids, self._answered)
         return self.thresholds.spares(leaning, sigmoid(sum(map(self.weights.get, rest, repeat(0.0)))))
 
     def reading(self, feats: Iterable[str]) -> tuple[float, float]:
@@ -290,7 +293,7 @@ class MessageModel:
         pos = 0
         for m in [*_SENTENCE.finditer(text), None]:
             end = m.start() if m is not None else len(text)
-            names = self._answered if any(lo <= pos < hi for lo, hi in answered) else self._own
+            names = self._answered if in_spans(answered, pos) else self._own
             found = sorted(((self.weights[f], f) for f in self._present(text[pos:end], names)
                             if self.weights.get(f, 0.0) > 0), reverse=True)
             total = sum(w for w, _ in found)
@@ -306,6 +309,12 @@ class MessageModel:
         words = ", ".join(f"'{f.removeprefix(ANSWERED)}'{' (quoted)' if f.startswith(ANSWERED) else ''} {w:+.2f}"
                           for f, w in why.words)
         return f"message model p={p:.2f} ({words}); {self.origin}"
+
+
+def _named(ids: Iterable[int], names: tuple[str, ...]) -> frozenset[str]:
+    """The features named by literal ids in one zone's table (`MessageModel._own`, `._answered`);
+    "" names a word no table weighs in that zone."""
+    return frozenset(names[i] for i in ids).difference(("",))
 
 
 def _number(data: Mapping[str, object], key: str, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:

@@ -10,6 +10,7 @@ message ---------") is quoted, and so is every line starting with ">".
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _QUOTED_LINES = re.compile(r"(?m)^[ \t]*>[^\n]*(?:\n|$)")
 _REPLY_HEADER = re.compile(
@@ -50,7 +51,7 @@ def quoted_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def in_spans(spans: list[tuple[int, int]], offset: int) -> bool:
+def in_spans(spans: Sequence[tuple[int, int]], offset: int) -> bool:
     """Whether `offset` lies inside one of the sorted `spans`."""
     return any(lo <= offset < hi for lo, hi in spans)
 
