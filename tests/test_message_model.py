@@ -215,3 +215,16 @@ def test_the_fast_path_reads_the_same_features_as_the_fitter(text: str) -> None:
     assert model.present(text) == {f for f in features(text) if f in model.vocabulary}
     answered = [(len(text) // 3, len(text) // 2), (len(text) // 2 - 1, len(text))]
     assert model.read(text, answered) == {f for f in message_features(text, answered) if f in model.vocabulary}
+
+
+def test_the_shipped_model_weighs_none_of_the_corpus_s_names() -> None:
+    """The corpus is one fictional company's mail (tools/fit_message_model.py, `Names`): a weight on its
+    officers, customers or towns would mean nothing in another company's mail, so the same disclosure
+    reads the same whoever and wherever it names."""
+    model = load_lexicons(LEXICON_DIR).message_model
+    assert model is not None
+    names = {"allient", "marcus", "dana", "oyelaran", "whitfield", "kestrel", "veltra", "brenner", "dayton", "brno"}
+    assert not {w for f in model.vocabulary for w in f.removeprefix("q:").split(" ")} & names
+    told = "Marcus told me Kestrel is pulling its business from our Dayton plant at year end."
+    other = "Priyanka told me Zorblatt is pulling its business from our Tulsa plant at year end."
+    assert model.reading(model.read(told)) == model.reading(model.read(other))
