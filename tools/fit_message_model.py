@@ -4,9 +4,11 @@ Offline and reproducible (no network): reads the development part of the
 corpus only (never the held-out part). Each message's features are the
 words and word pairs of its text parts, exactly as regfd computes them
 (regfd.scan.message_model.features over the normalized text of every part);
-its label is the reviewer's: material or not. A logistic regression
-(scikit-learn, L2, balanced classes) gives the weights of "discloses", and a
-multinomial one over the material messages gives a table per category.
+its label is the reviewer's: material or not. Words the corpus writes as
+names (its fictional people, firms and places: `Names`) are not weighed.
+A logistic regression (scikit-learn, L2, balanced classes) gives the
+weights of "discloses", and a multinomial one over the material messages
+gives a table per category.
 The weights are written as a TOML file a reviewer can read; regfd itself
 never needs scikit-learn.
 
@@ -14,6 +16,7 @@ never needs scikit-learn.
     .venv/bin/python tools/fit_message_model.py [--c 0.3] [--alone 0.7] [--confirm 0.1]
     .venv/bin/python tools/fit_message_model.py --cv     # leave one batch out: what it adds on unseen batches
     .venv/bin/python tools/fit_message_model.py --choose 3  # thresholds: best accuracy holding <= 3 % of benign
+    .venv/bin/python tools/fit_message_model.py --list-names  # the words not weighed as names
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class Names:
     lower: Counter[str] = field(default_factory=Counter)
 
     def count(self, text: str) -> None:
+        """Count the words of one text part (original case, before normalization)."""
         for m in _WORD.finditer(text):
             w, start, end = m.group(), m.start(), m.end()
             i = start - 1
@@ -393,7 +397,7 @@ def main() -> None:
         "# alone = near = 1.0 and confirm = veto = 0.0: no effect.",
         'kind = "message-model"',
         f'description = "logistic regression (L2), C={a.c}, min_df={a.min_df}, {len(exs)} messages '
-        f'({positives} disclosing, {len(exs) - positives} not)"',
+        f'({positives} disclosing, {len(exs) - positives} not), {len(names)} names not weighed"',
         f"bias = {bias:.4f}",
         f"alone = {th.alone}",
         f"near = {th.near}",
