@@ -195,6 +195,14 @@ def examples(parts: list[str], with_found: bool, names: Names | None = None) -> 
 Weights = dict[str, float]
 
 
+def vocabulary(train: list[Example], min_df: int, names: frozenset[str] = frozenset()) -> set[str]:
+    """The features the regression may weigh: seen in at least `min_df` messages, holding none of `names`."""
+    df: Counter[str] = Counter()
+    for ex in train:
+        df.update(ex.feats)
+    return {f for f, n in df.items() if n >= min_df and not named(f, names)}
+
+
 def fit(train: list[Example], c: float, min_df: int, categories: bool = True, names: frozenset[str] = frozenset(),
         ) -> tuple[float, Weights, dict[str, tuple[float, Weights]]]:
     """(bias, weights, {category: (bias, weights)}); `categories` False leaves the tables out (faster);
@@ -202,11 +210,7 @@ def fit(train: list[Example], c: float, min_df: int, categories: bool = True, na
     from sklearn.feature_extraction import DictVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    df: dict[str, int] = {}
-    for ex in train:
-        for f in ex.feats:
-            df[f] = df.get(f, 0) + 1
-    keep = {f for f, n in df.items() if n >= min_df and not named(f, names)}
+    keep = vocabulary(train, min_df, names)
     vec = DictVectorizer()
     x = vec.fit_transform([{f: 1 for f in ex.feats if f in keep} for ex in train])
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
