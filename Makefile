@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# What pip builds: a change to any of these installs (and compiles) again.
+BUILT  := pyproject.toml setup.py regfd/scan/_wordset.c
+STAMP  := $(VENV)/.installed-$(shell cat $(BUILT) | cksum | cut -d' ' -f1)
 CONFIG ?= config/regfd.toml
 PYTEST_ARGS ?=
 
@@ -21,7 +23,7 @@ test: deps
 
 deps: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILT)
 	@bash deploy/install-system-deps.sh run
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

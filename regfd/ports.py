@@ -86,3 +86,16 @@ class Metrics(Protocol):
 
     def protocol_error(self) -> None:
         """An MTA connection was dropped for breaking the milter protocol."""
+
+
+class WordIndex(Protocol):
+    """Which of a fixed vocabulary's words and word pairs occur in a text (regfd/scan/wordindex.py).
+
+    A token is a maximal run of ASCII letters, digits and apostrophes, capitals
+    lowered; a vocabulary entry is one token or two neighbouring ones joined by
+    a space. Two implementations give the same answer: one in C, one with
+    Hyperscan (the reference, and the fallback where the C part is not built).
+    """
+
+    def ids(self, text: str) -> set[int]:
+        """The indexes, in the vocabulary, of the entries that occur in `text`."""

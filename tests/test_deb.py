@@ -158,6 +158,7 @@ def _check_contents(deb: Deb) -> None:
     site = [p for p in files if "/site-packages/" in p]
     assert any(re.search(r"/site-packages/milter\.cpython-3\d+-[^/]*\.so$", p) for p in site)  # pymilter, built
     assert any(p.endswith("/site-packages/regfd/cli/__init__.py") for p in site)
+    assert any(re.search(r"/site-packages/regfd/scan/_wordset\.cpython-3\d+-[^/]*\.so$", p) for p in site)  # ours
     assert not any(re.search(r"/site-packages/(pip|setuptools)/", p) for p in site)  # dpkg owns the venv
     # Nothing but the package's own paths (no /var, no /usr/local, no build leftovers).
     tops = {p.split("/")[1] for p in files if p != "/"}

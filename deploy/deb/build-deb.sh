@@ -68,9 +68,9 @@ STAGE=$WORK/root
 mkdir -p "$STAGE$PREFIX" "$WORK/src" "$WORK/wheel" "$WORK/ns/upper" "$WORK/ns/work"
 
 # --- the wheel, from a copy of the sources (the build leaves nothing in the checkout) ----------------------
-cp "$REPO/pyproject.toml" "$REPO/README.md" "$WORK/src/"
-for d in regfd lexicons config deploy; do
-  tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' -cf - "$d" | tar -C "$WORK/src" -xf -
+cp "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" "$WORK/src/"
+for d in regfd lexicons config deploy; do  # the C word pass is compiled here, for Debian's python3 ('*.so' left out)
+  tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.so' -cf - "$d" | tar -C "$WORK/src" -xf -
 done
 
 # --- the venv at /opt/regfd, in a private mount namespace -------------------------------------------------
@@ -89,7 +89,7 @@ export PY PREFIX WORK STAGE
   # Every module is compiled now (pip did regfd and its dependencies), so nothing writes at run time.
   "$PREFIX/bin/python" -m compileall -q -j 0 "$PREFIX/lib" >/dev/null
   "$PREFIX/bin/regfd" --help >/dev/null
-  "$PREFIX/bin/python" -c "import milter, Milter, regfd"
+  "$PREFIX/bin/python" -c "import milter, Milter, regfd, regfd.scan._wordset"
 '
 [ -x "$STAGE$PREFIX/bin/regfd" ] || die "the venv was not built"
 if grep -rIl --exclude-dir=__pycache__ "$STAGE" "$STAGE$PREFIX" >/dev/null; then

@@ -50,14 +50,12 @@ from typing import Any
 
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.errors import ConfigError
+from regfd.ports import WordIndex
 from regfd.scan.normalize import normalize
-from regfd.scan.patternset import PatternSet
 from regfd.scan.quoting import in_spans
+from regfd.scan.wordindex import word_index
 
 _TOKEN = re.compile(r"[a-z0-9']+")  # the stdlib's engine: twice as fast as `regex` on this
-_TOKEN_BYTES = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789'" else c + 32 if 65 <= c <= 90 else 32
-                     for c in range(256))  # token characters kept (capitals lowered), every other byte a space
-_SPACE_RUNS = re.compile(rb"  +")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 # Words too common to mean anything alone: features are words that are not
 # these, and pairs of words not both these (the word model's fitter uses the same set).
@@ -213,31 +211,27 @@ class MessageModel:
     origin: str
     vocabulary: tuple[str, ...] = ()  # every feature any table weighs
     cache_dir: Path | None = None
-    # " word " and " word pair ", once for a feature and its ANSWERED twin: searched in the text's words
-    # joined by single spaces (`present`); by literal id, the feature's name in the sender's own text
-    # and in answered text, or "" where no table weighs it.
-    literals: PatternSet = field(init=False, repr=False, compare=False)
+    native: bool = True  # the C word pass where it is built (wordindex.py); False: the Hyperscan reference
+    # Every word and word pair, once for a feature and its ANSWERED twin (`present`); by index, the
+    # feature's name in the sender's own text and in answered text, or "" where no table weighs it.
+    index: WordIndex = field(init=False, repr=False, compare=False)
     _own: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _answered: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         known = frozenset(self.vocabulary)
         words = sorted({f.removeprefix(ANSWERED) for f in known})
-        literals = PatternSet([f" {w} " for w in words], single_match=True, cache_dir=self.cache_dir, literal=True)
-        object.__setattr__(self, "literals", literals)
+        object.__setattr__(self, "index", word_index(words, self.cache_dir, self.native))
         object.__setattr__(self, "_own", tuple(w if w in known else "" for w in words))
         object.__setattr__(self, "_answered", tuple(ANSWERED + w if ANSWERED + w in known else "" for w in words))
 
     def present(self, text: str) -> frozenset[str]:
         """`features(text)` restricted to the vocabulary, with no Python loop over the words.
 
-        Every scanned message pays for this, so it runs in C: the text's bytes
-        are split on everything that is not a token character (`_TOKEN_BYTES`,
-        the same set as `_TOKEN`: ASCII letters, digits and the apostrophe;
-        whatever else is a separator) and joined again by single spaces, so
-        that every feature is a literal " word " or " word pair " found by one
-        Hyperscan pass of the vocabulary. Measured on 10 KB: 0.20 ms with a
-        set intersection of every word and pair, 0.12 ms with this.
+        Every scanned message pays for this, so it runs in C (wordindex.py);
+        its tokens are `_TOKEN`'s: ASCII letters, digits and the apostrophe,
+        whatever else a separator. Measured on 10 KB: 0.20 ms with a set
+        intersection of every word and pair, 0.12 ms with a Hyperscan pass.
         """
         return self._present(text, self._own)
 
@@ -246,11 +240,8 @@ class MessageModel:
         return _named(self._ids(text), names)
 
     def _ids(self, text: str) -> set[int]:
-        """The literal ids of the vocabulary's words and pairs in `text`."""
-        # Runs of separators made one space by `re.sub` (C, few runs): 0.027 ms on 10 KB, where
-        # bytes.split() + join, building a bytes object per word, took 0.048 ms. Same bytes either way.
-        words = _SPACE_RUNS.sub(b" ", text.encode("utf-8", "surrogatepass").translate(_TOKEN_BYTES)).strip(b" ")
-        return self.literals.ids(b" %s " % words) if words else set()
+        """The indexes of the vocabulary's words and pairs in `text`."""
+        return self.index.ids(text)
 
     def read(self, text: str, answered: Spans = ()) -> frozenset[str]:
         """`message_features(text, answered)` restricted to the vocabulary (`present` on each stretch)."""

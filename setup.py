@@ -1,0 +1,11 @@
+"""The one compiled part of regfd: the message model's word pass (regfd/scan/_wordset.c).
+
+Everything else is declared in pyproject.toml. The extension is optional: where
+it cannot be built (no C compiler), regfd reads the same words with Hyperscan,
+slower (regfd/scan/wordindex.py).
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("regfd.scan._wordset", ["regfd/scan/_wordset.c"], optional=True,
+                             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"])])

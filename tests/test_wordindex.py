@@ -1,0 +1,98 @@
+"""The message model's word pass in C gives the answer of its Hyperscan reference (regfd/scan/wordindex.py)."""
+
+from __future__ import annotations
+
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regfd.config import ScanLimits
+from regfd.core.finding import MATERIAL_CATEGORIES
+from regfd.evaluation.corpus import manifests, read_manifest
+from regfd.scan.message_model import ANSWERED, features, load_message_model
+from regfd.scan.mime import Problem, iter_parts
+from regfd.scan.normalize import normalize_forms
+from regfd.scan.wordindex import HyperscanWords, native_available, word_index
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.skipif(not native_available(), reason="see test_the_c_word_pass_is_built")
+
+
+def test_the_c_word_pass_is_built() -> None:
+    """setup.py builds it where a C compiler is (the README's commands install one); without it every
+    message costs ~0.1 ms more, silently, so the suite says so."""
+    assert native_available()
+
+
+@pytest.fixture(scope="module")
+def vocabulary() -> list[str]:
+    model = load_message_model(REPO / "lexicons" / "message_model.toml")
+    return sorted({f.removeprefix(ANSWERED) for f in model.vocabulary})
+
+
+def test_every_text_part_of_the_development_corpus_reads_the_same(vocabulary: list[str]) -> None:
+    native, reference = word_index(vocabulary), word_index(vocabulary, native=False)
+    assert isinstance(reference, HyperscanWords) and not isinstance(native, HyperscanWords)
+    texts = 0
+    found = 0
+    for path in manifests([REPO / "corpus" / "dev"]):
+        for msg in read_manifest(path, ZoneInfo("UTC"), frozenset(MATERIAL_CATEGORIES)):
+            for part in iter_parts(msg.raw, ScanLimits(), time.monotonic() + 60):
+                if isinstance(part, Problem):
+                    continue
+                for text in (part.text, *(n.text for n in normalize_forms(part.text))):
+                    ids = native.ids(text)
+                    assert ids == reference.ids(text), f"{msg.name} {part.location}"
+                    texts += 1
+                    found += len(ids)
+    assert texts > 40_000 and found > 1_000_000  # the whole corpus was read, and the vocabulary found in it
+
+
+_WORDS = ["miss", "the", "quarter", "we're", "q2", "10-k", "o'brien", "ceo", "Ünïcode", "plant", "a"]
+_PIECES = [" ", "  ", "\r\n", ".", "-", "\u2019", "é", "\x00", "\ud800", "MISS", "The"]  # separators and capitals
+_TEXT = st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6), st.sampled_from(_PIECES)),
+                 max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXT)
+def test_any_text_reads_as_the_reference_reads_it(text: str) -> None:
+    vocab = sorted({f for w in _WORDS for f in features(w.lower())} | {"miss the", "the quarter", "q2 10", "we're a"})
+    ids = word_index(vocab).ids(text)
+    assert ids == word_index(vocab, native=False).ids(text)
+    if text.isascii():  # and what the fitter weighed (`features`)
+        assert {vocab[i] for i in ids} == features(text.lower()) & set(vocab)
+
+
+def test_what_counts_as_a_word() -> None:
+    vocab = ["miss", "miss the", "the quarter", "we're", "q2", "k"]
+    index = word_index(vocab)
+
+    def found(text: str) -> set[str]:
+        return {vocab[i] for i in index.ids(text)}
+
+    assert found("We'RE going to MISS\r\n   the Quarter in Q2.") == {"we're", "miss", "miss the", "the quarter", "q2"}
+    assert found("missed the quarters") == set()  # whole words only
+    assert found("miss—the quarter") == {"miss", "miss the", "the quarter"}  # any non-token character separates
+    assert found("missé the") == {"miss", "miss the"}  # so does a non-ASCII one ("é" is not a letter here)
+    assert found("10-K") == {"k"} and found("") == set() and found("... \u2019 ...") == set()
+    assert found("miss " * 100_000) == {"miss"}  # hostile sizes: one long run, one long token
+    assert found("q" * 1_000_000 + " miss") == {"miss"}
+
+
+@pytest.mark.parametrize("bad", ["Miss", "miss  the", "miss the quarter", " miss", "miss ", "", "mi-ss", "café"])
+def test_a_vocabulary_entry_that_could_never_match_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="not one word or a pair of words"):
+        word_index(["ok", bad])
+
+
+def test_a_vocabulary_entry_given_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        word_index(["miss", "quarter", "miss"])
+    with pytest.raises(TypeError):
+        word_index(["miss", 3])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        word_index(["miss"]).ids(b"miss")  # type: ignore[arg-type]
