@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import random
 import subprocess
@@ -38,8 +39,10 @@ from regfd.config import ScanLimits  # noqa: E402
 from regfd.scan import normalize as textnorm  # noqa: E402
 from regfd.scan.evidence import Compact  # noqa: E402
 from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
+from regfd.scan.message_model import ANSWERED  # noqa: E402
 from regfd.scan.normalize import normalize  # noqa: E402
 from regfd.scan.scanner import scan_message  # noqa: E402
+from regfd.scan.wordindex import native_available, word_index  # noqa: E402
 from tests.scanner_fixtures import make_pdf  # noqa: E402
 
 _SUBJECTS = ["the team", "our vendor", "the regional office", "finance", "the project group", "marketing", "our partner", "the customer success team", "legal", "the facilities crew"]
@@ -141,6 +144,13 @@ def compare_matchers(text: str, lexicons: Lexicons) -> None:
         compact = Compact(norm).data
         print(f"  hyperscan, compact prefilter (any hit) {rate(lambda: prefilter.any(compact)):9.1f} MB/s")
     print(f"  normalize() (fold + joins, offset map) {rate(lambda: normalize(text)):9.1f} MB/s")
+    model = lexicons.message_model
+    if model is not None:  # the message model's word pass (~30 000 words and pairs), and its reference
+        words = sorted({f.removeprefix(ANSWERED) for f in model.vocabulary})
+        for label, native in (("C (the scanner's)", True), ("Hyperscan (the reference)", False)):
+            index = word_index(words, native=native)
+            print(f"  word pass, {label:<28} {rate(functools.partial(index.ids, norm)):9.1f} MB/s"
+                  + ("" if native_available() or not native else " (C part not built: this is the reference)"))
     if hasattr(textnorm, "normalize_forms"):
         abbr = abbreviated(text, random.Random(1))
         print(f"  normalize_forms(), with abbreviations  {rate(lambda: textnorm.normalize_forms(abbr)):9.1f} MB/s")

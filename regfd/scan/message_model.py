@@ -305,7 +305,7 @@ class MessageModel:
 def _named(ids: Iterable[int], names: tuple[str, ...]) -> frozenset[str]:
     """The features named by literal ids in one zone's table (`MessageModel._own`, `._answered`);
     "" names a word no table weighs in that zone."""
-    return frozenset(names[i] for i in ids).difference(("",))
+    return frozenset(map(names.__getitem__, ids)).difference(("",))
 
 
 def _number(data: Mapping[str, object], key: str, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
