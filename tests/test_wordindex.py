@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -96,3 +97,25 @@ def test_a_vocabulary_entry_given_twice_is_refused() -> None:
         word_index(["miss", 3])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         word_index(["miss"]).ids(b"miss")  # type: ignore[arg-type]
+
+
+def test_the_c_type_cannot_be_misused_into_a_crash() -> None:
+    from regfd.scan._wordset import WordSet
+
+    with pytest.raises(TypeError, match="not initialized"):
+        WordSet.__new__(WordSet).ids("miss")
+    index = WordSet(["miss"])
+    with pytest.raises(TypeError, match="initialized twice"):  # another thread may be reading it
+        index.__init__(["quarter"])  # type: ignore[misc]
+    assert index.ids("miss the quarter") == {0} and len(index) == 1
+
+
+def test_threads_read_one_index_at_once(vocabulary: list[str]) -> None:
+    """The scan runs in worker threads and the C pass lets go of the GIL: one shared index, the same answers."""
+    index = word_index(vocabulary)
+    texts = [f"we will miss the quarter by {n} and the plant in dayton closes, {n} jobs " * (n % 50 + 1)
+             for n in range(400)]
+    expected = [index.ids(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(index.ids, texts)) == expected
+    assert all(expected)

@@ -91,6 +91,10 @@ static int WordSet_init(WordSet *self, PyObject *args, PyObject *kwds) {
     PyObject *arg;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:WordSet", kwlist, &arg))
         return -1;
+    if (self->entries != NULL) { /* another thread may be reading the table with the GIL released */
+        PyErr_SetString(PyExc_TypeError, "a WordSet cannot be initialized twice");
+        return -1;
+    }
     PyObject *seq = PySequence_Fast(arg, "WordSet() takes a sequence of str");
     if (seq == NULL)
         return -1;
@@ -122,9 +126,6 @@ static int WordSet_init(WordSet *self, PyObject *args, PyObject *kwds) {
     size_t nslots = 16;
     while (nslots < 2 * (size_t)n)
         nslots <<= 1;
-    PyMem_RawFree(self->entries);
-    PyMem_RawFree(self->slots);
-    PyMem_RawFree(self->text);
     self->entries = PyMem_RawMalloc(sizeof(Entry) * (size_t)(n ? n : 1));
     self->slots = PyMem_RawCalloc(nslots, sizeof(uint64_t));
     self->text = PyMem_RawMalloc(total ? total : 1);
@@ -202,6 +203,10 @@ static void find(const WordSet *ws, int kind, const void *data, Py_ssize_t n, ch
 }
 
 static PyObject *WordSet_ids(WordSet *self, PyObject *text) {
+    if (self->slots == NULL) {
+        PyErr_SetString(PyExc_TypeError, "WordSet not initialized");
+        return NULL;
+    }
     if (!PyUnicode_Check(text)) {
         PyErr_Format(PyExc_TypeError, "ids() takes a str, not %.100s", Py_TYPE(text)->tp_name);
         return NULL;
