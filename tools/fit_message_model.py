@@ -5,7 +5,8 @@ corpus only (never the held-out part). Each message's features are the
 words and word pairs of its text parts, exactly as regfd computes them
 (regfd.scan.message_model.features over the normalized text of every part);
 its label is the reviewer's: material or not. Words the corpus writes as
-names (its fictional people, firms and places: `Names`) are not weighed.
+names (its fictional people, firms and places: `Names`) are not weighed, nor
+are the company's own names (lexicons/company.toml, its ticker included).
 A logistic regression (scikit-learn, L2, balanced classes) gives the
 weights of "discloses", and a multinomial one over the material messages
 gives a table per category.
@@ -42,6 +43,7 @@ from regfd.core.finding import MATERIAL, MATERIAL_CATEGORIES, Finding  # noqa: E
 from regfd.core.policy import Policy  # noqa: E402
 from regfd.evaluation.corpus import as_received, manifests, read_manifest  # noqa: E402
 from regfd.evaluation.scoring import STOPPING  # noqa: E402
+from regfd.scan.company import load_company  # noqa: E402
 from regfd.scan.evidence import Strongest, rests_on_evidence  # noqa: E402
 from regfd.scan.lexicon import Lexicons, load_lexicons  # noqa: E402
 from regfd.scan.message_model import ANSWERED, Thresholds, features, sentence_of, sigmoid  # noqa: E402
@@ -131,6 +133,12 @@ class Names:
         return frozenset(w for w, n in self.capitalized.items()
                          if n >= NAME_MIN and n >= NAME_SHARE * (n + self.lower[w])
                          and w.removesuffix("'s") not in NOT_NAMES and not w[0].isdigit())
+
+
+def company_words() -> frozenset[str]:
+    """Every word of lexicons/company.toml's lists (none without the file)."""
+    path = ROOT / "lexicons" / "company.toml"
+    return load_company(path).words() if path.exists() else frozenset()
 
 
 def named(feature: str, names: frozenset[str]) -> bool:
@@ -365,7 +373,9 @@ def main() -> None:
     th = Thresholds(a.alone, a.near, a.near_score, a.confirm, a.veto)
     counted = Names()
     exs = examples(parts, with_found=(a.cv or a.choose is not None) and not a.list_names, names=counted)
-    names = frozenset() if a.names_weighed else counted.names()
+    # The company's own names (lexicons/company.toml: its name, ticker, officers, site) are names too, in
+    # whatever case the corpus writes them: "ALNT" is an acronym to `Names`, and the company's ticker.
+    names = frozenset() if a.names_weighed else counted.names() | company_words()
     if a.list_names:
         print(" ".join(sorted(names)))
         return

@@ -28,6 +28,7 @@ from typing import Any
 import regex
 
 from regfd.errors import ConfigError
+from regfd.scan.company import COMPANY, Company, expand, load_company
 from regfd.scan.evidence import Compact, Signals, Strongest, build_signals
 from regfd.scan.message_model import MessageModel, load_message_model
 from regfd.scan.normalize import fold
@@ -274,13 +275,13 @@ def _fail(origin: str, problem: str) -> ConfigError:
     return ConfigError(f"lexicon {origin}: {problem}")
 
 
-def _pattern(origin: str, key: str, value: Any) -> tuple[str, regex.Pattern[str]]:
+def _pattern(origin: str, key: str, value: Any, company: Company | None = None) -> tuple[str, regex.Pattern[str]]:
     if not isinstance(value, str) or not value.strip():
         raise _fail(origin, f"{key} must be a non-empty string (got {value!r})")
     try:
-        expr = pattern_to_regex(value)
+        expr = pattern_to_regex(expand(value, company))
         return expr, _compile(expr)
-    except (PatternError, regex.error) as exc:
+    except (PatternError, regex.error, ValueError) as exc:
         raise _fail(origin, f"{key} {value!r}: {exc}") from None
 
 
@@ -292,7 +293,7 @@ def _int(origin: str, key: str, value: Any, default: int) -> int:
     return value
 
 
-def _entries(kind: str, table: dict[str, Any], origin: str) -> list[Entry]:
+def _entries(kind: str, table: dict[str, Any], origin: str, company: Company | None = None) -> list[Entry]:
     unknown = set(table) - _ENTRY_KEYS
     if unknown:
         raise _fail(origin, f"unknown key {sorted(unknown)[0]!r}")
@@ -314,22 +315,24 @@ def _entries(kind: str, table: dict[str, Any], origin: str) -> list[Entry]:
         raise _fail(origin, "patterns must be a non-empty list of strings")
     near = None
     if "near" in table:
-        near = _pattern(origin, "near", table["near"])[1]
+        near = _pattern(origin, "near", table["near"], company)[1]
     within = _int(origin, "within", table.get("within"), 6)
     unless_raw = table.get("unless", [])
     if not isinstance(unless_raw, list):
         raise _fail(origin, "unless must be a list of strings")
-    unless = tuple(_pattern(origin, "unless", u)[1] for u in unless_raw)
+    unless = tuple(_pattern(origin, "unless", u, company)[1] for u in unless_raw)
     unless_within = _int(origin, "unless_within", table.get("unless_within"), 8)
     out = []
     for p in raw:
-        expr, rx = _pattern(origin, "pattern", p)
+        expr, rx = _pattern(origin, "pattern", p, company)
+        if company is not None and isinstance(p, str):
+            p = company.expand(p)  # what a reviewer sees: the names, not the placeholder
         out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope,
                          origin, _compile_reverse(expr)))
     return out
 
 
-def _load_file(path: Path) -> list[Entry]:
+def _load_file(path: Path, company: Company | None = None) -> list[Entry]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -347,7 +350,7 @@ def _load_file(path: Path) -> list[Entry]:
         raise ConfigError(f"lexicon {path}: needs at least one [[entry]]")
     entries: list[Entry] = []
     for n, table in enumerate(tables, 1):
-        entries.extend(_entries(kind, table, f"{path.name} entry {n}"))
+        entries.extend(_entries(kind, table, f"{path.name} entry {n}", company))
     return entries
 
 
@@ -391,6 +394,7 @@ class Lexicons:
     signals: Signals | None = None  # compositional evidence (signals.toml + evidence.toml)
     message_model: MessageModel | None = None  # the whole message's second opinion (message_model.toml)
     prefilter: PatternSet | None = None  # `prefilter_expression` of every entry, on the compact text
+    company: Company | None = None  # company.toml: the names its placeholders stand for
 
     def categories(self, kind: str) -> set[str]:
         return {e.category for e in self.entries if e.kind == kind}
@@ -507,8 +511,15 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     evidence_file: Path | None = None
     model_file: Path | None = None
     message_model: MessageModel | None = None
+    kinds = {path: _file_kind(path) for path in files}
+    company_files = [path for path, kind in kinds.items() if kind == COMPANY]
+    if len(company_files) > 1:
+        raise ConfigError(f"lexicon directory {directory}: more than one file of kind \"company\"")
+    company = load_company(company_files[0]) if company_files else None
     for path in files:
-        kind = _file_kind(path)
+        kind = kinds[path]
+        if kind == COMPANY:
+            continue
         if kind == MESSAGE_MODEL:
             message_model = load_message_model(path, cache_dir)
             continue
@@ -518,7 +529,7 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
         if kind == MODEL:
             model_file = path
             continue
-        entries.extend(_load_file(path))
+        entries.extend(_load_file(path, company))
     signal_entries = [e for e in entries if e.kind == SIGNAL]
     entries = [e for e in entries if e.kind != SIGNAL]
     try:
@@ -536,7 +547,7 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     except Exception as exc:  # Hyperscan names the pattern id; map it back
         raise ConfigError(f"lexicon {directory}: patterns do not compile together: {exc}") from None
     return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files), signals, message_model,
-                    prefilter)
+                    prefilter, company)
 
 
 def _file_kind(path: Path) -> object:
