@@ -14,11 +14,11 @@ learnt for one company's name or ticker means nothing in another's mail.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from regfd.errors import ConfigError
+from regfd.scan.message_model import read_model_file
 
 COMPANY = "company"  # the file's kind
 # placeholder -> the key of company.toml that fills it
@@ -69,16 +69,7 @@ def expand(pattern: str, company: Company | None) -> str:
 
 def load_company(path: Path) -> Company:
     """Validate company.toml; one line per mistake."""
-    where = f"lexicon {path.name}"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
-    unknown = set(data) - _KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (keys: {', '.join(PLACEHOLDERS.values())})")
+    data, where = read_model_file(path, _KEYS)
     lists: dict[str, tuple[str, ...]] = {}
     for name, key in PLACEHOLDERS.items():
         values = data.get(key, [])
