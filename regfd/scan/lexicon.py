@@ -394,7 +394,6 @@ class Lexicons:
     signals: Signals | None = None  # compositional evidence (signals.toml + evidence.toml)
     message_model: MessageModel | None = None  # the whole message's second opinion (message_model.toml)
     prefilter: PatternSet | None = None  # `prefilter_expression` of every entry, on the compact text
-    company: Company | None = None  # company.toml: the names its placeholders stand for
 
     def categories(self, kind: str) -> set[str]:
         return {e.category for e in self.entries if e.kind == kind}
@@ -547,7 +546,7 @@ def load_lexicons(directory: Path, cache_dir: Path | None = None) -> Lexicons:
     except Exception as exc:  # Hyperscan names the pattern id; map it back
         raise ConfigError(f"lexicon {directory}: patterns do not compile together: {exc}") from None
     return Lexicons(tuple(entries), matcher, presence, tuple(p.name for p in files), signals, message_model,
-                    prefilter, company)
+                    prefilter)
 
 
 def _file_kind(path: Path) -> object:
