@@ -37,15 +37,21 @@ def _groups(lex: Lexicons, text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def other_company(tmp_path_factory: pytest.TempPathFactory) -> Lexicons:
-    d = copy_lexicons(tmp_path_factory.mktemp("lexicons"))
-    (d / "company.toml").write_text(OTHER, encoding="utf-8")
-    return load_lexicons(d)
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compiled-database cache for both lexicon sets: only the signals' databases differ."""
+    return tmp_path_factory.mktemp("hs-cache")
 
 
 @pytest.fixture(scope="module")
-def shipped() -> Lexicons:
-    return load_lexicons(LEXICON_DIR)
+def shipped(cache: Path) -> Lexicons:
+    return load_lexicons(LEXICON_DIR, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def other_company(tmp_path_factory: pytest.TempPathFactory, shipped: Lexicons, cache: Path) -> Lexicons:
+    d = copy_lexicons(tmp_path_factory.mktemp("lexicons"))
+    (d / "company.toml").write_text(OTHER, encoding="utf-8")
+    return load_lexicons(d, cache_dir=cache)
 
 
 def test_one_file_names_the_company_for_every_entry(shipped: Lexicons, other_company: Lexicons) -> None:
