@@ -1,4 +1,5 @@
-"""The message model's word pass in C gives the answer of its Hyperscan reference (regfd/scan/wordindex.py)."""
+"""The scanner's passes in C give their references' answers: the message model's word pass (its Hyperscan
+reference, regfd/scan/wordindex.py) and the signals' compact text (evidence.compact_text in Python)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from regfd.config import ScanLimits
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.evaluation.corpus import manifests, read_manifest
+from regfd.scan.evidence import compact_text
 from regfd.scan.message_model import ANSWERED, features, load_message_model
 from regfd.scan.mime import Problem, iter_parts
 from regfd.scan.normalize import normalize_forms
@@ -47,6 +49,7 @@ def test_every_text_part_of_the_development_corpus_reads_the_same(vocabulary: li
                 for text in (part.text, *(n.text for n in normalize_forms(part.text))):
                     ids = native.ids(text)
                     assert ids == reference.ids(text), f"{msg.name} {part.location}"
+                    assert compact_text(text) == compact_text(text, native=False), f"{msg.name} {part.location}"
                     texts += 1
                     found += len(ids)
     assert texts > 40_000 and found > 1_000_000  # the whole corpus was read, and the vocabulary found in it
@@ -66,6 +69,21 @@ def test_any_text_reads_as_the_reference_reads_it(text: str) -> None:
     assert ids == word_index(vocab, native=False).ids(text)
     if text.isascii():  # and what the fitter weighed (`features`)
         assert {vocab[i] for i in ids} == features(text.lower()) & set(vocab)
+
+
+_SEPARATORS = ["\t", "\x0b", "\x1c", "(", ")", "[", "]", ":", "/", "\U0001f600", "\x7f"]  # and non-ASCII
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from([*_SEPARATORS, *_PIECES])), max_size=40).map("".join))
+def test_any_text_compacts_as_the_reference_compacts_it(text: str) -> None:
+    assert compact_text(text) == compact_text(text, native=False)
+
+
+def test_compact_text_separators_and_non_ascii() -> None:
+    assert compact_text("Miss  the -- (Q2)\r\n\r\nquarter: caf\u00e9\ud800 ") == b"Miss the Q2 quarter caf?? "
+    with pytest.raises(TypeError):
+        compact_text(b"bytes")  # type: ignore[arg-type]
 
 
 def test_what_counts_as_a_word() -> None:

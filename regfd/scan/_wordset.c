@@ -12,6 +12,9 @@
  * whole development corpus): a token is a maximal run of ASCII letters, digits and the
  * apostrophe (capitals lowered); every other character, any non-ASCII one included, separates.
  * The GIL is released while the text is read.
+ *
+ * compact(): the evidence signals' compact text (evidence.Compact), the other per-message pass
+ * over every character: 0.025 ms on 10 KB as encode + translate + re.sub, a few microseconds here.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -202,19 +205,26 @@ static void find(const WordSet *ws, int kind, const void *data, Py_ssize_t n, ch
     }
 }
 
+/* Whether `text` is a str ready to read; if not, the exception is set. */
+static int ready_str(PyObject *text, const char *caller) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes a str, not %.100s", caller, Py_TYPE(text)->tp_name);
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0)
+        return 0;
+#endif
+    return 1;
+}
+
 static PyObject *WordSet_ids(WordSet *self, PyObject *text) {
     if (self->slots == NULL) {
         PyErr_SetString(PyExc_TypeError, "WordSet not initialized");
         return NULL;
     }
-    if (!PyUnicode_Check(text)) {
-        PyErr_Format(PyExc_TypeError, "ids() takes a str, not %.100s", Py_TYPE(text)->tp_name);
+    if (!ready_str(text, "ids"))
         return NULL;
-    }
-#if PY_VERSION_HEX < 0x030C0000
-    if (PyUnicode_READY(text) < 0)
-        return NULL;
-#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
@@ -248,6 +258,38 @@ done:
 
 static Py_ssize_t WordSet_len(WordSet *self) { return self->size; }
 
+/* What a space in a lexicon pattern stands for (evidence._TO_SPACE): made a space. */
+static unsigned char SEPARATOR[128];
+
+static PyObject *compact(PyObject *Py_UNUSED(module), PyObject *text) {
+    if (!ready_str(text, "compact"))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        char b = c >= 128 ? '?' : SEPARATOR[c] ? ' ' : (char)c; /* non-ASCII: "?", as encode("ascii", "replace") */
+        if (b == ' ' && k > 0 && o[k - 1] == ' ')
+            continue; /* a run of separators is one space */
+        o[k++] = b;
+    }
+    if (k < n && _PyBytes_Resize(&out, k) < 0)
+        return NULL;
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"compact", (PyCFunction)compact, METH_O,
+     "compact(text) -> bytes: text as ASCII (others '?'), each run of separators one space (evidence.Compact)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef WordSet_methods[] = {
     {"ids", (PyCFunction)WordSet_ids, METH_O,
      "ids(text) -> set of the indexes of the literals that occur in text as a word or a pair of neighbouring words"},
@@ -269,7 +311,8 @@ static PyTypeObject WordSetType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "regfd.scan._wordset", "The message model's word pass, in C (see wordindex.py).", -1, NULL,
+    PyModuleDef_HEAD_INIT, "regfd.scan._wordset", "The scanner's passes in C: the message model's words, the compact text.", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC PyInit__wordset(void) {
@@ -277,6 +320,8 @@ PyMODINIT_FUNC PyInit__wordset(void) {
         TOKEN[c] = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '\'' ? (unsigned char)c
                    : (c >= 'A' && c <= 'Z')                                     ? (unsigned char)(c + 32)
                                                                                  : 0;
+    for (const char *p = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:"; *p; p++)
+        SEPARATOR[(unsigned char)*p] = 1;
     if (PyType_Ready(&WordSetType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -31,6 +31,14 @@ from regfd.scan.message_model import read_model_file
 from regfd.scan.patternset import PatternSet
 from regfd.scan.quoting import reply_spans
 
+_native_compact: Callable[[str], bytes] | None
+try:  # the compact text in C where regfd was built with it (setup.py); `compact_text` is its reference
+    from regfd.scan._wordset import compact
+
+    _native_compact = compact
+except ImportError:
+    _native_compact = None
+
 SCOPES = ("sentence", "neighbours", "paragraph", "part")
 # Weights evidence.toml may give besides the signal groups of signals.toml:
 # the hit itself (a topic word, or a phrase of the material lexicon), a
@@ -430,6 +438,15 @@ _TO_SPACE = bytes(0x20 if chr(b) in "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:" else
 _RUNS = re.compile(rb"  +")
 
 
+def compact_text(text: str, native: bool = True) -> bytes:
+    """`text` as the lexicons read it: one byte per character (non-ASCII is "?", which no pattern
+    matches), each run of separators one space. In C where it was built (~4 us on 10 KB, against
+    25 us for this encode, translate and re.sub, which stay as its reference and fallback)."""
+    if native and _native_compact is not None:
+        return _native_compact(text)
+    return _RUNS.sub(b" ", text.encode("ascii", "replace").translate(_TO_SPACE))
+
+
 class Compact:
     """Normalized text with every run of separators made one space, and the way back.
 
@@ -443,10 +460,8 @@ class Compact:
     """
 
     def __init__(self, text: str) -> None:
-        # Bytes, one per character as for the lexicons (non-ASCII is "?", which no pattern matches).
         self._source = text
-        self._spaced = text.encode("ascii", "replace").translate(_TO_SPACE)
-        self.data = _RUNS.sub(b" ", self._spaced)
+        self.data = compact_text(text)
         self.text = self.data.decode("ascii")
         self._mapped = False
         self.starts: list[int] = []  # each run of two or more: start and end in `text` ...
@@ -459,7 +474,8 @@ class Compact:
         if self._mapped:
             return
         self._mapped = True
-        text, spaced = self._source, self._spaced
+        text = self._source
+        spaced = text.encode("ascii", "replace").translate(_TO_SPACE)
         removed = 0
         n = len(spaced)
         i = spaced.find(b"  ")
