@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.fit_message_model import Example, Names, named, vocabulary
+from tools.fit_message_model import Example, Names, named, vocabulary, weighable
+from tools.fit_word_model import features
 
 MAIL = """Hi Priya,
 
@@ -52,3 +53,13 @@ def test_the_regression_is_given_no_named_feature() -> None:
     assert vocabulary(exs, 2) == {"walking", "kestrel", "walking kestrel", "q:kestrel", "lunch", "rare"}
     assert vocabulary(exs, 2, frozenset({"kestrel"})) == {"walking", "lunch", "rare"}
     assert vocabulary(exs, 3, frozenset({"kestrel"})) == {"walking"}
+
+
+def test_the_sentence_model_is_given_no_named_feature_either() -> None:
+    """tools/fit_word_model.py (lexicons/model.toml) keeps the same rule over its topic sentences:
+    its features are words, pairs and signal groups ("g:secrecy"), never a name."""
+    rows = [features("marcus will step down before the call", ["secrecy"]) for _ in range(3)]
+    keep = weighable(rows, 3, frozenset({"marcus"}))
+    assert "g:secrecy" in keep and "step down" in keep and "step" in keep
+    assert not [f for f in keep if "marcus" in f.split(" ")]
+    assert "marcus will" in weighable(rows, 3, frozenset())

@@ -108,14 +108,14 @@ def test_zones_cut_a_text_into_own_and_answered_stretches() -> None:
 
 
 def test_under_confirm_evidence_findings_drop_but_a_lexicon_phrase_stays(tmp_path: Path) -> None:
-    evidence_only = "Ana,\n\nJust between us, we're going to come in light on revenue this quarter.\n\nBob\n"
+    evidence_only = "Ana,\n\nJust between us, we're going to be light on revenue this quarter.\n\nBob\n"
     phrase = "Ana,\n\nBetween us, we will miss the quarter. Frobnic.\n\nBob\n"
     (tmp_path / "off").mkdir()
     (tmp_path / "strict").mkdir()
     off = _lexicons(tmp_path / "off", alone=1.0, confirm=0.0)
     assert any(f.rule.startswith("evidence score") for f in _material(off, evidence_only))
     strict = _lexicons(tmp_path / "strict", confirm=0.99)
-    assert _material(strict, evidence_only) == []  # p = 0.12 < 0.99: the evidence alone does not stand
+    assert _material(strict, evidence_only) == []  # p < 0.99: the evidence alone does not stand
     kept = _material(strict, phrase)
     assert kept and not any(f.rule.startswith("evidence score") for f in kept)
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -206,9 +207,15 @@ Weights = dict[str, float]
 
 def vocabulary(train: list[Example], min_df: int, names: frozenset[str] = frozenset()) -> set[str]:
     """The features the regression may weigh: seen in at least `min_df` messages, holding none of `names`."""
+    return weighable((ex.feats for ex in train), min_df, names)
+
+
+def weighable(examples: Iterable[Iterable[str]], min_df: int, names: frozenset[str]) -> set[str]:
+    """The features seen in at least `min_df` of the examples (each a collection of features) that hold
+    none of `names`: the rule of both fitters (this one, and fit_word_model.py's sentences)."""
     df: Counter[str] = Counter()
-    for ex in train:
-        df.update(ex.feats)
+    for feats in examples:
+        df.update(feats)
     return {f for f, n in df.items() if n >= min_df and not named(f, names)}
 
 

@@ -6,8 +6,11 @@ material topic with its signal groups, labels it by the reviewer's labels
 of its message (a sentence of a message labelled material in that sentence's
 category is positive; a sentence of a benign message is negative; others are
 left out), and fits a logistic regression (scikit-learn) over the sentence's
-words, word pairs and signal groups. The weights are written as a TOML file
-a reviewer can read; regfd itself never needs scikit-learn.
+words, word pairs and signal groups. Words the corpus writes as names, and
+the company's own (lexicons/company.toml), are not weighed: the same rule
+as the message model's (tools/fit_message_model.py). The weights are
+written as a TOML file a reviewer can read; regfd itself never needs
+scikit-learn.
 
     .venv/bin/pip install scikit-learn
     .venv/bin/python tools/fit_word_model.py [--c 0.5] [--out lexicons/model.toml]
@@ -35,6 +38,7 @@ from regfd.scan.message_model import STOPWORDS  # noqa: E402
 from regfd.scan.mime import Problem, iter_parts  # noqa: E402
 from regfd.scan.normalize import normalize_forms  # noqa: E402
 from regfd.store.directory_file import load_directory_file  # noqa: E402
+from tools.fit_message_model import Names, company_words, weighable  # noqa: E402
 
 CANDIDATE_FLOOR = 0.5  # sentences scoring at least this are training candidates
 STRUCTURAL = {"topic", "phrase", "quoted"}
@@ -50,8 +54,9 @@ def features(sentence: str, groups: list[str]) -> dict[str, int]:
     return out
 
 
-def candidates(lexicon_dir: Path, parts: list[str]) -> list[tuple[dict[str, int], int]]:
-    """(features, label) for every topic sentence of the corpus parts, scored with a low threshold."""
+def candidates(lexicon_dir: Path, parts: list[str], names: Names) -> list[tuple[dict[str, int], int]]:
+    """(features, label) for every topic sentence of the corpus parts, scored with a low threshold;
+    the words of every text part are counted into `names`."""
     with tempfile.TemporaryDirectory() as tmp:
         for f in lexicon_dir.glob("*.toml"):
             if f.name != "model.toml":
@@ -71,6 +76,7 @@ def candidates(lexicon_dir: Path, parts: list[str]) -> list[tuple[dict[str, int]
                 for item in iter_parts(lab.raw, ScanLimits(), time.monotonic() + 10):
                     if isinstance(item, Problem):
                         continue
+                    names.count(item.text)
                     text = normalize_forms(item.text)[0].text
                     found, _ = lexicons.signals.find(text)
                     for e in found:
@@ -102,16 +108,16 @@ def main() -> None:
     parts = a.parts.split(",")
     if any(p.startswith("heldout") for p in parts):
         ap.error("the held-out part is never used for fitting")
-    rows = candidates(ROOT / "lexicons", parts)
-    df: dict[str, int] = {}
-    for feats, _ in rows:
-        for f in feats:
-            df[f] = df.get(f, 0) + 1
-    keep = {f for f, n in df.items() if n >= a.min_df}
+    counted = Names()
+    rows = candidates(ROOT / "lexicons", parts, counted)
+    names = counted.names() | company_words()
+    keep = weighable((feats for feats, _ in rows), a.min_df, names)
     vec = DictVectorizer()
-    x = vec.fit_transform([{f: v for f, v in feats.items() if f in keep} for feats, _ in rows]).toarray()
+    x = vec.fit_transform([{f: v for f, v in feats.items() if f in keep} for feats, _ in rows]).tocsr()
+    x.indices, x.indptr = x.indices.astype("int32"), x.indptr.astype("int32")  # liblinear takes 32-bit indices only
     y = [label for _, label in rows]
-    clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=20000, l1_ratio=1.0, solver="saga")
+    # liblinear on the sparse matrix: seconds, where saga on a dense copy took over half an hour
+    clf = LogisticRegression(C=a.c, class_weight="balanced", max_iter=20000, l1_ratio=1.0, solver="liblinear")
     clf.fit(x, y)
     weights = sorted(((float(w), f) for f, w in zip(vec.get_feature_names_out(), clf.coef_[0], strict=True)
                       if abs(w) >= 0.05), reverse=True)
@@ -125,7 +131,7 @@ def main() -> None:
         "# signal groups (g:...) give a probability of at least `threshold`.",
         'kind = "model"',
         f'description = "logistic regression (L1), C={a.c}, min_df={a.min_df}, {len(rows)} sentences '
-        f'({positives} disclosing, {len(rows) - positives} not)"',
+        f'({positives} disclosing, {len(rows) - positives} not), {len(names)} names not weighed"',
         f"bias = {float(clf.intercept_[0]):.4f}",
         f"threshold = {a.threshold}",
         f"gray_zone = {a.gray_zone}",
