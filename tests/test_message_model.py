@@ -11,6 +11,7 @@ from regfd.config import ScanLimits
 from regfd.core.finding import MATERIAL, Finding
 from regfd.errors import ConfigError
 from regfd.scan.company import load_company
+from regfd.scan.evidence import load_word_model
 from regfd.scan.lexicon import load_lexicons
 from regfd.scan.message_model import features, message_features, zones
 from regfd.scan.scanner import scan_message
@@ -228,6 +229,9 @@ def test_the_shipped_model_weighs_none_of_the_corpus_s_names() -> None:
     names |= load_company(LEXICON_DIR / "company.toml").words()  # the ticker "alnt" too, though written ALNT
     assert "alnt" in names
     assert not {w for f in model.vocabulary for w in f.removeprefix("q:").split(" ")} & names
+    # Nor the sentence word model of the evidence's gray zone (model.toml, tools/fit_word_model.py).
+    sentences = load_word_model(LEXICON_DIR / "model.toml")
+    assert len(sentences.weights) > 1000 and not {w for f in sentences.weights for w in f.split(" ")} & names
     told = "Marcus told me Kestrel is pulling its business from our Dayton plant at year end. ALNT is a sell."
     other = "Priyanka told me Zorblatt is pulling its business from our Tulsa plant at year end. ZRBX is a sell."
     assert model.reading(model.read(told)) == model.reading(model.read(other))
