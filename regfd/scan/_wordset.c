@@ -14,7 +14,7 @@
  * The GIL is released while the text is read.
  *
  * compact(): the evidence signals' compact text (evidence.Compact), the other per-message pass
- * over every character: 0.025 ms on 10 KB as encode + translate + re.sub, a few microseconds here.
+ * over every character: 0.024 ms on 10 KB as encode + translate + re.sub, 0.010 ms here.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -258,8 +258,10 @@ done:
 
 static Py_ssize_t WordSet_len(WordSet *self) { return self->size; }
 
-/* What a space in a lexicon pattern stands for (evidence._TO_SPACE): made a space. */
-static unsigned char SEPARATOR[128];
+/* Each Latin-1 character's byte in the compact text: what a space in a lexicon pattern stands for
+ * (evidence._TO_SPACE) a space, any other ASCII character itself, the rest "?" (as encode("ascii",
+ * "replace") writes them). */
+static char COMPACT[256];
 
 static PyObject *compact(PyObject *Py_UNUSED(module), PyObject *text) {
     if (!ready_str(text, "compact"))
@@ -272,12 +274,23 @@ static PyObject *compact(PyObject *Py_UNUSED(module), PyObject *text) {
         return NULL;
     char *o = PyBytes_AS_STRING(out);
     Py_ssize_t k = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        char b = c >= 128 ? '?' : SEPARATOR[c] ? ' ' : (char)c; /* non-ASCII: "?", as encode("ascii", "replace") */
-        if (b == ' ' && k > 0 && o[k - 1] == ' ')
-            continue; /* a run of separators is one space */
-        o[k++] = b;
+    char last = 0;
+    if (kind == PyUnicode_1BYTE_KIND) { /* most mail: one byte per character, read without a switch */
+        const Py_UCS1 *in = data;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            char b = COMPACT[in[i]];
+            if (b == ' ' && last == ' ')
+                continue; /* a run of separators is one space */
+            o[k++] = last = b;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            char b = c < 256 ? COMPACT[c] : '?';
+            if (b == ' ' && last == ' ')
+                continue;
+            o[k++] = last = b;
+        }
     }
     if (k < n && _PyBytes_Resize(&out, k) < 0)
         return NULL;
@@ -320,8 +333,10 @@ PyMODINIT_FUNC PyInit__wordset(void) {
         TOKEN[c] = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '\'' ? (unsigned char)c
                    : (c >= 'A' && c <= 'Z')                                     ? (unsigned char)(c + 32)
                                                                                  : 0;
+    for (int c = 0; c < 256; c++)
+        COMPACT[c] = c < 128 ? (char)c : '?';
     for (const char *p = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:"; *p; p++)
-        SEPARATOR[(unsigned char)*p] = 1;
+        COMPACT[(unsigned char)*p] = ' ';
     if (PyType_Ready(&WordSetType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -440,8 +440,8 @@ _RUNS = re.compile(rb"  +")
 
 def compact_text(text: str, native: bool = True) -> bytes:
     """`text` as the lexicons read it: one byte per character (non-ASCII is "?", which no pattern
-    matches), each run of separators one space. In C where it was built (~4 us on 10 KB, against
-    25 us for this encode, translate and re.sub, which stay as its reference and fallback)."""
+    matches), each run of separators one space. In C where it was built (0.010 ms on 10 KB, against
+    0.024 ms for this encode, translate and re.sub, which stay as its reference and fallback)."""
     if native and _native_compact is not None:
         return _native_compact(text)
     return _RUNS.sub(b" ", text.encode("ascii", "replace").translate(_TO_SPACE))
