@@ -468,8 +468,8 @@ class Lexicons:
                 out[out.index(hits[i])] = Hit(hits[i].entry, hits[i].start, hits[i].end,
                                               f"{hits[i].entry.origin}; {ev.explain()}", ev.lo, ev.hi)
         excluded = [_bounds(text, s, e, entry.scope) for entry, s, e in raw if entry.kind == EXCLUSION]
-        # A topic sentence worded as one a phrase finding of its category stands in says nothing new
-        # ("We got hacked." two hundred times is one finding, not the phrase's and the topic's).
+        # A topic sentence worded exactly as the sentence of a phrase finding of its category adds
+        # nothing ("We got hacked." two hundred times is one finding, not the phrase's and the topic's).
         reported = {(hits[i].entry.category, text[kept[n].lo:kept[n].hi]) for n, i in enumerate(material) if n in kept}
         out.extend(Hit(_evidence_entry(ev.category, ev.origin), ev.start, ev.end, ev.explain(), ev.lo, ev.hi)
                    for ev in evidence if not any(lo < ev.end and ev.start < hi for lo, hi in excluded)
