@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+import httpx2
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
@@ -121,7 +122,7 @@ def console(idp: Idp, redis_server: RedisServer, tmp_path: Path) -> Iterator[tup
     store.r.close()
 
 
-def sso(c: TestClient, next_path: str = "/records") -> tuple[httpx.Response, str]:
+def sso(c: TestClient, next_path: str = "/records") -> tuple[httpx2.Response, str]:
     """Start at the console, go through the provider over HTTP, come back; the callback's answer and its URL."""
     r = c.get(f"/login/oidc?next={next_path}")
     assert r.status_code == 303
