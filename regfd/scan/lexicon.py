@@ -275,12 +275,16 @@ def _fail(origin: str, problem: str) -> ConfigError:
     return ConfigError(f"lexicon {origin}: {problem}")
 
 
-def _pattern(origin: str, key: str, value: Any, company: Company | None = None) -> tuple[str, regex.Pattern[str]]:
+def _pattern(origin: str, key: str, value: Any, company: Company | None = None,
+             ) -> tuple[str, str, regex.Pattern[str]]:
+    """(the pattern with its placeholders filled, as a reviewer reads it; its regex; compiled); an error quotes
+    the pattern as written."""
     if not isinstance(value, str) or not value.strip():
         raise _fail(origin, f"{key} must be a non-empty string (got {value!r})")
     try:
-        expr = pattern_to_regex(expand(value, company))
-        return expr, _compile(expr)
+        shown = expand(value, company)
+        expr = pattern_to_regex(shown)
+        return shown, expr, _compile(expr)
     except (PatternError, regex.error, ValueError) as exc:
         raise _fail(origin, f"{key} {value!r}: {exc}") from None
 
@@ -315,19 +319,17 @@ def _entries(kind: str, table: dict[str, Any], origin: str, company: Company | N
         raise _fail(origin, "patterns must be a non-empty list of strings")
     near = None
     if "near" in table:
-        near = _pattern(origin, "near", table["near"], company)[1]
+        near = _pattern(origin, "near", table["near"], company)[2]
     within = _int(origin, "within", table.get("within"), 6)
     unless_raw = table.get("unless", [])
     if not isinstance(unless_raw, list):
         raise _fail(origin, "unless must be a list of strings")
-    unless = tuple(_pattern(origin, "unless", u, company)[1] for u in unless_raw)
+    unless = tuple(_pattern(origin, "unless", u, company)[2] for u in unless_raw)
     unless_within = _int(origin, "unless_within", table.get("unless_within"), 8)
     out = []
     for p in raw:
-        expr, rx = _pattern(origin, "pattern", p, company)
-        if company is not None and isinstance(p, str):
-            p = company.expand(p)  # what a reviewer sees: the names, not the placeholder
-        out.append(Entry(kind, category.strip(), p, severity, expr, rx, near, within, unless, unless_within, scope,
+        shown, expr, rx = _pattern(origin, "pattern", p, company)  # a reviewer sees the names, not the placeholder
+        out.append(Entry(kind, category.strip(), shown, severity, expr, rx, near, within, unless, unless_within, scope,
                          origin, _compile_reverse(expr)))
     return out
 
