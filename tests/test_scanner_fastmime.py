@@ -218,3 +218,51 @@ def test_header_block_parser_agrees_with_the_feedparser(block: str) -> None:
     assert (fast is None) == odd
     if fast is not None:
         assert (_shape(fast), fast.defects) == (_shape(reference), reference.defects)
+
+
+FIELD_HEADERS = [
+    {},
+    {"Content-Type": "text/plain"},
+    {"Content-Type": 'text/plain; charset="UTF-8"'},
+    {"Content-Type": "TEXT/HTML; CHARSET=ISO-8859-1; name=page.htm"},
+    {"Content-Type": "text/plain; charset*=us-ascii''UTF-8"},
+    {"Content-Type": "text/plain; charset*=bogus-charset''utf%2D8"},
+    {"Content-Type": "text/plain; charset=\"caf\u00e9\""},
+    {"Content-Type": "text"},  # invalid: text/plain
+    {"Content-Type": "multipart/mixed; boundary=\"=_b oundary  \""},
+    {"Content-Type": "multipart/mixed; boundary*0=\"ab\"; boundary*1=cd"},
+    {"Content-Type": "application/pdf; name=\"re\\\"port.pdf\""},
+    {"Content-Type": "application/pdf; name=\"=?utf-8?q?R=C3=A9sultats?=.pdf\""},
+    {"Content-Type": "application/pdf", "Content-Disposition": "attachment; filename=\" report.pdf \""},
+    {"Content-Type": "application/pdf; name=a.pdf", "Content-Disposition": "ATTACHMENT; filename*=utf-8''r%C3%A9sum%C3%A9.pdf"},
+    {"Content-Type": "application/pdf; name=a.pdf", "Content-Disposition": "inline"},
+    {"Content-Type": "application/pdf; name=a.pdf; name=b.pdf; NAME=c.pdf"},
+    {"Content-Type": "text/plain; ; charset=utf-8;", "Content-Disposition": "attachment; filename="},
+    {"Content-Type": "text/plain; charset=utf-8 (comment)"},
+    {"Content-Type": "text/plain; charset=<utf-8>"},
+]
+
+
+@pytest.mark.parametrize("headers", FIELD_HEADERS, ids=range(len(FIELD_HEADERS)))
+def test_fields_read_as_the_email_package_does(headers: dict[str, str]) -> None:
+    """`_Fields` parses each field once; every value must be the one the email package's method gives."""
+    part = Message()
+    for name, value in headers.items():
+        part[name] = value
+    fields = mimeparts._Fields(part)
+    assert fields.content_type() == part.get_content_type()
+    assert fields.filename() == part.get_filename()
+    assert fields.boundary() == part.get_boundary()
+    assert fields.charset() == part.get_content_charset()
+
+
+def test_fields_agree_on_every_part_of_the_shapes() -> None:
+    seeds = [_bench_like(), _bench_like(True), _nested(), _nested(True), *HAND_WRITTEN.values()]
+    seen = 0
+    for raw in seeds:
+        for part in parse_message(raw).walk():
+            fields = mimeparts._Fields(part)
+            assert (fields.content_type(), fields.filename(), fields.boundary(), fields.charset()) == (
+                part.get_content_type(), part.get_filename(), part.get_boundary(), part.get_content_charset())
+            seen += 1
+    assert seen > 40

@@ -23,7 +23,8 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import Parser
-from typing import cast
+from email.utils import collapse_rfc2231_value
+from typing import Any, cast
 
 import pybase64
 
@@ -192,7 +193,8 @@ def _fast_entity(text: str, start: int, end: int, depth: int, strip_eol: bool) -
     # blank line.
     if msg._payload:  # type: ignore[attr-defined]
         return None
-    maintype = msg.get_content_maintype()
+    fields = _Fields(msg)
+    maintype = fields.content_type().split("/")[0]  # get_content_maintype()
     if maintype == "message":
         return None
     if maintype != "multipart":
@@ -204,8 +206,8 @@ def _fast_entity(text: str, start: int, end: int, depth: int, strip_eol: bool) -
                 payload = payload[:-1]
         msg._payload = payload  # type: ignore[attr-defined]  # undeclared in typeshed; set as the feedparser does
         return msg
-    boundary = msg.get_boundary()
-    if not boundary or msg.get_content_type() == "multipart/digest":
+    boundary = fields.boundary()
+    if not boundary or fields.content_type() == "multipart/digest":
         return None
     delimiters = _delimiters(text, boundary, body, end)
     if delimiters is None or len(delimiters) < 2:
@@ -235,6 +237,7 @@ def _parse_header_block(block: str) -> Message | None:
     if len(lines) < 2 or lines[-1] or lines[-2] not in ("", "\r"):
         return None
     msg = Message(policy=policy.compat32)
+    headers: list[tuple[str, str]] = msg._headers  # type: ignore[attr-defined]  # undeclared in typeshed
     field: list[str] = []
     for line in lines[:-2]:
         if line[:1] in (" ", "\t"):
@@ -245,12 +248,18 @@ def _parse_header_block(block: str) -> Message | None:
         if line.startswith("From ") or _FIELD.match(line) is None:
             return None
         if field:
-            msg.set_raw(*policy.compat32.header_source_parse(field))
+            headers.append(_source_field(field))
         field = [line + "\n"]
     if field:
-        msg.set_raw(*policy.compat32.header_source_parse(field))
-    msg.set_payload("")
+        headers.append(_source_field(field))
+    msg._payload = ""  # type: ignore[attr-defined]  # what set_payload("") sets
     return msg
+
+
+def _source_field(lines: list[str]) -> tuple[str, str]:
+    """compat32's `header_source_parse`, as `set_raw` stores it (inline: one call less per field)."""
+    name, value = lines[0].split(":", 1)
+    return name, (value.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
 
 
 def _fast_parse(raw: bytes) -> Message | None:
@@ -294,6 +303,66 @@ def decoded_payload(part: Message) -> bytes | None:
     return cast("bytes | None", part.get_payload(decode=True))
 
 
+_MISSING: Any = object()
+
+
+class _Fields:
+    """What the walk reads of one part's header, each field parsed once.
+
+    The email package parses Content-Type anew for each of `get_content_type`, `get_boundary`,
+    `get_filename` and `get_content_charset`, and that parsing was most of the fixed cost of a
+    message (four parses of one line for every text part). These give the values of those methods
+    (the same code on the same parsed parameters; tests/test_scanner_fastmime.py compares them)."""
+
+    __slots__ = ("msg", "_params", "_ctype")
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        self._params: dict[str, Any] = {}
+        self._ctype: str | None = None
+
+    def content_type(self) -> str:
+        if self._ctype is None:
+            self._ctype = self.msg.get_content_type()
+        return self._ctype
+
+    def param(self, name: str, header: str = "content-type") -> Any:
+        """`msg.get_param(name, _MISSING, header)`."""
+        params = self._params.get(header, _MISSING)
+        if params is _MISSING:
+            params = self._params[header] = self.msg.get_params(None, header)
+        for key, value in params or ():
+            if key.lower() == name:
+                return value
+        return _MISSING
+
+    def boundary(self) -> str | None:
+        value = self.param("boundary")
+        return None if value is _MISSING else str(collapse_rfc2231_value(value).rstrip())
+
+    def filename(self) -> str | None:
+        value = self.param("filename", "content-disposition")
+        if value is _MISSING:
+            value = self.param("name")
+        return None if value is _MISSING else str(collapse_rfc2231_value(value).strip())
+
+    def charset(self) -> str | None:
+        """`get_content_charset()`."""
+        value = self.param("charset")
+        if value is _MISSING:
+            return None
+        if isinstance(value, tuple):  # RFC 2231: decoded, and it had better be ASCII
+            try:
+                value = str(value[2].encode("raw-unicode-escape"), value[0] or "us-ascii")
+            except (LookupError, UnicodeError):
+                value = value[2]
+        try:
+            value.encode("us-ascii")
+        except UnicodeError:
+            return None
+        return str(value).lower()
+
+
 class _Walk:
     """State of one extraction: counters and the deadline (never shared)."""
 
@@ -334,11 +403,12 @@ class _Walk:
         if depth > self.limits.max_depth:
             yield Problem(prefix + "body", "max-depth")
             return
-        ctype = part.get_content_type()
+        fields = _Fields(part)
+        ctype = fields.content_type()
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
             if ctype == "message/rfc822" or ctype.startswith("message/"):
-                name = decode_header_text(part.get_filename()) or "message.eml"
+                name = decode_header_text(fields.filename()) or "message.eml"
                 for inner in payload:
                     if isinstance(inner, Message):
                         yield from self.message(inner, f"{prefix}attachment:{name}/", depth + 1)
@@ -347,10 +417,11 @@ class _Walk:
                 if isinstance(child, Message):
                     yield from self.entity(child, prefix, depth + 1)
             return
-        yield from self.leaf(part, ctype, prefix, depth)
+        yield from self.leaf(fields, prefix, depth)
 
-    def leaf(self, part: Message, ctype: str, prefix: str, depth: int) -> Iterator[TextPart | Problem]:
-        name = decode_header_text(part.get_filename())
+    def leaf(self, fields: _Fields, prefix: str, depth: int) -> Iterator[TextPart | Problem]:
+        part, ctype = fields.msg, fields.content_type()
+        name = decode_header_text(fields.filename())
         disposition = part.get_content_disposition()
         data = decoded_payload(part)
         if not isinstance(data, bytes):
@@ -361,7 +432,7 @@ class _Walk:
             yield Problem(location, "over-size")
             return
         kind = _sniff(data, ctype, name)
-        yield from self.document(data, kind, part.get_content_charset(), location, prefix, depth, is_body)
+        yield from self.document(data, kind, fields.charset(), location, prefix, depth, is_body)
 
     def document(
         self, data: bytes, kind: str, charset: str | None, location: str, prefix: str, depth: int, is_body: bool
