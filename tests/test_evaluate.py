@@ -33,12 +33,13 @@ DIRECTORY = CORPUS / "directory.toml"
 # 0.990; with dev/ab, dev/ac and dev/ad (3 280, refitted): 0.999, 0.017, 0.987;
 # with dev/af, dev/ag and dev/ah (3 760, refitted): 0.999, 0.019, 0.986; with
 # forty-seven more batches (11 360, refitted, thresholds chosen by
-# `--choose 5.5`): 1.000, 0.016, 0.987. The
+# `--choose 5.5`): 1.000, 0.016, 0.987; with 153 batches (24 390, thresholds by
+# `--choose 3`): 1.000, 0.012, 0.991; with 158 (25 190): 1.000, 0.013, 0.991. The
 # floors leave a little room so that an unrelated lexicon edit does not fail CI
 # by one message; they are not the product's goals
 # (97 % recall, at most 3 % of benign mail held, 98 % accuracy: README).
 DEV_FLOORS = ("--min-recall", "0.96", "--max-benign-held", "0.03", "--min-accuracy", "0.965")
-DEV_MESSAGES = 24390  # the development part never shrinks below what the floors were measured on
+DEV_MESSAGES = 25190  # the development part never shrinks below what the floors were measured on
 
 
 def test_development_corpus_meets_the_agreed_floors(regfd: Regfd) -> None:
