@@ -1,6 +1,6 @@
 """The scanner's passes in C give their references' answers: the message model's word pass (its Hyperscan
-reference, regfd/scan/wordindex.py), the signals' compact text and its sentence ends (evidence.compact_text and
-evidence.sentence_ends in Python)."""
+reference, regfd/scan/wordindex.py), the signals' compact text, its offset maps and its sentence ends
+(evidence.compact_text, separator_runs and sentence_ends in Python)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from regfd.config import ScanLimits
 from regfd.core.finding import MATERIAL_CATEGORIES
 from regfd.evaluation.corpus import manifests, read_manifest
-from regfd.scan.evidence import compact_text, sentence_ends
+from regfd.scan.evidence import compact_text, sentence_ends, separator_runs
 from regfd.scan.message_model import ANSWERED, features, load_message_model
 from regfd.scan.mime import Problem, iter_parts
 from regfd.scan.normalize import normalize_forms
@@ -53,6 +53,7 @@ def test_every_text_part_of_the_development_corpus_reads_the_same(vocabulary: li
                     compact = compact_text(text)
                     assert compact == compact_text(text, native=False), f"{msg.name} {part.location}"
                     assert sentence_ends(compact) == sentence_ends(compact, native=False), f"{msg.name} {part.location}"
+                    assert separator_runs(text) == separator_runs(text, native=False), f"{msg.name} {part.location}"
                     texts += 1
                     found += len(ids)
     assert texts > 40_000 and found > 1_000_000  # the whole corpus was read, and the vocabulary found in it
@@ -81,6 +82,17 @@ _SEPARATORS = ["\t", "\x0b", "\x1c", "(", ")", "[", "]", ":", "/", "\U0001f600",
 @given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from([*_SEPARATORS, *_PIECES])), max_size=40).map("".join))
 def test_any_text_compacts_as_the_reference_compacts_it(text: str) -> None:
     assert compact_text(text) == compact_text(text, native=False)
+    assert separator_runs(text) == separator_runs(text, native=False)
+
+
+def test_separator_runs_map_the_compact_text_back() -> None:
+    text = "Miss  the\r\n\r\nquarter -- now\n"
+    starts, ends, at, removed, paragraphs = separator_runs(text)
+    assert (starts, ends, at) == ([4, 9, 20], [6, 13, 24], [4, 8, 16])  # a lone line end is no run
+    assert removed == [1, 4, 7] and paragraphs == [8]  # and only the blank line is a paragraph break
+    assert compact_text(text) == b"Miss the quarter now "
+    with pytest.raises(TypeError):
+        separator_runs(b"bytes")  # type: ignore[arg-type]
 
 
 @settings(max_examples=300, deadline=None)

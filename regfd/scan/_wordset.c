@@ -15,7 +15,8 @@
  *
  * compact(): the evidence signals' compact text (evidence.Compact), the other per-message pass
  * over every character: 0.024 ms on 10 KB as encode + translate + re.sub, 0.010 ms here.
- * sentence_ends(): where its sentences end (evidence._Breaks), for text with a topic or phrase hit.
+ * separator_runs() and sentence_ends(): its offset maps and where its sentences end (evidence.Compact and
+ * evidence._Breaks), for text with a topic or phrase hit.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -298,6 +299,65 @@ static PyObject *compact(PyObject *Py_UNUSED(module), PyObject *text) {
     return out;
 }
 
+/* Appends v to list; 0, or -1 with the exception set. */
+static int append_index(PyObject *list, Py_ssize_t v) {
+    PyObject *o = PyLong_FromSsize_t(v);
+    if (o == NULL)
+        return -1;
+    int r = PyList_Append(list, o);
+    Py_DECREF(o);
+    return r;
+}
+
+/* The offset maps of evidence.Compact (`separator_runs` there is the reference): each run of two or more
+ * separators of `text` (the characters compact() makes a space): its start and end in text, its space in
+ * the compact text, the characters removed up to and including it, and the compact offsets of the runs
+ * that hold two line ends or more (a blank line). 0.03 ms on 10 KB in Python, 0.011 ms here, for every
+ * text part with a topic or phrase hit. */
+static PyObject *separator_runs(PyObject *Py_UNUSED(module), PyObject *text) {
+    if (!ready_str(text, "separator_runs"))
+        return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    PyObject *lists[5] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0)};
+    PyObject *out = NULL;
+    for (int k = 0; k < 5; k++)
+        if (lists[k] == NULL)
+            goto done;
+    Py_ssize_t removed = 0, i = 0;
+#define IS_SEPARATOR(c) ((c) < 128 && COMPACT[c] == ' ')
+    while (i < n) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (!IS_SEPARATOR(c)) {
+            i++;
+            continue;
+        }
+        Py_ssize_t j = i + 1, lines = c == '\n';
+        for (; j < n; j++) {
+            Py_UCS4 d = PyUnicode_READ(kind, data, j);
+            if (!IS_SEPARATOR(d))
+                break;
+            lines += d == '\n';
+        }
+        if (j - i >= 2) {
+            if (append_index(lists[0], i) < 0 || append_index(lists[1], j) < 0 || append_index(lists[2], i - removed) < 0
+                || (lines >= 2 && append_index(lists[4], i - removed) < 0))
+                goto done;
+            removed += j - i - 1;
+            if (append_index(lists[3], removed) < 0)
+                goto done;
+        }
+        i = j;
+    }
+#undef IS_SEPARATOR
+    out = PyTuple_Pack(5, lists[0], lists[1], lists[2], lists[3], lists[4]);
+done:
+    for (int k = 0; k < 5; k++)
+        Py_XDECREF(lists[k]);
+    return out;
+}
+
 /* 1: a character that ends a sentence, 2: one that may close it before the space (quotes, brackets). */
 static unsigned char SENTENCE[256];
 
@@ -347,6 +407,8 @@ static PyObject *sentence_ends(PyObject *Py_UNUSED(module), PyObject *arg) {
 static PyMethodDef module_methods[] = {
     {"compact", (PyCFunction)compact, METH_O,
      "compact(text) -> bytes: text as ASCII (others '?'), each run of separators one space (evidence.Compact)"},
+    {"separator_runs", (PyCFunction)separator_runs, METH_O,
+     "separator_runs(text) -> (starts, ends, at, removed, paragraphs): evidence.Compact's offset maps"},
     {"sentence_ends", (PyCFunction)sentence_ends, METH_O,
      "sentence_ends(data) -> list of (start, end): where sentences end in a compact text (evidence._Breaks)"},
     {NULL, NULL, 0, NULL},
