@@ -1,9 +1,10 @@
-"""The one compiled part of regfd: the message model's word pass and the signals' compact text
-(regfd/scan/_wordset.c).
+"""The one compiled part of regfd: the message model's word pass and the signals' compact text, its
+offset maps and its sentence ends (regfd/scan/_wordset.c).
 
 Everything else is declared in pyproject.toml. The extension is optional: where
 it cannot be built (no C compiler), regfd reads the same words with Hyperscan
-(regfd/scan/wordindex.py) and compacts text in Python (evidence.compact_text), slower.
+(regfd/scan/wordindex.py) and does the rest in Python (evidence.compact_text,
+separator_runs and sentence_ends), slower.
 """
 
 from setuptools import Extension, setup

@@ -435,7 +435,8 @@ static PyTypeObject WordSetType = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "regfd.scan._wordset", "The scanner's passes in C: the message model's words, the compact text.", -1,
+    PyModuleDef_HEAD_INIT, "regfd.scan._wordset",
+    "The scanner's passes in C: the message model's words; the compact text, its offset maps and sentence ends.", -1,
     module_methods,
 };
 
