@@ -162,6 +162,17 @@ def test_features_are_words_and_pairs_without_stopword_pairs() -> None:
         "zorblat", "cash", "soon", "will zorblat", "zorblat the", "the cash", "cash soon"}
 
 
+def test_a_figure_is_read_by_its_shape_not_its_value() -> None:
+    """A bare unannounced figure seldom recurs from one mail to the next; its shape does."""
+    assert features("Q3 came in at $45.2M") == {"q0", "came", "00", "0m", "q0 came", "came in", "at 00", "00 0m"}
+    model = load_lexicons(LEXICON_DIR).message_model
+    assert model is not None
+    one = "Between us, Q3 revenue came in at $45.2M, about 12% under the plan we showed you in 2025."
+    other = "Between us, Q4 revenue came in at $38.9M, about 17% under the plan we showed you in 2026."
+    assert model.read(one) == model.read(other) and "00 0m" in model.read(one)  # the fitter weighs "00 0m"
+    assert model.reading(model.read(one)) == model.reading(model.read(other))
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ('kind = "message-model"\nbias = 0\nalone = 1.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\n',
      "alone must be between 0 and 1"),
@@ -176,6 +187,8 @@ def test_features_are_words_and_pairs_without_stopword_pairs() -> None:
      "unknown key 'threshold'"),
     ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\nveto = 0.2\n',
      "veto must be between 0 and 0.1"),
+    ('kind = "message-model"\nbias = 0\nalone = 0.5\nnear = 0.5\nnear_score = 2\nconfirm = 0.1\n'
+     '[weights]\n"q3 revenue" = 1.0\n', "'q3 revenue': the model reads every digit as 0 \\(write 'q0 revenue'\\)"),
 ])
 def test_a_bad_message_model_stops_loading_with_one_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as exc:

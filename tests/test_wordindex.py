@@ -68,7 +68,7 @@ _TEXT = st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6), st.samp
 @settings(max_examples=300, deadline=None)
 @given(_TEXT)
 def test_any_text_reads_as_the_reference_reads_it(text: str) -> None:
-    vocab = sorted({f for w in _WORDS for f in features(w.lower())} | {"miss the", "the quarter", "q2 10", "we're a"})
+    vocab = sorted({f for w in _WORDS for f in features(w.lower())} | {"miss the", "the quarter", "q0 00", "we're a"})
     ids = word_index(vocab).ids(text)
     assert ids == word_index(vocab, native=False).ids(text)
     if text.isascii():  # and what the fitter weighed (`features`)
@@ -117,13 +117,13 @@ def test_compact_text_separators_and_non_ascii() -> None:
 
 
 def test_what_counts_as_a_word() -> None:
-    vocab = ["miss", "miss the", "the quarter", "we're", "q2", "k"]
+    vocab = ["miss", "miss the", "the quarter", "we're", "q0", "k"]
     index = word_index(vocab)
 
     def found(text: str) -> set[str]:
         return {vocab[i] for i in index.ids(text)}
 
-    assert found("We'RE going to MISS\r\n   the Quarter in Q2.") == {"we're", "miss", "miss the", "the quarter", "q2"}
+    assert found("We'RE going to MISS\r\n   the Quarter in Q2.") == {"we're", "miss", "miss the", "the quarter", "q0"}
     assert found("missed the quarters") == set()  # whole words only
     assert found("miss—the quarter") == {"miss", "miss the", "the quarter"}  # any non-token character separates
     assert found("missé the") == {"miss", "miss the"}  # so does a non-ASCII one ("é" is not a letter here)
@@ -132,7 +132,7 @@ def test_what_counts_as_a_word() -> None:
     assert found("q" * 1_000_000 + " miss") == {"miss"}
 
 
-@pytest.mark.parametrize("bad", ["Miss", "miss  the", "miss the quarter", " miss", "miss ", "", "mi-ss", "café"])
+@pytest.mark.parametrize("bad", ["Miss", "miss  the", "miss the quarter", " miss", "miss ", "", "mi-ss", "café", "q3"])
 def test_a_vocabulary_entry_that_could_never_match_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="not one word or a pair of words"):
         word_index(["ok", bad])
@@ -145,6 +145,13 @@ def test_a_vocabulary_entry_given_twice_is_refused() -> None:
         word_index(["miss", 3])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         word_index(["miss"]).ids(b"miss")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_every_digit_reads_as_0(native: bool) -> None:
+    index = word_index(["q0", "00m", "at 00"], native=native)
+    assert index.ids("Q3 came in at 45, not $38M") == {0, 1, 2}
+    assert index.ids("Q came in at a") == set()
 
 
 def test_the_c_type_cannot_be_misused_into_a_crash() -> None:

@@ -10,7 +10,8 @@
  *
  * The answer is the reference's, by construction and by test (tests/test_wordindex.py, on the
  * whole development corpus): a token is a maximal run of ASCII letters, digits and the
- * apostrophe (capitals lowered); every other character, any non-ASCII one included, separates.
+ * apostrophe (capitals lowered, every digit read as 0: the model weighs a figure's shape, "00m",
+ * not the figure); every other character, any non-ASCII one included, separates.
  * The GIL is released while the text is read.
  *
  * compact(): the evidence signals' compact text (evidence.Compact), the other per-message pass
@@ -27,7 +28,7 @@
 #define FNV_PRIME 1099511628211ULL
 
 
-/* The token byte of an ASCII character (capitals lowered), 0 for a separator. */
+/* The token byte of an ASCII character (capitals lowered, digits read as '0'), 0 for a separator. */
 static unsigned char TOKEN[128];
 
 typedef struct {
@@ -117,7 +118,8 @@ static int WordSet_init(WordSet *self, PyObject *args, PyObject *kwds) {
         }
         if (!valid_literal(p, len)) {
             PyErr_Format(PyExc_ValueError, "WordSet literal %R is not one word or a pair of words "
-                         "(lower-case ASCII letters, digits, apostrophes; one space between)", item);
+                         "(lower-case ASCII letters, apostrophes and the digit 0, which stands for any digit; "
+                         "one space between)", item);
             Py_DECREF(seq);
             return -1;
         }
@@ -442,9 +444,10 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__wordset(void) {
     for (int c = 0; c < 128; c++)
-        TOKEN[c] = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '\'' ? (unsigned char)c
-                   : (c >= 'A' && c <= 'Z')                                     ? (unsigned char)(c + 32)
-                                                                                 : 0;
+        TOKEN[c] = (c >= 'a' && c <= 'z') || c == '\'' ? (unsigned char)c
+                   : (c >= '0' && c <= '9')           ? (unsigned char)'0'
+                   : (c >= 'A' && c <= 'Z')           ? (unsigned char)(c + 32)
+                                                      : 0;
     for (int c = 0; c < 256; c++)
         COMPACT[c] = c < 128 ? (char)c : '?';
     for (const char *p = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f-/()[]:"; *p; p++)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regfd.errors import ConfigError
-from regfd.scan.message_model import _TOKEN, read_model_file
+from regfd.scan.message_model import read_model_file, tokens
 
 COMPANY = "company"  # the file's kind
 # placeholder -> the key of company.toml that fills it
@@ -52,7 +52,7 @@ class Company:
         """The words of the names, tickers and people, as the message model reads words (letters, digits,
         apostrophes); not of the sites, whose words are the company's name and "investors", "com"."""
         return frozenset(w for name, values in self.lists.items() if name != "sites"
-                         for v in values for w in _TOKEN.findall(v))
+                         for v in values for w in tokens(v))
 
 
 def expand(pattern: str, company: Company | None) -> str:

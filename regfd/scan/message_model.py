@@ -56,6 +56,12 @@ from regfd.scan.quoting import in_spans
 from regfd.scan.wordindex import word_index
 
 _TOKEN = re.compile(r"[a-z0-9']+")  # the stdlib's engine: twice as fast as `regex` on this
+# Every digit is read as 0: "$45m" and "$38m" are one feature, "00m", as "Q3" and "Q4" are "q0". A figure
+# seldom recurs from one mail to the next; its shape does ("at 00", "00 million", "up 0 percent"), and
+# the bare unannounced figure is the disclosure the words around it least often name. Measured on the
+# development corpus, each batch left out of the fit: 95.1 -> 95.7 % recall at the same 3 % of benign
+# mail held (README, "The message model").
+_FOLD_DIGITS = str.maketrans("123456789", "000000000")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
 # Words too common to mean anything alone: features are words that are not
 # these, and pairs of words not both these (the word model's fitter uses the same set).
@@ -69,9 +75,14 @@ _STOPWORD_TEXT = (
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
+def tokens(text: str) -> list[str]:
+    """The words of `text` as the model reads them: letters, digits and apostrophes, lower case, digits as 0."""
+    return _TOKEN.findall(text.lower().translate(_FOLD_DIGITS))
+
+
 def features(text: str) -> set[str]:
     """The words and word pairs of normalized `text` that the model can weigh."""
-    words = _TOKEN.findall(text.lower())
+    words = tokens(text)
     out = {w for w in words if w not in STOPWORDS}
     out.update(f"{a} {b}" for a, b in zip(words, words[1:], strict=False)
                if not (a in STOPWORDS and b in STOPWORDS))
@@ -363,6 +374,9 @@ def load_message_model(path: Path, cache_dir: Path | None = None) -> MessageMode
         cat_weights[cat] = _table(table.get("weights", {}), f"{where} [categories.{cat}.weights]")
     weights = _table(data.get("weights", {}), f"{where} [weights]")
     vocabulary = tuple(sorted(frozenset(weights).union(*cat_weights.values())))
+    for f in vocabulary:
+        if f != f.translate(_FOLD_DIGITS):
+            raise ConfigError(f"{where}: {f!r}: the model reads every digit as 0 (write {f.translate(_FOLD_DIGITS)!r})")
     confirm = _number(data, "confirm", where, 0.0, 1.0)
     veto = _number(data, "veto", where, 0.0, confirm) if "veto" in data else 0.0
     thresholds = Thresholds(alone=_number(data, "alone", where, 0.0, 1.0), near=_number(data, "near", where, 0.0, 1.0),

@@ -29,10 +29,10 @@ try:
 except ImportError:  # not built (no C compiler where regfd was installed): the reference does the work
     _WordSet = None
 
-# Token characters kept (capitals lowered), every other byte a space: in UTF-8 every byte of a
-# non-ASCII character is >= 128, so it separates, as any non-ASCII character does in the C pass.
-_TOKEN_BYTES = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz0123456789'" else c + 32 if 65 <= c <= 90 else 32
-                     for c in range(256))
+# Token characters kept (capitals lowered, every digit read as 0), every other byte a space: in UTF-8
+# every byte of a non-ASCII character is >= 128, so it separates, as any non-ASCII character does in the C pass.
+_TOKEN_BYTES = bytes(c if chr(c) in "abcdefghijklmnopqrstuvwxyz'" else 48 if 48 <= c <= 57
+                     else c + 32 if 65 <= c <= 90 else 32 for c in range(256))
 _SPACE_RUNS = re.compile(rb"  +")
 
 
