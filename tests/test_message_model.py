@@ -230,6 +230,11 @@ def test_the_fast_path_reads_the_same_features_as_the_fitter(text: str) -> None:
     assert model.present(text) == {f for f in features(text) if f in model.vocabulary}
     answered = [(len(text) // 3, len(text) // 2), (len(text) // 2 - 1, len(text))]
     assert model.read(text, answered) == {f for f in message_features(text, answered) if f in model.vocabulary}
+    own: set[int] = set()
+    quoted: set[int] = set()
+    model.collect(text, answered, own, quoted)  # what the scanner sums, without naming the features
+    assert model.named(own, quoted) == model.read(text, answered)
+    assert model.reading_ids(own, quoted) == pytest.approx(model.reading(model.read(text, answered)), abs=1e-12)
 
 
 def test_the_shipped_model_weighs_none_of_the_corpus_s_names() -> None:

@@ -228,13 +228,21 @@ class MessageModel:
     index: WordIndex = field(init=False, repr=False, compare=False)
     _own: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _answered: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # The same, as the weights of "discloses" (0.0 where that table does not weigh the feature): most
+    # mail reads under every threshold, and its probability is summed from the word pass's ids directly.
+    _own_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _answered_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         known = frozenset(self.vocabulary)
         words = sorted({f.removeprefix(ANSWERED) for f in known})
         object.__setattr__(self, "index", word_index(words, self.cache_dir, self.native))
-        object.__setattr__(self, "_own", tuple(w if w in known else "" for w in words))
-        object.__setattr__(self, "_answered", tuple(ANSWERED + w if ANSWERED + w in known else "" for w in words))
+        own = tuple(w if w in known else "" for w in words)
+        answered = tuple(ANSWERED + w if ANSWERED + w in known else "" for w in words)
+        object.__setattr__(self, "_own", own)
+        object.__setattr__(self, "_answered", answered)
+        object.__setattr__(self, "_own_weights", tuple(self.weights.get(f, 0.0) for f in own))
+        object.__setattr__(self, "_answered_weights", tuple(self.weights.get(f, 0.0) for f in answered))
 
     def present(self, text: str) -> frozenset[str]:
         """`features(text)` restricted to the vocabulary, with no Python loop over the words.
@@ -257,11 +265,32 @@ class MessageModel:
 
     def read(self, text: str, answered: Spans = ()) -> frozenset[str]:
         """`message_features(text, answered)` restricted to the vocabulary (`present` on each stretch)."""
+        own: set[int] = set()
+        quoted: set[int] = set()
+        self.collect(text, answered, own, quoted)
+        return self.named(own, quoted)
+
+    def collect(self, text: str, answered: Spans, own: set[int], quoted: set[int]) -> None:
+        """Add to `own` and `quoted` the ids of the vocabulary's words in `text`'s own and answered stretches."""
         if not answered:
-            return self._present(text, self._own)
-        own, quoted = zones(text, answered)
-        return frozenset().union(*(self._present(t, self._own) for t in own if t),
-                                 *(self._present(t, self._answered) for t in quoted if t))
+            own |= self._ids(text)
+            return
+        mine, theirs = zones(text, answered)
+        for t in mine:
+            if t:
+                own |= self._ids(t)
+        for t in theirs:
+            if t:
+                quoted |= self._ids(t)
+
+    def named(self, own: AbstractSet[int], quoted: AbstractSet[int]) -> frozenset[str]:
+        """The features of the ids `collect` found: what `read` gives."""
+        return _named(own, self._own) | _named(quoted, self._answered)
+
+    def reading_ids(self, own: AbstractSet[int], quoted: AbstractSet[int]) -> tuple[float, float]:
+        """`reading(self.named(own, quoted))`, summed from the ids without naming them (every message pays it)."""
+        z = sum(map(self._own_weights.__getitem__, own)) + sum(map(self._answered_weights.__getitem__, quoted))
+        return sigmoid(self.bias + z), sigmoid(z)
 
     def spares(self, excerpt: str, text: str, feats: AbstractSet[str]) -> bool:
         """Whether a lexicon phrase finding (its `excerpt` and matched `text`) stands under the veto
@@ -279,7 +308,7 @@ class MessageModel:
         z = sum(map(self.weights.get, feats, repeat(0.0)))
         return sigmoid(self.bias + z), sigmoid(z)
 
-    def category(self, feats: set[str]) -> str:
+    def category(self, feats: AbstractSet[str]) -> str:
         """The material category whose table scores these features highest."""
         best, best_z = "", -math.inf
         for cat, table in self.category_weights.items():

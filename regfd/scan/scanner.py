@@ -95,20 +95,23 @@ def _hits(part: TextPart, lexicons: Lexicons, read: list[_Read] | None = None,
 def _second_opinion(model: MessageModel, pairs: list[tuple[str, Finding]], read: list[_Read], strongest: float,
                     ) -> list[tuple[str, Finding]]:
     """The message model's say on the material findings (message_model.py): drop or add, never both."""
-    feats: set[str] = set()
+    own: set[int] = set()
+    quoted: set[int] = set()
     for _, norm, replies in read:
-        feats |= model.read(norm.text, replies)
-    p, words = model.reading(feats)
+        model.collect(norm.text, replies, own, quoted)
+    p, words = model.reading_ids(own, quoted)
     th = model.thresholds
     if any(kind == LEX_MATERIAL for kind, _ in pairs):
         standing = th.standing(p, words, strongest)
         if standing == ALL:
             return pairs
+        feats = model.named(own, quoted)
         return [(kind, f) for kind, f in pairs
                 if kind != LEX_MATERIAL or (not rests_on_evidence(f.rule)
                                             and (standing == PHRASES or model.spares(f.excerpt, f.text, feats)))]
     if p < th.alone_at(strongest) or not read:
         return pairs
+    feats = model.named(own, quoted)
     best: tuple[float, TextPart, NormalizedText, Explanation] | None = None
     for part, norm, replies in read:
         why = model.explain(norm.text, replies)
