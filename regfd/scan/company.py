@@ -49,8 +49,8 @@ class Company:
         return _PLACEHOLDER.sub(one, pattern)
 
     def words(self) -> frozenset[str]:
-        """The words of the names, tickers and people, as the message model reads words (letters, digits,
-        apostrophes); not of the sites, whose words are the company's name and "investors", "com"."""
+        """The words of the names, tickers and people, as the message model reads words (letters, digits
+        read as 0, apostrophes); not of the sites, whose words are the company's name and "investors", "com"."""
         return frozenset(w for name, values in self.lists.items() if name != "sites"
                          for v in values for w in tokens(v))
 
