@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from regfd.errors import ConfigError
 from regfd.scan.company import load_company
 from regfd.scan.evidence import load_word_model
 from regfd.scan.lexicon import load_lexicons
-from regfd.scan.message_model import features, message_features, zones
+from regfd.scan.message_model import MessageModel, features, load_message_model, message_features, zones
 from regfd.scan.scanner import scan_message
 from tests.conftest import REPO
 from tests.scanner_fixtures import copy_lexicons
@@ -47,6 +48,12 @@ bias = 0.5
 [categories.earnings.weights]
 "quarter" = 1.0
 """
+
+
+@functools.cache
+def _shipped_model() -> MessageModel:
+    """The shipped message_model.toml as regfd loads it, once per test process (no lexicon compile needed)."""
+    return load_message_model(LEXICON_DIR / "message_model.toml")
 
 
 def _lexicons(tmp_path: Path, alone: float = 0.7, confirm: float = 0.1, text: str | None = None,  # type: ignore[no-untyped-def]
@@ -165,8 +172,7 @@ def test_features_are_words_and_pairs_without_stopword_pairs() -> None:
 def test_a_figure_is_read_by_its_shape_not_its_value() -> None:
     """A bare unannounced figure seldom recurs from one mail to the next; its shape does."""
     assert features("Q3 came in at $45.2M") == {"q0", "came", "00", "0m", "q0 came", "came in", "at 00", "00 0m"}
-    model = load_lexicons(LEXICON_DIR).message_model
-    assert model is not None
+    model = _shipped_model()
     one = "Between us, Q3 revenue came in at $45.2M, about 12% under the plan we showed you in 2025."
     other = "Between us, Q4 revenue came in at $38.9M, about 17% under the plan we showed you in 2026."
     assert model.read(one) == model.read(other) and "00 0m" in model.read(one)  # the fitter weighs "00 0m"
@@ -225,8 +231,7 @@ def test_ordinary_office_mail_is_not_a_finding() -> None:
     "'''' -- ''' a'b",
 ])
 def test_the_fast_path_reads_the_same_features_as_the_fitter(text: str) -> None:
-    model = load_lexicons(LEXICON_DIR).message_model
-    assert model is not None
+    model = _shipped_model()
     assert model.present(text) == {f for f in features(text) if f in model.vocabulary}
     answered = [(len(text) // 3, len(text) // 2), (len(text) // 2 - 1, len(text))]
     assert model.read(text, answered) == {f for f in message_features(text, answered) if f in model.vocabulary}
@@ -241,8 +246,7 @@ def test_the_shipped_model_weighs_none_of_the_corpus_s_names() -> None:
     """The corpus is one fictional company's mail (tools/fit_message_model.py, `Names`): a weight on its
     officers, customers or towns would mean nothing in another company's mail, so the same disclosure
     reads the same whoever and wherever it names."""
-    model = load_lexicons(LEXICON_DIR).message_model
-    assert model is not None
+    model = _shipped_model()
     names = {"allient", "marcus", "dana", "oyelaran", "whitfield", "kestrel", "veltra", "brenner", "dayton", "brno"}
     names |= load_company(LEXICON_DIR / "company.toml").words()  # the ticker "alnt" too, though written ALNT
     assert "alnt" in names
